@@ -1,0 +1,80 @@
+"""The asset graph: ingest MEDI and each task's split, mine triplets per task, build, publish.
+
+Thin by design: each asset reads its inputs from the workspace, calls one `pipeline.stages` function
+and records what it returned as metadata.
+"""
+
+import dagster as dg
+
+from assets.metadata import account_metadata, schema_metadata, tasks_table
+from assets.partitions import task_partitions
+from assets.resources import GistforgeResource, GuideModelResource
+from pipeline import stages
+
+OWNERS = ["team:gistforge"]
+
+
+@dg.asset(group_name="ingest", kinds={"polars", "parquet"}, owners=OWNERS, code_version="1",
+          description="MEDI instruction triplets at the pinned revision, cleaned (drops counted).")
+def medi_triplets(context: dg.AssetExecutionContext, gistforge: GistforgeResource) -> dg.MaterializeResult:
+    report = stages.ingest_medi(gistforge.config(), gistforge.workspace())
+    context.log.info("MEDI: %s", report["account"])
+    return dg.MaterializeResult(metadata={**account_metadata(report["account"]), "medi_tasks": report["tasks"]})
+
+
+@dg.asset(group_name="ingest", partitions_def=task_partitions, kinds={"huggingface", "polars"},
+          owners=OWNERS, code_version="1",
+          description="One task's labelled train split at its pinned revision, cleaned for mining.")
+def mteb_train_split(context: dg.AssetExecutionContext, gistforge: GistforgeResource) -> dg.MaterializeResult:
+    report = stages.ingest_task(gistforge.config(), gistforge.workspace(), context.partition_key)
+    context.log.info("%s: %s", context.partition_key, report["account"])
+    return dg.MaterializeResult(metadata={**account_metadata(report["account"]), "labels": report["labels"],
+                                          "source": dg.MetadataValue.json(report["source"])})
+
+
+@dg.asset(group_name="mine", partitions_def=task_partitions, deps=[mteb_train_split],
+          kinds={"faiss", "pytorch"}, owners=OWNERS, code_version="1",
+          description="Label-based triplets for one task: guide-model positives, margin-guarded hard negatives.")
+def mined_triplets(context: dg.AssetExecutionContext, gistforge: GistforgeResource,
+                   guide: GuideModelResource) -> dg.MaterializeResult:
+    cfg, ws = gistforge.config(), gistforge.workspace()
+    report = stages.mine_task(cfg, ws, context.partition_key, guide.encoder(cfg, ws))
+    context.log.info("%s: %s", context.partition_key, report["mining"])
+    return dg.MaterializeResult(metadata={
+        **account_metadata(report["account"]),
+        "mining": dg.MetadataValue.json(report["mining"]),
+        "texts_encoded": report["encode"]["encoded"], "texts_from_cache": report["encode"]["cached"],
+        "guide_model": report["guide"]["name"], "guide_revision": report["guide"]["revision"],
+    })
+
+
+@dg.asset(group_name="publish", deps=[medi_triplets, mined_triplets], kinds={"parquet"}, owners=OWNERS,
+          code_version="1", description="MEDI + mined triplets in the published schema: shards and dataset card.")
+def triplet_dataset(context: dg.AssetExecutionContext, gistforge: GistforgeResource) -> dg.MaterializeResult:
+    info = stages.build_dataset(gistforge.config(), gistforge.workspace())
+    context.log.info("built %s rows, content hash %s", info["rows"], info["content_hash"])
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": info["rows"], "content_hash": info["content_hash"], "shards": info["shards"],
+        "rows_per_task": tasks_table(info["tasks"]), "excluded_tasks": dg.MetadataValue.json(info["excluded"]),
+        **schema_metadata(),
+    })
+
+
+@dg.asset(group_name="publish", deps=[triplet_dataset], kinds={"huggingface"}, owners=OWNERS, code_version="1",
+          description="The build published as a tagged version (local Hub-cache folder by default).")
+def published_dataset(context: dg.AssetExecutionContext, gistforge: GistforgeResource) -> dg.MaterializeResult:
+    result = stages.publish_local(gistforge.config(), gistforge.workspace())
+    context.log.info("%s %s@%s at %s", result.status, result.repo_id, result.tag, result.location)
+    return dg.MaterializeResult(metadata={
+        "repo_id": result.repo_id, "tag": result.tag, "status": result.status, "location": result.location,
+        "content_hash": result.content_hash,
+        "load_dataset": dg.MetadataValue.md(f"```python\n{result.load_snippet()}\n```"),
+    })
+
+
+ALL_ASSETS = [medi_triplets, mteb_train_split, mined_triplets, triplet_dataset, published_dataset]
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    resources={"gistforge": GistforgeResource(), "guide": GuideModelResource()},
+)

@@ -1,0 +1,29 @@
+"""Turn the library's plain report dicts into Dagster metadata (presentation only)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pipeline.build import SCHEMA
+from pipeline.card import markdown_table
+
+
+def account_metadata(account: dict) -> dict:
+    drops = account["drops"]
+    return {
+        "dagster/row_count": account["rows_out"],
+        "rows_in": account["rows_in"],
+        "rows_dropped": sum(drops.values()),
+        "drops": dg.MetadataValue.md(
+            markdown_table(["reason", "rows"], sorted(drops.items())) if drops else "no rows dropped"),
+    }
+
+
+def schema_metadata() -> dict:
+    return {"dagster/column_schema": dg.TableSchema(
+        columns=[dg.TableColumn(f.name, str(f.type)) for f in SCHEMA])}
+
+
+def tasks_table(tasks: list[dict]) -> dg.MetadataValue:
+    return dg.MetadataValue.md(markdown_table(["task_type", "task_name", "rows"],
+                                              [[t["task_type"], t["task_name"], t["rows"]] for t in tasks]))

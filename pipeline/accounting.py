@@ -1,0 +1,41 @@
+"""Row accounting: every row that enters a stage leaves it as output or as a counted, reasoned drop."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class RowAccount:
+    source: str
+    rows_in: int
+    rows_out: int = 0
+    drops: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str, n: int) -> None:
+        if n:
+            self.drops[reason] = self.drops.get(reason, 0) + int(n)
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
+
+    @property
+    def balanced(self) -> bool:
+        return self.rows_in == self.rows_out + self.dropped
+
+    def check(self) -> "RowAccount":
+        """Fail loudly if rows were lost without a reason (a bug, never a data problem)."""
+        if not self.balanced:
+            raise AssertionError(
+                f"{self.source}: row accounting does not add up: {self.rows_in} in != {self.rows_out} out + "
+                f"{self.dropped} dropped {self.drops}"
+            )
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RowAccount":
+        return cls(**data)

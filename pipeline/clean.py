@@ -1,0 +1,82 @@
+"""Cleaning rules, each drop counted under a reason so that rows in = rows out + rows dropped."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pipeline.accounting import RowAccount
+from pipeline.text import normalised
+
+DROP_REASONS = {
+    "empty_text": "text is missing, empty or whitespace only",
+    "missing_label": "label is missing",
+    "ambiguous_label": "the same (normalised) text appears under two or more labels",
+    "duplicate_text": "a repeat of an earlier row's (normalised) text under the same label",
+    "single_member_label": "its label has one member, so no positive exists",
+    "no_other_label": "the task has a single label, so no negative exists",
+    "query_equals_pos_or_neg": "MEDI row whose query equals its positive or negative (normalised)",
+    "duplicate_row": "MEDI row repeating an earlier (query, pos, neg, task_name)",
+    "no_negative": "no other-label text passed the margin guard",
+}
+
+
+def _blank(col: str) -> pl.Expr:
+    return pl.col(col).is_null() | (pl.col(col).str.strip_chars() == "")
+
+
+def clean_labelled(df: pl.DataFrame, source: str) -> tuple[pl.DataFrame, RowAccount]:
+    """Rows fit for label-based mining: non-empty, unambiguous, unique, with a positive and a negative."""
+    acc = RowAccount(source=source, rows_in=df.height)
+    df = df.with_row_index("row")
+
+    blank = df.filter(_blank("text"))
+    acc.drop("empty_text", blank.height)
+    df = df.filter(~_blank("text"))
+
+    acc.drop("missing_label", df.filter(pl.col("label").is_null()).height)
+    df = df.filter(pl.col("label").is_not_null()).with_columns(key=normalised(pl.col("text")))
+
+    ambiguous = df.group_by("key").agg(pl.col("label").n_unique().alias("n")).filter(pl.col("n") > 1)
+    before = df.height
+    df = df.join(ambiguous.select("key"), on="key", how="anti")
+    acc.drop("ambiguous_label", before - df.height)
+
+    before = df.height
+    df = df.sort("row").unique(subset=["key"], keep="first", maintain_order=True)
+    acc.drop("duplicate_text", before - df.height)
+
+    sizes = df.group_by("label").len()
+    single = sizes.filter(pl.col("len") == 1).select("label")
+    before = df.height
+    df = df.join(single, on="label", how="anti")
+    acc.drop("single_member_label", before - df.height)
+
+    if df.get_column("label").n_unique() < 2:
+        acc.drop("no_other_label", df.height)
+        df = df.clear()
+
+    df = df.sort("row").select("row", "text", "label", "label_text")
+    acc.rows_out = df.height
+    return df, acc.check()
+
+
+def clean_medi(df: pl.DataFrame, source: str) -> tuple[pl.DataFrame, RowAccount]:
+    """MEDI rows kept as published, minus empty, degenerate and exact-repeat triplets."""
+    acc = RowAccount(source=source, rows_in=df.height)
+    empty = _blank("query") | _blank("pos") | _blank("neg")
+    acc.drop("empty_text", df.filter(empty).height)
+    df = df.filter(~empty)
+
+    q, p, n = (normalised(pl.col(c)) for c in ("query", "pos", "neg"))
+    degenerate = (q == p) | (q == n)
+    before = df.height
+    df = df.filter(~degenerate)
+    acc.drop("query_equals_pos_or_neg", before - df.height)
+
+    before = df.height
+    df = df.unique(subset=["query", "pos", "neg", "task_name"], keep="first", maintain_order=True)
+    acc.drop("duplicate_row", before - df.height)
+
+    df = df.with_columns(pl.col(c).fill_null("") for c in ("query_instruct", "pos_instruct", "neg_instruct", "task_name"))
+    acc.rows_out = df.height
+    return df, acc.check()

@@ -1,0 +1,175 @@
+"""Typed build configuration, in one place, and the two profiles (embedded default, full).
+
+A profile is plain data: the Dagster layer reads it, the library functions take its parts as arguments.
+Select one with `GISTFORGE_PROFILE` (`embedded` or `full`) or point `GISTFORGE_CONFIG` at a YAML file
+holding a `BuildConfig`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipeline.registry import DEFAULT_EXCLUSIONS, MTEB_TASKS
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
+BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MediSource(_Strict):
+    """Where MEDI comes from: the Hub parquet dataset, or the original `medi-data.json` file."""
+
+    kind: Literal["hub", "json"] = "hub"
+    repo_id: str = "avsolatorio/medi-data"
+    revision: str = "main"
+    path: Path | None = None
+    cache_dir: Path | None = Field(None, description="Hub cache to read; None = HF_HUB_CACHE")
+
+    @model_validator(mode="after")
+    def _path_for_json(self) -> "MediSource":
+        if self.kind == "json" and self.path is None:
+            raise ValueError("MEDI source kind 'json' needs `path` (the medi-data.json file)")
+        return self
+
+
+class TaskSource(_Strict):
+    """One labelled classification split: an MTEB task from the Hub, or a local file with a column map."""
+
+    name: str
+    kind: Literal["hub", "local"] = "hub"
+    path: Path | None = None
+    revision: str | None = Field(None, description="override the registry pin (hub only)")
+    cache_dir: Path | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    label_text_column: str | None = "label_text"
+
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        if not _SAFE_NAME.match(v):
+            raise ValueError(f"task name {v!r} must match {_SAFE_NAME.pattern} (it is used in file names)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TaskSource":
+        if self.kind == "hub" and self.name not in MTEB_TASKS:
+            known = ", ".join(sorted(MTEB_TASKS))
+            raise ValueError(f"unknown MTEB task {self.name!r} for a hub source; known: {known}")
+        if self.kind == "local" and self.path is None:
+            raise ValueError(f"local task source {self.name!r} needs `path`")
+        return self
+
+    @property
+    def is_mteb(self) -> bool:
+        return self.name in MTEB_TASKS
+
+
+class MiningConfig(_Strict):
+    """Knobs of the label-based triplet miner (see `pipeline.mine.mine_triplets`)."""
+
+    positive_top_k: int = Field(100, ge=1, description="same-label neighbours the positive is drawn from")
+    positive_temperature: float = Field(0.05, gt=0, description="softmax(sim / T) over those neighbours")
+    negative_strategy: Literal["hard", "topk_random", "uniform"] = "hard"
+    negative_depth: int = Field(64, ge=1, description="other-label candidates retrieved per query")
+    negative_top_k: int = Field(10, ge=1, description="pool size for `topk_random`")
+    margin_type: Literal["relative", "absolute"] = "relative"
+    margin: float = Field(0.05, ge=0, description="keep sim(q,n) < sim(q,p)*(1-m) (relative) or < sim(q,p)-m")
+    fallback_tries: int = Field(64, ge=0, description="random other-label draws when no candidate passes")
+    query_batch: int = Field(4096, ge=1)
+
+
+class BuildConfig(_Strict):
+    profile: str
+    medi: MediSource | None = MediSource()
+    tasks: list[TaskSource]
+    exclusions: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_EXCLUSIONS))
+    guide_model: str = "BAAI/bge-base-en-v1.5"
+    guide_revision: str | None = None
+    encode_batch_size: int = 64
+    mining: MiningConfig = MiningConfig()
+    seed: int = 42
+    dataset_repo_id: str = "local/gistforge-medi-mteb-triplets"
+    max_shard_bytes: int = Field(500 * 1024**2, ge=1024)
+
+    @field_validator("dataset_repo_id")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        parts = v.split("/")
+        if len(parts) != 2 or not all(_SAFE_NAME.match(p) for p in parts):
+            raise ValueError(f"dataset_repo_id {v!r} must look like 'org/name' (letters, digits, '-', '_', '.')")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_tasks(self) -> "BuildConfig":
+        names = [t.name for t in self.tasks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tasks listed twice: {dupes}")
+        return self
+
+    @property
+    def included_tasks(self) -> list[TaskSource]:
+        """Tasks that are ingested: the excluded ones never are."""
+        return [t for t in self.tasks if t.name not in self.exclusions]
+
+    @property
+    def excluded_tasks(self) -> dict[str, str]:
+        """Configured tasks dropped by the exclusion policy, with the reason for each."""
+        return {t.name: self.exclusions[t.name] for t in self.tasks if t.name in self.exclusions}
+
+    def task(self, name: str) -> TaskSource:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(f"task {name!r} is not configured in profile {self.profile!r}")
+
+
+def embedded_profile() -> BuildConfig:
+    """Offline default: the shipped sample, the bundled MiniLM as guide, a local output folder."""
+    cache = SAMPLE_DIR / "hf-hub-cache"
+    return BuildConfig(
+        profile="embedded",
+        medi=MediSource(kind="hub", cache_dir=cache),
+        tasks=[
+            TaskSource(name="Banking77Classification", cache_dir=cache),
+            TaskSource(name="ImdbClassification", cache_dir=cache),
+            TaskSource(name="ChatterbotTopics", kind="local", path=SAMPLE_DIR / "chatterbot_topics.jsonl",
+                       text_column="utterance", label_column="topic", label_text_column=None),
+        ],
+        guide_model=BUNDLED_MODEL,
+        encode_batch_size=32,
+    )
+
+
+def full_profile() -> BuildConfig:
+    """GIST's build: every MTEB(eng, v1) classification task at its pin, Amazon Polarity excluded."""
+    return BuildConfig(profile="full", tasks=[TaskSource(name=name) for name in MTEB_TASKS])
+
+
+PROFILES = {"embedded": embedded_profile, "full": full_profile}
+
+
+def load_config(path: str | os.PathLike | None = None, profile: str | None = None) -> BuildConfig:
+    """The active configuration: a YAML file if given (or `GISTFORGE_CONFIG`), else a named profile."""
+    path = path or os.environ.get("GISTFORGE_CONFIG")
+    if path:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        try:
+            return BuildConfig.model_validate(data)
+        except Exception as exc:
+            raise ValueError(f"invalid gistforge config {path}: {exc}") from None
+    name = profile or os.environ.get("GISTFORGE_PROFILE", "embedded")
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)} or set GISTFORGE_CONFIG")
+    return PROFILES[name]()

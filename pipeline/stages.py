@@ -1,0 +1,183 @@
+"""The build road, stage by stage, over files in a work folder: ingest -> mine -> build -> publish.
+
+Each stage reads its inputs from the work folder, writes its outputs there atomically, and returns a
+plain dict of facts for the caller (the Dagster layer) to record. Nothing here imports Dagster.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline.accounting import RowAccount
+from pipeline.build import assemble, medi_frame, per_task_counts, triplet_frame, write_build, SCHEMA
+from pipeline.card import render_card
+from pipeline.clean import clean_labelled, clean_medi
+from pipeline.config import BuildConfig
+from pipeline.embed import EmbeddingCache, embed_texts, fingerprint, load_encoder, resolve_model
+from pipeline.mine import mine_triplets
+from pipeline.publish import LocalHub, PublishResult
+from pipeline.sources import describe_medi_source, describe_task_source, load_medi, load_task_split
+
+log = logging.getLogger(__name__)
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("GISTFORGE_HOME", ".gistforge")).resolve()
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where a profile's intermediate files, embedding cache and local hub live."""
+
+    home: Path
+    profile: str
+
+    @property
+    def work(self) -> Path:
+        return self.home / "work" / self.profile
+
+    @property
+    def hub(self) -> Path:
+        return self.home / "hub"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.home / "embeddings"
+
+    def medi_rows(self) -> Path:
+        return self.work / "medi" / "rows.parquet"
+
+    def split(self, task: str) -> Path:
+        return self.work / "splits" / f"{task}.parquet"
+
+    def triplets(self, task: str) -> Path:
+        return self.work / "triplets" / f"{task}.parquet"
+
+    def report(self, path: Path) -> Path:
+        return path.with_suffix(".json")
+
+    def build_dir(self) -> Path:
+        return self.work / "build"
+
+
+def _write_parquet(df: pl.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    df.write_parquet(tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(data: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def ingest_medi(cfg: BuildConfig, ws: Workspace) -> dict:
+    """Load and clean MEDI; an empty frame when the profile has no MEDI source."""
+    if cfg.medi is None:
+        df, acc = clean_medi(pl.DataFrame(schema={c: pl.String for c in
+                                                  ["query", "pos", "neg", "task_name", "query_instruct",
+                                                   "pos_instruct", "neg_instruct"]}), "MEDI (none configured)")
+    else:
+        df, acc = clean_medi(load_medi(cfg.medi), "MEDI")
+    _write_parquet(df, ws.medi_rows())
+    report = {"account": acc.to_dict(), "tasks": df.get_column("task_name").n_unique()}
+    _write_json(report, ws.report(ws.medi_rows()))
+    return report
+
+
+def ingest_task(cfg: BuildConfig, ws: Workspace, task: str) -> dict:
+    """Load and clean one task's train split. Excluded tasks are refused, never read."""
+    if task in cfg.exclusions:
+        raise ValueError(f"task {task!r} is excluded ({cfg.exclusions[task]}); it is never ingested")
+    src = cfg.task(task)
+    df, acc = clean_labelled(load_task_split(src), f"{task} (ingest)")
+    _write_parquet(df, ws.split(task))
+    report = {"account": acc.to_dict(), "labels": df.get_column("label").n_unique(),
+              "source": describe_task_source(src)}
+    _write_json(report, ws.report(ws.split(task)))
+    return report
+
+
+class GuideEncoder:
+    """The guide model, loaded once per process, with its embedding cache."""
+
+    def __init__(self, cfg: BuildConfig, ws: Workspace, device: str | None = None):
+        self.ref = resolve_model(cfg.guide_model, cfg.guide_revision)
+        self.model = load_encoder(self.ref, device)
+        self.key = fingerprint(self.ref, self.model.max_seq_length)
+        self.cache = EmbeddingCache(ws.embeddings, self.key)
+        self.batch_size = cfg.encode_batch_size
+
+    def embed(self, texts: list[str]):
+        return embed_texts(self.model, texts, self.cache, self.batch_size)
+
+
+def mine_task(cfg: BuildConfig, ws: Workspace, task: str, guide: GuideEncoder) -> dict:
+    """Embed a cleaned split with the guide and mine its triplets."""
+    split = pl.read_parquet(ws.split(task))
+    src = cfg.task(task)
+    emb, enc_stats = guide.embed(split.get_column("text").to_list())
+    codes = split.get_column("label").cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
+    mined = mine_triplets(emb, codes, cfg.mining, cfg.seed, task)
+    frame = triplet_frame(split, mined, src)
+    acc = RowAccount(source=f"{task} (mine)", rows_in=split.height, rows_out=frame.height)
+    for reason, n in mined.stats.get("drops", {}).items():
+        acc.drop(reason, n)
+    acc.check()
+    _write_parquet(frame, ws.triplets(task))
+    report = {"account": acc.to_dict(), "mining": mined.stats, "encode": vars(enc_stats),
+              "guide": {"name": guide.ref.name, "revision": guide.ref.revision, "fingerprint": guide.key}}
+    _write_json(report, ws.report(ws.triplets(task)))
+    return report
+
+
+def build_dataset(cfg: BuildConfig, ws: Workspace) -> dict:
+    """Assemble MEDI + every included task's triplets into shards and a card, atomically."""
+    frames = [medi_frame(pl.read_parquet(ws.medi_rows()))]
+    medi_report = _read_json(ws.report(ws.medi_rows()))
+    accounts = [medi_report["account"]]
+    sources = {"medi": describe_medi_source(cfg.medi) if cfg.medi else None, "tasks": []}
+    guide = None
+    for src in cfg.included_tasks:
+        path = ws.triplets(src.name)
+        if not path.exists():
+            raise FileNotFoundError(f"no mined triplets for task {src.name!r} at {path}; materialise its partition first")
+        frames.append(pl.read_parquet(path))
+        ingest, mined = _read_json(ws.report(ws.split(src.name))), _read_json(ws.report(path))
+        accounts += [ingest["account"], mined["account"]]
+        sources["tasks"].append(ingest["source"])
+        guide = mined["guide"]
+    table = assemble(frames, cfg.seed)
+    tasks = per_task_counts(table)
+    card = functools.partial(
+        render_card, repo_id=cfg.dataset_repo_id, schema=SCHEMA, num_rows=table.num_rows, num_bytes=table.nbytes,
+        sources=sources, exclusions=cfg.exclusions,
+        guide=guide or {"name": cfg.guide_model, "revision": cfg.guide_revision or "n/a"},
+        mining=cfg.mining.model_dump(), seed=cfg.seed, tasks=tasks, accounts=accounts,
+    )
+    digest = write_build(table, lambda size: card(download_size=size), ws.build_dir(), cfg.max_shard_bytes)
+    shards = sorted(p.name for p in (ws.build_dir() / "data").glob("*.parquet"))
+    return {"content_hash": digest, "rows": table.num_rows, "shards": shards, "tasks": tasks,
+            "accounts": accounts, "excluded": cfg.exclusions}
+
+
+def publish_local(cfg: BuildConfig, ws: Workspace) -> PublishResult:
+    return LocalHub(ws.hub).publish(ws.build_dir(), cfg.dataset_repo_id)
