@@ -20,6 +20,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     b.add_argument("--config", help="a YAML BuildConfig file; sets GISTFORGE_CONFIG")
     b.add_argument("--home", help="work folder, embedding cache and local hub (default ./.gistforge; GISTFORGE_HOME)")
     b.add_argument("--tasks", nargs="*", help="only these task partitions (default: all included tasks)")
+    b.add_argument("--log-level", default="INFO", help="Dagster console log level (default INFO)")
     return p.parse_args(argv)
 
 
@@ -48,7 +49,8 @@ def build(argv: list[str] | None = None) -> int:
 
     def run(selection, partition_key=None):
         result = dg.materialize(ALL_ASSETS, selection=selection, partition_key=partition_key,
-                                resources=resources, instance=instance, raise_on_error=False)
+                                resources=resources, instance=instance, raise_on_error=False,
+                                run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}})
         if not result.success:
             where = f" (partition {partition_key})" if partition_key else ""
             for event in result.all_events:

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny Hub caches and labelled files built in temp folders, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BANKING_REV = "0fd18e25b25c072e09e0d92ab615fda904d66300"
+
+
+def make_hub_repo(cache: Path, repo_id: str, revision: str, files: dict[str, str | bytes], ref: str = "main") -> Path:
+    """A dataset repo in Hub-cache layout, as `snapshot_download` leaves it."""
+    repo = cache / f"datasets--{repo_id.replace('/', '--')}"
+    snap = repo / "snapshots" / revision
+    for name, content in files.items():
+        path = snap / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / ref).write_text(revision)
+    return snap
+
+
+def jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+@pytest.fixture
+def banking_like_rows() -> list[dict]:
+    texts = {
+        0: ["where is my card", "my card has not arrived", "card still not delivered", "when will the card come"],
+        1: ["how do I top up", "top up with bank transfer", "can I add money by card", "topping up failed"],
+        2: ["what is the exchange rate", "wrong exchange rate charged", "exchange rate for euros", "rate too high"],
+    }
+    names = {0: "card_arrival", 1: "top_up", 2: "exchange_rate"}
+    return [{"text": t, "label": k, "label_text": names[k]} for k, ts in texts.items() for t in ts]
+
+
+def clustered(n: int, labels: int, dim: int = 16, seed: int = 0, noise: float = 0.8):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, labels, n)
+    centers = rng.normal(size=(labels, dim))
+    x = centers[y] + rng.normal(size=(n, dim)) * noise
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), y

@@ -1,0 +1,76 @@
+"""The Dagster layer: definitions load, and the whole graph materialises in-process on the embedded default."""
+
+import json
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from assets import defs
+from assets.cli import build
+from pipeline.publish import LocalHub
+
+
+def test_definitions_load_and_graph_is_wired():
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {"medi_triplets", "mteb_train_split", "mined_triplets", "triplet_dataset", "published_dataset"}
+    split = graph.get(dg.AssetKey("mteb_train_split"))
+    assert split.partitions_def.get_partition_keys() == ["Banking77Classification", "ImdbClassification",
+                                                          "ChatterbotTopics"]
+    assert dg.AssetKey("mined_triplets") in graph.get(dg.AssetKey("triplet_dataset")).parent_keys
+
+
+@pytest.fixture(scope="module")
+def embedded_build(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    assert build(["build", "--home", str(home)]) == 0
+    return home
+
+
+def test_embedded_build_publishes_a_loadable_honest_dataset(embedded_build, capsys):
+    from datasets import load_dataset
+    from huggingface_hub import snapshot_download
+
+    home = embedded_build
+    tags = LocalHub(home / "hub").tags("local/gistforge-medi-mteb-triplets")
+    assert len(tags) == 1
+    tag = next(iter(tags))
+    path = snapshot_download("local/gistforge-medi-mteb-triplets", repo_type="dataset", revision=tag,
+                             cache_dir=str(home / "hub"), local_files_only=True)
+    df = load_dataset(path, split="train").to_polars()
+
+    work = home / "work" / "embedded"
+    reports = {p.relative_to(work).as_posix(): json.loads(p.read_text()) for p in work.rglob("*.json")
+               if not p.name.startswith(".")}
+    for name, report in reports.items():
+        acc = report["account"]
+        assert acc["rows_in"] == acc["rows_out"] + sum(acc["drops"].values()), name
+    for task in ("Banking77Classification", "ImdbClassification", "ChatterbotTopics"):
+        eligible = reports[f"splits/{task}.json"]["account"]["rows_out"]
+        mined = df.filter(pl.col("task_name") == task, pl.col("source") != "medi").height
+        assert mined == reports[f"triplets/{task}.json"]["account"]["rows_out"] >= 0.99 * eligible
+    assert df.filter(pl.col("source") == "medi").height == reports["medi/rows.json"]["account"]["rows_out"]
+
+    mined = df.filter(pl.col("source") != "medi")
+    assert (mined["query_label"] != mined["neg_label"]).all()
+    assert (df["query"] != df["pos"]).all() and (df["query"] != df["neg"]).all()
+    assert df.filter(pl.col("source") == "mteb")["task_type"].str.starts_with("mteb_").all()
+    assert not df.filter(pl.col("source") != "mteb")["task_type"].str.starts_with("mteb_").any()
+    card = (home / "hub").rglob("README.md").__next__().read_text()
+    assert "AmazonPolarityClassification" in card and "Row accounting" in card and tag in card
+
+
+def test_rebuild_is_unchanged_and_reencodes_nothing(embedded_build, capsys):
+    capsys.readouterr()
+    assert build(["build", "--home", str(embedded_build)]) == 0
+    out = capsys.readouterr().out
+    assert "gistforge: unchanged local/gistforge-medi-mteb-triplets@" in out and "load_dataset(path" in out
+    for p in (embedded_build / "work" / "embedded" / "triplets").glob("*.json"):
+        assert json.loads(p.read_text())["encode"]["encoded"] == 0
+
+
+def test_unknown_partition_is_refused(embedded_build, capsys):
+    assert build(["build", "--home", str(embedded_build), "--tasks", "AmazonPolarityClassification"]) == 2
+    assert "unknown or excluded task partition" in capsys.readouterr().err

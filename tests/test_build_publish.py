@@ -1,0 +1,80 @@
+import datetime as dt
+import os
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.build import SCHEMA, assemble, content_hash, medi_frame, triplet_frame, write_build
+from pipeline.config import TaskSource
+from pipeline.mine import MinedTriplets
+from pipeline.publish import LocalHub, make_tag
+
+
+def _frames(seed_rows=30):
+    split = pl.DataFrame({"text": [f"text {i}" for i in range(seed_rows)],
+                          "label": [str(i % 3) for i in range(seed_rows)],
+                          "label_text": [f"L{i % 3}" for i in range(seed_rows)]})
+    q = np.arange(seed_rows)
+    mined = MinedTriplets(q, (q + 3) % seed_rows, (q + 1) % seed_rows, np.full(seed_rows, 0.9, np.float32),
+                          np.full(seed_rows, 0.5, np.float32))
+    mteb = triplet_frame(split, mined, TaskSource(name="Banking77Classification"))
+    local = triplet_frame(split, mined, TaskSource(name="MyTask", kind="local", path="x.csv"))
+    medi = medi_frame(pl.DataFrame({c: [f"{c}{i}" for i in range(10)] for c in
+                                    ["query", "pos", "neg", "query_instruct", "pos_instruct", "neg_instruct"]}
+                                   ).with_columns(task_name=pl.Series(["nq"] * 5 + ["msmarco"] * 5)))
+    return [mteb, medi, local]
+
+
+def test_task_type_rule_and_grouping_by_task():
+    table = assemble(_frames(), seed=1)
+    assert table.schema == SCHEMA
+    df = pl.from_arrow(table)
+    assert df.filter(pl.col("source") == "mteb")["task_type"].unique().to_list() == ["mteb_banking77"]
+    assert not df.filter(pl.col("source") != "mteb")["task_type"].str.starts_with("mteb_").any()
+    assert df.filter(pl.col("source") == "local")["task_type"].unique().to_list() == ["local_my_task"]
+    # each task is one contiguous block
+    runs = df.select((pl.col("task_name") != pl.col("task_name").shift()).fill_null(True).cum_sum())[:, 0]
+    assert runs.n_unique() == df["task_name"].n_unique()
+    # shuffled within the task, deterministically
+    block = df.filter(pl.col("task_name") == "Banking77Classification")["query"].to_list()
+    assert block != sorted(block, key=lambda t: int(t.split()[1]))
+    assert pl.from_arrow(assemble(_frames(), seed=1)).equals(df)
+    assert not pl.from_arrow(assemble(_frames(), seed=2)).equals(df)
+
+
+def test_build_is_byte_identical_and_sharded_like_the_hub(tmp_path):
+    table = assemble(_frames(200), seed=1)
+    h1 = write_build(table, lambda size: f"card {size}", tmp_path / "a", max_shard_bytes=4096)
+    h2 = write_build(table, lambda size: f"card {size}", tmp_path / "b", max_shard_bytes=4096)
+    assert h1 == h2 == content_hash(tmp_path / "a")
+    files = sorted(p.name for p in (tmp_path / "a" / "data").iterdir())
+    n = len(files)
+    assert n > 1 and files == [f"train-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+    for name in files:
+        assert (tmp_path / "a/data" / name).read_bytes() == (tmp_path / "b/data" / name).read_bytes()
+    assert sum(pq.read_metadata(tmp_path / "a/data" / f).num_rows for f in files) == table.num_rows
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp folders left behind"
+
+
+def test_local_hub_versions_load_back_by_tag(tmp_path, monkeypatch):
+    from datasets import load_dataset
+    from huggingface_hub import snapshot_download
+
+    hub = LocalHub(tmp_path / "hub")
+    builds = {}
+    for seed in (1, 2):
+        table = assemble(_frames(), seed=seed)
+        write_build(table, lambda size: "---\nlicense: other\n---\n# card\n", tmp_path / f"b{seed}", 1 << 20)
+        builds[seed] = (table, hub.publish(tmp_path / f"b{seed}", "org/ds", today=dt.date(2026, 1, seed)))
+    again = hub.publish(tmp_path / "b2", "org/ds", today=dt.date(2026, 2, 1))
+    assert again.status == "unchanged" and again.tag == builds[2][1].tag
+    assert set(hub.tags("org/ds")) == {builds[1][1].tag, builds[2][1].tag}
+    for table, result in builds.values():
+        assert result.status == "published" and result.tag == make_tag(result.content_hash, dt.date(2026, 1, int(result.tag[9])))
+        path = snapshot_download("org/ds", repo_type="dataset", revision=result.tag, cache_dir=str(tmp_path / "hub"),
+                                 local_files_only=True)
+        ds = load_dataset(path, split="train")
+        assert ds.to_polars().equals(pl.from_arrow(table))
+        assert result.tag in open(os.path.join(path, "README.md")).read()

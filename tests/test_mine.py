@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pipeline.config import MiningConfig
+from pipeline.mine import mine_triplets
+from tests.conftest import clustered
+
+
+def _check_invariants(r, labels, cfg):
+    assert (r.query != r.pos).all(), "positive is the query itself"
+    assert (r.query != r.neg).all(), "negative is the query itself"
+    assert (labels[r.query] == labels[r.pos]).all(), "positive from another label"
+    assert (labels[r.query] != labels[r.neg]).all(), "negative shares the query's label"
+    if cfg.negative_strategy != "uniform":
+        limit = r.pos_score * (1 - cfg.margin) if cfg.margin_type == "relative" else r.pos_score - cfg.margin
+        assert (r.neg_score < limit + 1e-6).all(), "negative violates the margin guard"
+
+
+@pytest.mark.parametrize("strategy", ["hard", "topk_random", "uniform"])
+def test_every_row_gets_a_valid_triplet(strategy):
+    x, y = clustered(600, 8, seed=1)
+    cfg = MiningConfig(negative_strategy=strategy)
+    r = mine_triplets(x, y, cfg, seed=3, task="t")
+    _check_invariants(r, y, cfg)
+    assert len(r.query) + sum(r.stats["drops"].values()) == 600
+    assert len(r.query) >= 0.99 * 600
+    assert np.array_equal(np.sort(r.query), r.query)
+
+
+def test_deterministic_for_a_seed_and_seed_sensitive():
+    x, y = clustered(400, 5, seed=2)
+    cfg = MiningConfig(negative_strategy="topk_random")
+    a, b = mine_triplets(x, y, cfg, 7, "t"), mine_triplets(x, y, cfg, 7, "t")
+    c = mine_triplets(x, y, cfg, 8, "t")
+    assert np.array_equal(a.pos, b.pos) and np.array_equal(a.neg, b.neg)
+    assert not (np.array_equal(a.pos, c.pos) and np.array_equal(a.neg, c.neg))
+
+
+def test_hard_negative_is_the_most_similar_other_label_text_that_passes_the_guard():
+    x, y = clustered(300, 4, seed=4)
+    cfg = MiningConfig(negative_strategy="hard", negative_depth=300)
+    r = mine_triplets(x, y, cfg, 0, "t")
+    sims = x @ x.T
+    for q, ps, n in zip(r.query[:50], r.pos_score[:50], r.neg[:50]):
+        other = np.flatnonzero(y != y[q])
+        allowed = other[sims[q, other] < ps * (1 - cfg.margin)]
+        assert n == allowed[np.argmax(sims[q, allowed])]
+
+
+def test_positive_prefers_near_neighbours_at_low_temperature():
+    x, y = clustered(300, 3, seed=5)
+    r = mine_triplets(x, y, MiningConfig(positive_temperature=1e-4), 0, "t")
+    sims = x @ x.T
+    for q, p in zip(r.query[:50], r.pos[:50]):
+        same = np.flatnonzero((y == y[q]) & (np.arange(len(y)) != q))
+        assert p == same[np.argmax(sims[q, same])]
+
+
+def test_single_member_and_single_label_inputs_are_counted_not_lost():
+    x, y = clustered(50, 1, seed=6)
+    r = mine_triplets(x, y, MiningConfig(), 0, "t")
+    assert len(r.query) == 0 and r.stats["drops"] == {"no_other_label": 50}
+    y2 = np.r_[np.zeros(49, int), [1]]
+    r = mine_triplets(x, y2, MiningConfig(), 0, "t")
+    assert r.stats["drops"]["single_member_label"] == 1
+    assert len(r.query) + sum(r.stats["drops"].values()) == 50
+    assert set(r.neg) == {49}
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(4, 80), n_labels=st.integers(2, 6), seed=st.integers(0, 10_000),
+       strategy=st.sampled_from(["hard", "topk_random", "uniform"]), margin=st.floats(0, 0.5),
+       margin_type=st.sampled_from(["relative", "absolute"]), top_k=st.integers(1, 20))
+def test_mining_invariants_on_random_label_sets(n, n_labels, seed, strategy, margin, margin_type, top_k):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_labels, n)
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    cfg = MiningConfig(negative_strategy=strategy, margin=margin, margin_type=margin_type, positive_top_k=top_k,
+                       negative_depth=8, fallback_tries=8)
+    r = mine_triplets(x, y, cfg, seed, "t")
+    _check_invariants(r, y, cfg)
+    assert len(r.query) + sum(r.stats["drops"].values()) == n
+    counts = np.bincount(y, minlength=n_labels)
+    eligible = counts[y] >= 2
+    if strategy == "uniform" and (counts > 0).sum() >= 2:
+        assert len(r.query) == eligible.sum()

@@ -1,0 +1,54 @@
+import pytest
+import yaml
+
+from pipeline.config import BuildConfig, TaskSource, embedded_profile, full_profile, load_config
+from pipeline.registry import DEFAULT_EXCLUSIONS, MTEB_TASKS, get_task
+
+
+def test_registry_has_the_twelve_mteb_v1_classification_tasks_pinned():
+    assert len(MTEB_TASKS) == 12
+    for task in MTEB_TASKS.values():
+        assert len(task.revision) == 40 and int(task.revision, 16) >= 0
+        assert task.task_type.startswith("mteb_")
+    assert get_task("Banking77Classification").task_type == "mteb_banking77"
+    assert get_task("MTOPDomainClassification").task_type == "mteb_mtop_domain"
+    assert get_task("AmazonCounterfactualClassification").config == "en"
+
+
+def test_unknown_task_error_lists_known_names():
+    with pytest.raises(KeyError, match="unknown MTEB task 'Nope'.*Banking77Classification"):
+        get_task("Nope")
+    with pytest.raises(ValueError, match="unknown MTEB task 'Nope'"):
+        TaskSource(name="Nope")
+
+
+def test_full_profile_excludes_amazon_polarity_with_a_reason():
+    cfg = full_profile()
+    assert "AmazonPolarityClassification" in DEFAULT_EXCLUSIONS
+    assert cfg.excluded_tasks == {"AmazonPolarityClassification": DEFAULT_EXCLUSIONS["AmazonPolarityClassification"]}
+    assert len(cfg.included_tasks) == 11
+    assert "AmazonPolarityClassification" not in [t.name for t in cfg.included_tasks]
+
+
+def test_embedded_profile_is_offline_and_has_three_labelled_tasks():
+    cfg = embedded_profile()
+    assert len(cfg.included_tasks) == 3
+    assert cfg.guide_model.startswith("bundled:")
+    assert all(t.path.exists() for t in cfg.tasks if t.kind == "local")
+
+
+def test_config_file_round_trip_and_clear_errors(tmp_path):
+    good = tmp_path / "c.yaml"
+    good.write_text(yaml.safe_dump({"profile": "x", "tasks": [{"name": "Banking77Classification"}],
+                                    "exclusions": {"Banking77Classification": "testing"}}))
+    cfg = load_config(good)
+    assert cfg.included_tasks == [] and cfg.excluded_tasks == {"Banking77Classification": "testing"}
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"profile": "x", "tasks": [{"name": "../evil", "kind": "local", "path": "x.csv"}]}))
+    with pytest.raises(ValueError, match=r"(?s)invalid gistforge config .*bad.yaml.*task name '../evil'"):
+        load_config(bad)
+    with pytest.raises(ValueError, match="unknown profile 'nope'"):
+        load_config(profile="nope")
+    with pytest.raises(ValueError, match="dataset_repo_id"):
+        BuildConfig(profile="x", tasks=[], dataset_repo_id="../../etc")

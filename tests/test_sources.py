@@ -1,0 +1,95 @@
+import json
+
+import polars as pl
+import pytest
+
+from pipeline.config import MediSource, TaskSource
+from pipeline.sources import SourceError, load_medi, load_task_split
+from tests.conftest import BANKING_REV, jsonl, make_hub_repo
+
+
+def test_hub_task_loads_from_an_offline_cache(tmp_path, banking_like_rows):
+    make_hub_repo(tmp_path, "mteb/banking77", BANKING_REV, {"train.jsonl": jsonl(banking_like_rows),
+                                                            "test.jsonl": jsonl(banking_like_rows[:3])})
+    df = load_task_split(TaskSource(name="Banking77Classification", cache_dir=tmp_path))
+    assert df.columns == ["text", "label", "label_text"]
+    assert df.height == len(banking_like_rows)
+    assert set(df["label_text"]) == {"card_arrival", "top_up", "exchange_rate"}
+
+
+def test_missing_revision_in_offline_cache_names_repo_and_revision(tmp_path, banking_like_rows):
+    make_hub_repo(tmp_path, "mteb/banking77", "a" * 40, {"train.jsonl": jsonl(banking_like_rows)})
+    with pytest.raises(SourceError, match=f"mteb/banking77@{BANKING_REV}: this revision is not in the offline Hub cache"):
+        load_task_split(TaskSource(name="Banking77Classification", cache_dir=tmp_path))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_local_files_with_a_column_mapping(tmp_path, suffix, banking_like_rows):
+    df = pl.DataFrame([{"utterance": r["text"], "intent": r["label_text"]} for r in banking_like_rows])
+    path = tmp_path / f"data{suffix}"
+    {".csv": lambda: df.write_csv(path), ".tsv": lambda: df.write_csv(path, separator="\t"),
+     ".jsonl": lambda: df.write_ndjson(path), ".parquet": lambda: df.write_parquet(path)}[suffix]()
+    src = TaskSource(name="MyIntents", kind="local", path=path, text_column="utterance", label_column="intent",
+                     label_text_column=None)
+    out = load_task_split(src)
+    assert out.height == len(banking_like_rows)
+    assert out["label"].to_list() == [r["label_text"] for r in banking_like_rows]
+
+
+def test_missing_column_error_names_source_and_column(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("sentence,label\nhello,a\n")
+    with pytest.raises(SourceError, match=r"local task T .*missing column\(s\) 'text' \(for text\).*\['sentence', 'label'\]"):
+        load_task_split(TaskSource(name="T", kind="local", path=path, label_text_column=None))
+
+
+def test_wrong_types_and_empty_sources_are_clear_errors(tmp_path):
+    ints = tmp_path / "ints.jsonl"
+    ints.write_text(jsonl([{"text": 1, "label": 0}, {"text": 2, "label": 1}]))
+    with pytest.raises(SourceError, match="column 'text' must hold strings, found Int64"):
+        load_task_split(TaskSource(name="T", kind="local", path=ints, label_text_column=None))
+    lists = tmp_path / "lists.jsonl"
+    lists.write_text(jsonl([{"text": "a", "label": [0, 1]}]))
+    with pytest.raises(SourceError, match="column 'label' must hold one label per row"):
+        load_task_split(TaskSource(name="T", kind="local", path=lists, label_text_column=None))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    with pytest.raises(SourceError, match="the source is empty"):
+        load_task_split(TaskSource(name="T", kind="local", path=empty, label_text_column=None))
+    (tmp_path / "a.xlsx").write_bytes(b"PK")
+    with pytest.raises(SourceError, match="unsupported file type '.xlsx'"):
+        load_task_split(TaskSource(name="T", kind="local", path=tmp_path / "a.xlsx"))
+
+
+def test_medi_json_format_with_task_name_or_task_id(tmp_path):
+    records = [
+        {"query": ["Represent the question:", "what is gist"], "pos": ["Represent the doc:", "GIST is a loss"],
+         "neg": ["Represent the doc:", "bananas are yellow"], "task_name": "qa"},
+        {"query": ["", "a"], "pos": ["", "b"], "neg": ["", "c"], "task_id": 7},
+    ]
+    path = tmp_path / "medi-data.json"
+    path.write_text(json.dumps(records))
+    df = load_medi(MediSource(kind="json", path=path))
+    assert df.to_dicts()[0] == {"query": "what is gist", "pos": "GIST is a loss", "neg": "bananas are yellow",
+                                "task_name": "qa", "query_instruct": "Represent the question:",
+                                "pos_instruct": "Represent the doc:", "neg_instruct": "Represent the doc:"}
+    assert df["task_name"][1] == "7"
+    path.write_text(json.dumps([{"query": "flat", "pos": ["", "b"], "neg": ["", "c"], "task_name": "t"}]))
+    with pytest.raises(SourceError, match=r"row 0: 'query' must be an \[instruction, text\] pair"):
+        load_medi(MediSource(kind="json", path=path))
+
+
+def test_medi_hub_parquet_from_cache(tmp_path):
+    import io
+
+    df = pl.DataFrame({"query": ["q"], "pos": ["p"], "neg": ["n"], "task_name": ["t"], "query_instruct": ["i"],
+                       "pos_instruct": ["i"], "neg_instruct": ["i"]})
+    buf = io.BytesIO()
+    df.write_parquet(buf)
+    make_hub_repo(tmp_path, "avsolatorio/medi-data", "b" * 40, {"data/train-00000-of-00001.parquet": buf.getvalue()})
+    out = load_medi(MediSource(cache_dir=tmp_path))
+    assert out.to_dicts() == df.to_dicts()
+    make_hub_repo(tmp_path, "avsolatorio/medi-data", "c" * 40,
+                  {"data/train-00000-of-00001.parquet": buf.getvalue()}, ref="other")
+    with pytest.raises(SourceError, match="avsolatorio/medi-data@nope"):
+        load_medi(MediSource(cache_dir=tmp_path, revision="nope"))
