@@ -30,7 +30,7 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_CACHE": str(Path(args.data) / "hf-hub-cache"), "HF_HUB_OFFLINE": "1",
            "GISTFORGE_HOME": str(home)}
     t0 = time.time()
-    subprocess.run([sys.executable, "-m", "assets.cli", "build", "--config", str(ROOT / "configs/shared-data.yaml")],
+    subprocess.run([sys.executable, "-m", "gistforge.cli", "build", "--config", str(ROOT / "configs/shared-data.yaml")],
                    cwd=ROOT, env=env, check=True)
     build_s = time.time() - t0
 

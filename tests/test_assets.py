@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from assets import defs
-from assets.cli import build
+from gistforge.cli import build
 from pipeline.publish import LocalHub
 
 
@@ -74,3 +74,23 @@ def test_rebuild_is_unchanged_and_reencodes_nothing(embedded_build, capsys):
 def test_unknown_partition_is_refused(embedded_build, capsys):
     assert build(["build", "--home", str(embedded_build), "--tasks", "AmazonPolarityClassification"]) == 2
     assert "unknown or excluded task partition" in capsys.readouterr().err
+
+
+def test_bad_source_fails_with_a_clear_message(tmp_path, capsys, monkeypatch):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("profile: bad\nmedi: null\nguide_model: 'bundled:all-MiniLM-L6-v2'\n"
+                   "tasks:\n  - name: Banking77Classification\n    cache_dir: " + str(tmp_path / "empty-cache") + "\n")
+    monkeypatch.setenv("GISTFORGE_CONFIG", str(cfg))
+    from assets.resources import GistforgeResource, GuideModelResource
+    import dagster as dg
+    from assets.definitions import ALL_ASSETS, mteb_train_split
+
+    result = dg.materialize(ALL_ASSETS, selection=[mteb_train_split], partition_key="Banking77Classification",
+                            resources={"gistforge": GistforgeResource(home=str(tmp_path)), "guide": GuideModelResource()},
+                            raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+    while failure.cause is not None:
+        failure = failure.cause
+    assert "mteb/banking77@0fd18e25b25c072e09e0d92ab615fda904d66300: this revision is not in the offline Hub cache" \
+        in failure.message

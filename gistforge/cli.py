@@ -55,8 +55,10 @@ def build(argv: list[str] | None = None) -> int:
             where = f" (partition {partition_key})" if partition_key else ""
             for event in result.all_events:
                 if event.is_step_failure and event.step_failure_data.error:
-                    print(f"gistforge: step {event.step_key} failed: {event.step_failure_data.error.message.strip()}",
-                          file=sys.stderr)
+                    error = event.step_failure_data.error
+                    while error.cause is not None:  # the library's own error, not Dagster's wrapper
+                        error = error.cause
+                    print(f"gistforge: step {event.step_key} failed: {error.message.strip()}", file=sys.stderr)
             raise SystemExit(f"gistforge: run failed{where}")
         return result
 
