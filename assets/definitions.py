@@ -6,9 +6,9 @@ and records what it returned as metadata.
 
 import dagster as dg
 
-from assets.metadata import account_metadata, schema_metadata, tasks_table
+from assets.metadata import account_metadata, schema_metadata, tasks_table, version_diff_table
 from assets.partitions import task_partitions
-from assets.resources import GistforgeResource, GuideModelResource
+from assets.resources import GistforgeResource, GuideModelResource, PublisherResource, publisher_from_env
 from pipeline import stages
 
 OWNERS = ["team:gistforge"]
@@ -62,12 +62,15 @@ def triplet_dataset(context: dg.AssetExecutionContext, gistforge: GistforgeResou
 
 @dg.asset(group_name="publish", deps=[triplet_dataset], kinds={"huggingface"}, owners=OWNERS, code_version="1",
           description="The build published as a tagged version (local Hub-cache folder by default).")
-def published_dataset(context: dg.AssetExecutionContext, gistforge: GistforgeResource) -> dg.MaterializeResult:
-    result = stages.publish_local(gistforge.config(), gistforge.workspace())
+def published_dataset(context: dg.AssetExecutionContext, gistforge: GistforgeResource,
+                      publisher: PublisherResource) -> dg.MaterializeResult:
+    ws = gistforge.workspace()
+    result = stages.publish(gistforge.config(), ws, publisher.publisher(ws))
     context.log.info("%s %s@%s at %s", result.status, result.repo_id, result.tag, result.location)
     return dg.MaterializeResult(metadata={
         "repo_id": result.repo_id, "tag": result.tag, "status": result.status, "location": result.location,
-        "content_hash": result.content_hash,
+        "content_hash": result.content_hash, "previous_tag": result.previous_tag or "",
+        "changes": dg.MetadataValue.md(version_diff_table(result.diff)),
         "load_dataset": dg.MetadataValue.md(f"```python\n{result.load_snippet()}\n```"),
     })
 
@@ -76,5 +79,5 @@ ALL_ASSETS = [medi_triplets, mteb_train_split, mined_triplets, triplet_dataset, 
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
-    resources={"gistforge": GistforgeResource(), "guide": GuideModelResource()},
+    resources={"gistforge": GistforgeResource(), "guide": GuideModelResource(), "publisher": publisher_from_env()},
 )

@@ -27,3 +27,10 @@ def schema_metadata() -> dict:
 def tasks_table(tasks: list[dict]) -> dg.MetadataValue:
     return dg.MetadataValue.md(markdown_table(["task_type", "task_name", "rows"],
                                               [[t["task_type"], t["task_name"], t["rows"]] for t in tasks]))
+
+
+def version_diff_table(diff: list[dict]) -> str:
+    if not diff:
+        return "unchanged: nothing published"
+    return markdown_table(["task_name", "added", "removed", "kept"],
+                          [[d["task_name"], d["added"], d["removed"], d["kept"]] for d in diff])

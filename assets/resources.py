@@ -42,3 +42,48 @@ class GuideModelResource(dg.ConfigurableResource):
 
     def encoder(self, cfg: BuildConfig, ws: Workspace) -> GuideEncoder:
         return _guide(cfg, ws, self.device)
+
+
+class PublisherResource(dg.ConfigurableResource):
+    """Where versions go. Two implementations, chosen by configuration (see `publisher_from_env`)."""
+
+    def publisher(self, ws: Workspace):
+        raise NotImplementedError
+
+
+class LocalHubPublisher(PublisherResource):
+    """A Hub-cache-layout folder (default: `<GISTFORGE_HOME>/hub`); offline, the default."""
+
+    root: str | None = None
+
+    def publisher(self, ws: Workspace):
+        from pathlib import Path
+
+        from pipeline.publish import LocalHub
+
+        return LocalHub(Path(self.root) if self.root else ws.hub)
+
+
+class HfHubPublisher(PublisherResource):
+    """The Hugging Face Hub; the token comes from the environment (HF_TOKEN) and is never logged."""
+
+    token: str | None = None
+    private: bool = True
+    endpoint: str | None = None
+
+    def publisher(self, ws: Workspace):
+        from huggingface_hub import HfApi
+
+        from pipeline.publish import HubPublisher
+
+        return HubPublisher(HfApi(endpoint=self.endpoint), self.token, private=self.private)
+
+
+def publisher_from_env() -> PublisherResource:
+    """`GISTFORGE_PUBLISH_TARGET=hub` publishes to the Hugging Face Hub; anything else to the local hub."""
+    import os
+
+    if os.environ.get("GISTFORGE_PUBLISH_TARGET", "local") == "hub":
+        return HfHubPublisher(token=dg.EnvVar("HF_TOKEN"),
+                              private=os.environ.get("GISTFORGE_HUB_PRIVATE", "1") != "0")
+    return LocalHubPublisher(root=os.environ.get("GISTFORGE_LOCAL_HUB") or None)

@@ -37,9 +37,9 @@ def build(argv: list[str] | None = None) -> int:
     from assets.definitions import ALL_ASSETS, mined_triplets, mteb_train_split, medi_triplets, \
         published_dataset, triplet_dataset
     from assets.partitions import TASKS
-    from assets.resources import GistforgeResource, GuideModelResource
+    from assets.resources import GistforgeResource, GuideModelResource, publisher_from_env
 
-    resources = {"gistforge": GistforgeResource(), "guide": GuideModelResource()}
+    resources = {"gistforge": GistforgeResource(), "guide": GuideModelResource(), "publisher": publisher_from_env()}
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     tasks = args.tasks or TASKS
     unknown = sorted(set(tasks) - set(TASKS))
@@ -69,7 +69,8 @@ def build(argv: list[str] | None = None) -> int:
     meta = result.asset_materializations_for_node("published_dataset")[0].metadata
     tag, location, status = meta["tag"].value, meta["location"].value, meta["status"].value
     rows = result.asset_materializations_for_node("triplet_dataset")[0].metadata["dagster/row_count"].value
-    print(f"\ngistforge: {status} {meta['repo_id'].value}@{tag} ({rows} rows) in local hub {location}")
+    where = "on the Hugging Face Hub" if location == "hub" else f"in local hub {location}"
+    print(f"\ngistforge: {status} {meta['repo_id'].value}@{tag} ({rows} rows) {where}")
     print("Read it back with:\n")
     print(meta["load_dataset"].value.removeprefix("```python\n").removesuffix("\n```"))
     return 0

@@ -106,14 +106,26 @@ def write_shards(table: pa.Table, folder: Path, max_shard_bytes: int) -> list[st
 
 
 def content_hash(folder: Path) -> str:
-    """sha256 over every (non-hidden) file's path and bytes, in path order: the build's identity."""
+    """sha256 over every file's path and bytes, in path order, hidden paths aside: the build's identity."""
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    for path in sorted(p for p in folder.rglob("*")
+                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)):
         h.update(path.relative_to(folder).as_posix().encode() + b"\x00")
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
+
+
+IDENTITY_COLUMNS = ["task_name", "task_type", "query", "pos", "neg", "query_instruct", "pos_instruct", "neg_instruct"]
+
+
+def row_hashes(table: pa.Table) -> pl.DataFrame:
+    """(task_name, 64-bit blake2b of the row's training content): what version diffs compare."""
+    df = pl.from_arrow(table.select(IDENTITY_COLUMNS))
+    joined = df.select(pl.concat_str([pl.col(c).fill_null("") for c in IDENTITY_COLUMNS], separator="\x1f"))[:, 0]
+    digests = [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") for s in joined]
+    return pl.DataFrame({"task_name": df["task_name"], "row_hash": pl.Series(digests, dtype=pl.UInt64)})
 
 
 def per_task_counts(table: pa.Table) -> list[dict]:
@@ -129,6 +141,8 @@ def write_build(table: pa.Table, card: Callable[[int], str], dest: Path, max_sha
     try:
         names = write_shards(table, tmp, max_shard_bytes)
         (tmp / "README.md").write_text(card(sum((tmp / n).stat().st_size for n in names)), encoding="utf-8")
+        (tmp / ".gistforge").mkdir()
+        row_hashes(table).write_parquet(tmp / ".gistforge" / "row_hashes.parquet")
         digest = content_hash(tmp)
         (tmp / ".gistforge-build.json").write_text(json.dumps({"content_hash": digest, "rows": table.num_rows}))
         if dest.exists():

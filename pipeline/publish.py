@@ -1,21 +1,45 @@
-"""Publishing a build as an immutable, tagged version.
+"""Publishing a build as an immutable, tagged version: to the Hugging Face Hub or to a local hub.
+
+A build's identity is its content hash (shards + card). Publishing adds what only publishing knows: the
+tag (`YYYY.MM.DD-<8 hex of the content hash>`), a version section in the card with a pinned
+`load_dataset` snippet and the diff against the previous version, and a small manifest under
+`.gistforge/`. An unchanged build (same content hash as a published tag) publishes nothing.
 
 The local hub (the default, offline target) is a folder in the Hugging Face Hub cache layout
-(`datasets--org--name/refs/<tag>`, `snapshots/<sha>/...`), so that with `HF_HUB_CACHE` pointing at it,
-`snapshot_download(repo_id, repo_type="dataset", revision=tag)` + `load_dataset(path)` read a version
-exactly as a downstream trainer reads one from the Hub.
+(`datasets--org--name/refs/<tag>`, `snapshots/<sha>/...`), so that
+`snapshot_download(repo_id, repo_type="dataset", revision=tag, cache_dir=root)` + `load_dataset(path)`
+read a version exactly as a downstream trainer reads one from the Hub.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import os
+import random
+import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
 
 from pipeline.build import read_build_hash
+from pipeline.card import markdown_table
+
+log = logging.getLogger(__name__)
+
+MANIFEST = ".gistforge/manifest.json"
+ROW_HASHES = ".gistforge/row_hashes.parquet"
+_TAG = re.compile(r"^\d{4}\.\d{2}\.\d{2}-[0-9a-f]{8}$")
+
+
+class PublishError(RuntimeError):
+    """Publishing failed; the message never holds a token."""
 
 
 @dataclass(frozen=True)
@@ -24,11 +48,13 @@ class PublishResult:
     tag: str
     revision: str
     status: str  # "published" | "unchanged"
-    location: str
+    location: str  # local hub root, or "hub"
     content_hash: str
+    diff: list[dict] = field(default_factory=list)
+    previous_tag: str | None = None
 
     def load_snippet(self) -> str:
-        return load_snippet(self.repo_id, self.tag, self.location)
+        return load_snippet(self.repo_id, self.tag, None if self.location == "hub" else self.location)
 
 
 def load_snippet(repo_id: str, tag: str, cache_dir: str | None) -> str:
@@ -47,9 +73,33 @@ def make_tag(content_hash: str, today: dt.date | None = None) -> str:
     return f"{(today or dt.date.today()):%Y.%m.%d}-{content_hash[:8]}"
 
 
-def version_section(repo_id: str, tag: str, content_hash: str, cache_dir: str | None) -> str:
+def diff_versions(previous: pl.DataFrame | None, current: pl.DataFrame) -> list[dict]:
+    """Rows per task added / removed / kept, from the two versions' (task_name, row_hash) tables."""
+    previous = previous if previous is not None else current.clear()
+    prev = previous.group_by("task_name").agg(pl.col("row_hash").alias("a"))
+    cur = current.group_by("task_name").agg(pl.col("row_hash").alias("b"))
+    out = []
+    for row in prev.join(cur, on="task_name", how="full", coalesce=True).sort("task_name").iter_rows(named=True):
+        a, b = set(row["a"] or []), set(row["b"] or [])
+        out.append({"task_name": row["task_name"], "added": len(b - a), "removed": len(a - b), "kept": len(a & b)})
+    return out
+
+
+def version_section(repo_id: str, tag: str, content_hash: str, cache_dir: str | None,
+                    previous_tag: str | None, diff: list[dict]) -> str:
+    changes = [d for d in diff if d["added"] or d["removed"]]
+    diff_text = (markdown_table(["task_name", "added", "removed", "kept"],
+                                [[d["task_name"], d["added"], d["removed"], d["kept"]] for d in changes])
+                 if changes else "No row changed.")
+    against = f"against `{previous_tag}`" if previous_tag else "(first version: every row is new)"
     return (f"\n## Version\n\nTag `{tag}`, content hash `{content_hash}`.\n\n"
-            f"```python\n{load_snippet(repo_id, tag, cache_dir)}\n```\n")
+            f"```python\n{load_snippet(repo_id, tag, cache_dir)}\n```\n\n"
+            f"### Changes {against}\n\n{diff_text}\n")
+
+
+def _manifest(tag: str, content_hash: str, previous_tag: str | None, diff: list[dict]) -> str:
+    return json.dumps({"tag": tag, "content_hash": content_hash, "previous_tag": previous_tag, "diff": diff},
+                      indent=2, sort_keys=True)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -58,6 +108,18 @@ def _atomic_write(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def _stage_version(build_dir: Path, dest: Path, repo_id: str, tag: str, content_hash: str, cache_dir: str | None,
+                   previous: pl.DataFrame | None, previous_tag: str | None) -> list[dict]:
+    """Copy a build into `dest` with its version section and manifest; returns the diff."""
+    shutil.copytree(build_dir, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".gistforge-build.json"))
+    diff = diff_versions(previous, pl.read_parquet(dest / ROW_HASHES))
+    card = (dest / "README.md").read_text(encoding="utf-8")
+    (dest / "README.md").write_text(card + version_section(repo_id, tag, content_hash, cache_dir, previous_tag, diff),
+                                    encoding="utf-8")
+    (dest / MANIFEST).write_text(_manifest(tag, content_hash, previous_tag, diff))
+    return diff
 
 
 class LocalHub:
@@ -74,30 +136,138 @@ class LocalHub:
         if not refs.is_dir():
             return {}
         return {p.name: p.read_text().strip() for p in sorted(refs.iterdir())
-                if p.is_file() and not p.name.startswith(".") and p.name != "main"}
+                if p.is_file() and _TAG.match(p.name)}
+
+    def _snapshot(self, repo_id: str, rev: str) -> Path:
+        return self.repo_dir(repo_id) / "snapshots" / rev
 
     def publish(self, build_dir: Path, repo_id: str, today: dt.date | None = None) -> PublishResult:
         content_hash = read_build_hash(build_dir)
         sha = content_hash[:40]
         repo = self.repo_dir(repo_id)
-        for tag, rev in self.tags(repo_id).items():
+        tags = self.tags(repo_id)
+        for tag, rev in tags.items():
             if rev == sha:
                 _atomic_write(repo / "refs" / "main", sha)
                 return PublishResult(repo_id, tag, sha, "unchanged", str(self.root), content_hash)
-        tag = make_tag(content_hash, today)
-        snap = repo / "snapshots" / sha
-        if not snap.exists():  # a rerun after a crash between rename and ref reuses the snapshot
+        main = repo / "refs" / "main"
+        prev_rev = main.read_text().strip() if main.exists() else None
+        previous_tag = next((t for t, r in tags.items() if r == prev_rev), None)
+        prev_hashes = self._snapshot(repo_id, prev_rev) / ROW_HASHES if prev_rev else None
+        previous = pl.read_parquet(prev_hashes) if prev_hashes and prev_hashes.exists() else None
+        snap = self._snapshot(repo_id, sha)
+        if snap.exists():  # a rerun after a crash between the snapshot rename and the ref: reuse it
+            manifest = json.loads((snap / MANIFEST).read_text())
+            tag, diff, previous_tag = manifest["tag"], manifest["diff"], manifest["previous_tag"]
+        else:
+            tag = make_tag(content_hash, today)
             snap.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{sha}.", dir=snap.parent))
             try:
-                shutil.copytree(build_dir, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
-                card = (tmp / "README.md").read_text(encoding="utf-8")
-                (tmp / "README.md").write_text(card + version_section(repo_id, tag, content_hash, str(self.root)),
-                                               encoding="utf-8")
+                diff = _stage_version(build_dir, tmp, repo_id, tag, content_hash, str(self.root), previous, previous_tag)
                 os.replace(tmp, snap)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+        # The version becomes visible only here: the tag ref first, then main.
         _atomic_write(repo / "refs" / tag, sha)
-        _atomic_write(repo / "refs" / "main", sha)
-        return PublishResult(repo_id, tag, sha, "published", str(self.root), content_hash)
+        _atomic_write(main, sha)
+        log.info("published %s@%s to %s", repo_id, tag, self.root)
+        return PublishResult(repo_id, tag, sha, "published", str(self.root), content_hash, diff, previous_tag)
+
+
+# ---------------------------------------------------------------------------------------------- the Hub
+
+
+def redact(text: str, token: str | None) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _transient(exc: BaseException) -> bool:
+    status = _status(exc)
+    if status is not None:
+        return status == 429 or status >= 500
+    name = type(exc).__name__
+    return isinstance(exc, (ConnectionError, TimeoutError)) or "Connect" in name or "Timeout" in name
+
+
+class HubPublisher:
+    """Publishes to the Hugging Face Hub through an `HfApi`: one atomic commit holding every shard and the
+    card (guarded by `parent_commit`), then a tag. Transient failures (connection errors, 429, 5xx) are
+    retried with exponential backoff; other HTTP errors (401/403/404...) fail at once.
+    """
+
+    def __init__(self, api: Any, token: str | None, private: bool = True, retries: int = 5,
+                 backoff_s: float = 2.0, sleep: Callable[[float], None] = time.sleep):
+        self.api, self.token, self.private = api, token, private
+        self.retries, self.backoff_s, self.sleep = retries, backoff_s, sleep
+
+    def _call(self, what: str, fn: Callable, *args, **kwargs):
+        for attempt in range(self.retries + 1):
+            try:
+                return fn(*args, token=self.token, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - classified below, re-raised without the token
+                status = _status(exc)
+                message = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, self.token)
+                retry = _transient(exc) and attempt < self.retries
+            if retry:
+                delay = self.backoff_s * 2**attempt * (1 + random.random() / 4)
+                log.warning("%s failed (%s); retry %s/%s in %.1fs", what, message, attempt + 1, self.retries, delay)
+                self.sleep(delay)
+                continue
+            # raised outside the `except` block, so the original exception (which may quote the token)
+            # is neither the cause nor the context of the error users see
+            if status in (401, 403):
+                raise PublishError(f"{what}: the Hub refused the credentials (HTTP {status}); set HF_TOKEN to a "
+                                   "token with write access to this repo")
+            raise PublishError(f"{what} failed{f' (HTTP {status})' if status else ''}: {message}")
+
+    def _download(self, repo_id: str, filename: str, revision: str) -> Path | None:
+        try:
+            return Path(self._call(f"download {filename}@{revision}", self.api.hf_hub_download, repo_id, filename,
+                                   repo_type="dataset", revision=revision))
+        except PublishError:
+            return None
+
+    def publish(self, build_dir: Path, repo_id: str, today: dt.date | None = None) -> PublishResult:
+        from huggingface_hub import CommitOperationAdd
+
+        content_hash = read_build_hash(build_dir)
+        self._call(f"create_repo {repo_id}", self.api.create_repo, repo_id, repo_type="dataset", exist_ok=True,
+                   private=self.private)
+        refs = self._call(f"list_repo_refs {repo_id}", self.api.list_repo_refs, repo_id, repo_type="dataset")
+        tags = {t.name: t.target_commit for t in refs.tags if _TAG.match(t.name)}
+        for tag, commit in tags.items():
+            if tag.endswith(content_hash[:8]):
+                manifest = self._download(repo_id, MANIFEST, tag)
+                if manifest and json.loads(manifest.read_text())["content_hash"] == content_hash:
+                    return PublishResult(repo_id, tag, commit, "unchanged", "hub", content_hash)
+        head = next((b.target_commit for b in refs.branches if b.name == "main"), None)
+        if head and head not in tags.values():  # a commit whose tag never landed (killed run): finish it
+            manifest = self._download(repo_id, MANIFEST, head)
+            if manifest and json.loads(manifest.read_text())["content_hash"] == content_hash:
+                data = json.loads(manifest.read_text())
+                self._call(f"create_tag {repo_id}@{data['tag']}", self.api.create_tag, repo_id, tag=data["tag"],
+                           revision=head, repo_type="dataset", tag_message=f"content hash {content_hash}")
+                return PublishResult(repo_id, data["tag"], head, "published", "hub", content_hash, data["diff"],
+                                     data["previous_tag"])
+        previous_tag = next((t for t, c in sorted(tags.items()) if c == head), None) or (max(tags) if tags else None)
+        prev_path = self._download(repo_id, ROW_HASHES, previous_tag) if previous_tag else None
+        previous = pl.read_parquet(prev_path) if prev_path else None
+        tag = make_tag(content_hash, today)
+        with tempfile.TemporaryDirectory() as tmp:
+            stage = Path(tmp) / "version"
+            diff = _stage_version(build_dir, stage, repo_id, tag, content_hash, None, previous, previous_tag)
+            ops = [CommitOperationAdd(p.relative_to(stage).as_posix(), str(p))
+                   for p in sorted(stage.rglob("*")) if p.is_file()]
+            commit = self._call(f"create_commit {repo_id}", self.api.create_commit, repo_id, ops,
+                                commit_message=f"gistforge version {tag}", repo_type="dataset", parent_commit=head)
+        self._call(f"create_tag {repo_id}@{tag}", self.api.create_tag, repo_id, tag=tag, revision=commit.oid,
+                   repo_type="dataset", tag_message=f"content hash {content_hash}")
+        log.info("published %s@%s to the Hub", repo_id, tag)
+        return PublishResult(repo_id, tag, commit.oid, "published", "hub", content_hash, diff, previous_tag)

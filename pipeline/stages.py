@@ -13,6 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -179,5 +180,10 @@ def build_dataset(cfg: BuildConfig, ws: Workspace) -> dict:
             "accounts": accounts, "excluded": cfg.exclusions}
 
 
-def publish_local(cfg: BuildConfig, ws: Workspace) -> PublishResult:
-    return LocalHub(ws.hub).publish(ws.build_dir(), cfg.dataset_repo_id)
+class Publisher(Protocol):
+    def publish(self, build_dir: Path, repo_id: str) -> PublishResult: ...
+
+
+def publish(cfg: BuildConfig, ws: Workspace, publisher: Publisher | None = None) -> PublishResult:
+    """Publish the current build; the local hub in the workspace unless another publisher is given."""
+    return (publisher or LocalHub(ws.hub)).publish(ws.build_dir(), cfg.dataset_repo_id)

@@ -81,12 +81,13 @@ def test_bad_source_fails_with_a_clear_message(tmp_path, capsys, monkeypatch):
     cfg.write_text("profile: bad\nmedi: null\nguide_model: 'bundled:all-MiniLM-L6-v2'\n"
                    "tasks:\n  - name: Banking77Classification\n    cache_dir: " + str(tmp_path / "empty-cache") + "\n")
     monkeypatch.setenv("GISTFORGE_CONFIG", str(cfg))
-    from assets.resources import GistforgeResource, GuideModelResource
+    from assets.resources import GistforgeResource, GuideModelResource, LocalHubPublisher
     import dagster as dg
     from assets.definitions import ALL_ASSETS, mteb_train_split
 
     result = dg.materialize(ALL_ASSETS, selection=[mteb_train_split], partition_key="Banking77Classification",
-                            resources={"gistforge": GistforgeResource(home=str(tmp_path)), "guide": GuideModelResource()},
+                            resources={"gistforge": GistforgeResource(home=str(tmp_path)), "guide": GuideModelResource(),
+                                       "publisher": LocalHubPublisher()},
                             raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error

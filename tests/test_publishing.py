@@ -1,0 +1,198 @@
+"""Versioned publishing: the local hub read back the way trainers read the Hub, and the Hub path."""
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx2
+import polars as pl
+import pytest
+from huggingface_hub.errors import HfHubHTTPError
+
+from pipeline import publish as publish_mod
+from pipeline.build import assemble, write_build
+from pipeline.publish import HubPublisher, LocalHub, PublishError
+from tests.test_build_publish import _frames
+
+TOKEN = "hf_SECRETtoken1234567890"
+
+
+def _build(tmp_path: Path, seed: int, rows: int = 30) -> Path:
+    dest = tmp_path / f"build-{seed}-{rows}"
+    write_build(assemble(_frames(rows), seed=seed), lambda size: "---\nlicense: other\n---\n# card\n", dest, 1 << 20)
+    return dest
+
+
+def test_diff_against_previous_version_in_card_and_manifest(tmp_path):
+    hub = LocalHub(tmp_path / "hub")
+    first = hub.publish(_build(tmp_path, 1, rows=30), "org/ds", today=dt.date(2026, 1, 1))
+    second = hub.publish(_build(tmp_path, 1, rows=36), "org/ds", today=dt.date(2026, 1, 2))
+    assert first.previous_tag is None and all(d["added"] > 0 and d["kept"] == 0 for d in first.diff)
+    assert second.previous_tag == first.tag
+    by_task = {d["task_name"]: d for d in second.diff}
+    assert by_task["Banking77Classification"]["added"] > 0 and by_task["Banking77Classification"]["kept"] > 0
+    assert by_task["nq"] == {"task_name": "nq", "added": 0, "removed": 0, "kept": 5}
+    snap = hub.repo_dir("org/ds") / "snapshots" / second.revision
+    card = (snap / "README.md").read_text()
+    assert f"Changes against `{first.tag}`" in card and f"revision='{second.tag}'" in card
+    assert json.loads((snap / ".gistforge/manifest.json").read_text())["diff"] == second.diff
+
+
+def test_card_parses_and_streaming_works(tmp_path):
+    from datasets import load_dataset
+    from huggingface_hub import DatasetCard, snapshot_download
+
+    from pipeline.card import render_card
+    from pipeline.build import SCHEMA
+
+    table = assemble(_frames(), seed=1)
+    card = lambda size: render_card(repo_id="org/ds", schema=SCHEMA, num_rows=table.num_rows, num_bytes=table.nbytes,
+                                    download_size=size, sources={"medi": None, "tasks": []},
+                                    exclusions={"AmazonPolarityClassification": "GIST"},
+                                    guide={"name": "m", "revision": "r"}, mining={"margin": 0.05}, seed=1,
+                                    tasks=[], accounts=[])
+    write_build(table, card, tmp_path / "b", 1 << 20)
+    result = LocalHub(tmp_path / "hub").publish(tmp_path / "b", "org/ds")
+    path = snapshot_download("org/ds", repo_type="dataset", revision=result.tag, cache_dir=str(tmp_path / "hub"),
+                             local_files_only=True)
+    parsed = DatasetCard.load(Path(path) / "README.md")
+    assert parsed.data.configs[0]["data_files"][0]["path"] == "data/train-*"
+    assert parsed.data.dataset_info["splits"][0]["num_examples"] == table.num_rows
+    assert parsed.data.license == "other" and "gistforge" in parsed.data.tags
+    stream = load_dataset(path, split="train", streaming=True)
+    assert sum(1 for _ in stream) == table.num_rows
+
+
+def test_a_crash_before_the_ref_moves_leaves_the_previous_version_intact(tmp_path, monkeypatch):
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    hub = LocalHub(tmp_path / "hub")
+    old = hub.publish(_build(tmp_path, 1), "org/ds", today=dt.date(2026, 1, 1))
+    real_write = publish_mod._atomic_write
+
+    def crash(path, text):
+        raise KeyboardInterrupt("killed between writing the snapshot and moving the ref")
+
+    monkeypatch.setattr(publish_mod, "_atomic_write", crash)
+    with pytest.raises(KeyboardInterrupt):
+        hub.publish(_build(tmp_path, 2), "org/ds", today=dt.date(2026, 1, 2))
+    monkeypatch.setattr(publish_mod, "_atomic_write", real_write)
+
+    assert hub.tags("org/ds") == {old.tag: old.revision}
+    assert (hub.repo_dir("org/ds") / "refs" / "main").read_text() == old.revision
+    load = lambda rev: snapshot_download("org/ds", repo_type="dataset", revision=rev, cache_dir=str(tmp_path / "hub"),
+                                         local_files_only=True)
+    assert Path(load("main")).name == old.revision
+    with pytest.raises(LocalEntryNotFoundError):
+        load(f"2026.01.02-{old.content_hash[:8]}")
+
+    new = hub.publish(_build(tmp_path, 2), "org/ds", today=dt.date(2026, 1, 3))  # rerun completes it
+    assert new.status == "published" and new.previous_tag == old.tag
+    assert new.tag.startswith("2026.01.02-"), "the rerun keeps the tag recorded in the staged snapshot"
+    assert Path(load(new.tag)).name == new.revision and Path(load(old.tag)).name == old.revision
+    assert not [p for p in (hub.repo_dir("org/ds") / "snapshots").iterdir() if p.name.startswith(".")]
+
+
+# ------------------------------------------------------------------------------------------ Hub boundary
+
+
+class FakeHfApi:
+    """A recording stand-in for `huggingface_hub.HfApi` (no Hub is reachable from tests): it keeps commits and
+    tags in memory, serves files back for `hf_hub_download`, and can be told to fail a call with an HTTP status.
+    """
+
+    def __init__(self, tmp: Path):
+        self.tmp, self.calls, self.commits, self.tags = tmp, [], [], {}
+        self.fail: dict[str, list[int]] = {}
+
+    def _record(self, name, kwargs):
+        self.calls.append((name, {k: v for k, v in kwargs.items() if k != "operations"}))
+        if self.fail.get(name):
+            status = self.fail[name].pop(0)
+            request = httpx2.Request("POST", f"https://huggingface.co/api/{name}")
+            raise HfHubHTTPError(f"{status} Server Error for url {request.url} (token {kwargs.get('token')})",
+                                 response=httpx2.Response(status, request=request))
+
+    def create_repo(self, repo_id, **kw):
+        self._record("create_repo", kw)
+
+    def list_repo_refs(self, repo_id, **kw):
+        self._record("list_repo_refs", kw)
+        head = self.commits[-1]["oid"] if self.commits else None
+        return SimpleNamespace(tags=[SimpleNamespace(name=t, target_commit=c) for t, c in self.tags.items()],
+                               branches=[SimpleNamespace(name="main", target_commit=head)] if head else [])
+
+    def create_commit(self, repo_id, operations, **kw):
+        self._record("create_commit", kw)
+        head = self.commits[-1]["oid"] if self.commits else None
+        if kw.get("parent_commit") != head:
+            raise AssertionError("parent_commit guard not honoured")
+        files = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in operations}
+        oid = hashlib.sha1(json.dumps(sorted(files)).encode() + str(len(self.commits)).encode()).hexdigest()
+        self.commits.append({"oid": oid, "files": files, "parent": kw.get("parent_commit")})
+        return SimpleNamespace(oid=oid)
+
+    def create_tag(self, repo_id, *, tag, revision, **kw):
+        self._record("create_tag", {**kw, "tag": tag, "revision": revision})
+        self.tags[tag] = revision
+
+    def hf_hub_download(self, repo_id, filename, *, revision, **kw):
+        self._record("hf_hub_download", {**kw, "filename": filename, "revision": revision})
+        commit = next(c for c in self.commits if c["oid"] == self.tags.get(revision, revision))
+        path = self.tmp / "dl" / commit["oid"] / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(commit["files"][filename])
+        return str(path)
+
+
+def test_hub_publish_is_one_commit_plus_one_tag_per_version(tmp_path, caplog):
+    api = FakeHfApi(tmp_path)
+    pub = HubPublisher(api, TOKEN, sleep=lambda s: None)
+    first = pub.publish(_build(tmp_path, 1), "org/ds", today=dt.date(2026, 1, 1))
+    second = pub.publish(_build(tmp_path, 2), "org/ds", today=dt.date(2026, 1, 2))
+    again = pub.publish(_build(tmp_path, 2), "org/ds", today=dt.date(2026, 1, 3))
+    assert [first.status, second.status, again.status] == ["published", "published", "unchanged"]
+    assert len(api.commits) == 2 and api.tags == {first.tag: first.revision, second.tag: second.revision}
+    files = set(api.commits[1]["files"])
+    assert {"README.md", "data/train-00000-of-00001.parquet", ".gistforge/manifest.json",
+            ".gistforge/row_hashes.parquet"} <= files
+    assert api.commits[1]["parent"] == first.revision, "second commit guarded by parent_commit"
+    assert second.previous_tag == first.tag and any(d["kept"] for d in second.diff)
+    create = [kw for name, kw in api.calls if name == "create_repo"][0]
+    assert create == {"repo_type": "dataset", "exist_ok": True, "private": True, "token": TOKEN}
+
+
+def test_hub_retries_a_503_and_fails_fast_and_clean_on_a_401(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    api = FakeHfApi(tmp_path)
+    sleeps = []
+    pub = HubPublisher(api, TOKEN, sleep=sleeps.append)
+    api.fail = {"create_commit": [503, 503]}
+    result = pub.publish(_build(tmp_path, 1), "org/ds")
+    assert result.status == "published" and len(sleeps) == 2 and sleeps[1] > sleeps[0]
+    assert [n for n, _ in api.calls].count("create_commit") == 3
+
+    api.fail = {"create_repo": [401]}
+    with pytest.raises(PublishError) as err:
+        pub.publish(_build(tmp_path, 2), "org/ds")
+    assert "HTTP 401" in str(err.value) and "HF_TOKEN" in str(err.value)
+    assert [n for n, _ in api.calls].count("create_repo") == 2, "a 401 is not retried"
+
+    api.fail = {"create_tag": [500] * 10}
+    with pytest.raises(PublishError) as err2:
+        pub.publish(_build(tmp_path, 3), "org/ds")
+    assert "HTTP 500" in str(err2.value)
+    assert err.value.__cause__ is None and err.value.__context__ is None and err2.value.__context__ is None
+    for text in [str(err.value), str(err2.value), caplog.text]:
+        assert TOKEN not in text
+    assert "***" in caplog.text, "the retry log shows the message with the token redacted"
+
+    # the commit landed but its tag did not: a rerun tags that commit instead of committing again
+    commits = len(api.commits)
+    done = pub.publish(_build(tmp_path, 3), "org/ds")
+    assert done.status == "published" and len(api.commits) == commits
+    assert api.tags[done.tag] == api.commits[-1]["oid"]
