@@ -86,6 +86,11 @@ class MiningConfig(_Strict):
     margin_type: Literal["relative", "absolute"] = "relative"
     margin: float = Field(0.05, ge=0, description="keep sim(q,n) < sim(q,p)*(1-m) (relative) or < sim(q,p)-m")
     fallback_tries: int = Field(64, ge=0, description="random other-label draws when no candidate passes")
+    negatives_per_query: int = Field(1, ge=1, description="triplets per query, each with its own negative")
+    approx_above: int = Field(250_000, ge=1, description="tasks with more texts search negatives with IVF")
+    ivf_nlist: int | None = Field(None, ge=1, description="IVF lists (default ~4*sqrt(N))")
+    ivf_nprobe: int = Field(32, ge=1, description="IVF lists probed per query")
+    recall_sample: int = Field(200, ge=0, description="queries per label checked against exact search (IVF only)")
     query_batch: int = Field(4096, ge=1)
 
 

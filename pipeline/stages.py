@@ -139,7 +139,7 @@ def mine_task(cfg: BuildConfig, ws: Workspace, task: str, guide: GuideEncoder) -
     codes = split.get_column("label").cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
     mined = mine_triplets(emb, codes, cfg.mining, cfg.seed, task)
     frame = triplet_frame(split, mined, src)
-    acc = RowAccount(source=f"{task} (mine)", rows_in=split.height, rows_out=frame.height)
+    acc = RowAccount(source=f"{task} (mine)", rows_in=split.height, rows_out=mined.stats.get("queries_with_triplet", 0))
     for reason, n in mined.stats.get("drops", {}).items():
         acc.drop(reason, n)
     acc.check()

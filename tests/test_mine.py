@@ -86,3 +86,23 @@ def test_mining_invariants_on_random_label_sets(n, n_labels, seed, strategy, mar
     eligible = counts[y] >= 2
     if strategy == "uniform" and (counts > 0).sum() >= 2:
         assert len(r.query) == eligible.sum()
+
+
+@pytest.mark.parametrize("strategy", ["hard", "topk_random"])
+def test_several_negatives_per_query_are_distinct(strategy):
+    x, y = clustered(300, 5, seed=7)
+    cfg = MiningConfig(negative_strategy=strategy, negatives_per_query=3)
+    r = mine_triplets(x, y, cfg, 0, "t")
+    _check_invariants(r, y, cfg)
+    pairs = set(zip(r.query.tolist(), r.neg.tolist()))
+    assert len(pairs) == len(r.query), "a query got the same negative twice"
+    assert np.bincount(r.query).max() == 3 and r.stats["queries_with_triplet"] == 300
+
+
+def test_ivf_search_keeps_the_invariants_and_reports_recall():
+    x, y = clustered(3000, 6, dim=32, seed=8)
+    cfg = MiningConfig(approx_above=1000, ivf_nprobe=8)
+    r = mine_triplets(x, y, cfg, 0, "t")
+    _check_invariants(r, y, cfg)
+    assert r.stats["search"] == "ivf" and 0.5 <= r.stats["recall_at_10"] <= 1.0
+    assert len(r.query) >= 0.99 * 3000
