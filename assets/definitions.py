@@ -7,14 +7,20 @@ and records what it returned as metadata.
 import dagster as dg
 
 from assets.metadata import account_metadata, schema_metadata, tasks_table, version_diff_table
+from assets.automation import (build_and_publish_job, ingest_and_mine_job, ingest_medi_job,
+                               upstream_pins_sensor, weekly_medi, weekly_rebuild)
 from assets.partitions import task_partitions
 from assets.resources import GistforgeResource, GuideModelResource, PublisherResource, publisher_from_env
 from pipeline import stages
 
 OWNERS = ["team:gistforge"]
+NETWORK_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+BUILD_CHECKS = ["output_schema", "task_type_rule", "no_excluded_task", "negative_label_differs", "no_empty_text",
+                "distinct_triplet_texts", "row_accounting", "shards_match_card"]
 
 
 @dg.asset(group_name="ingest", kinds={"polars", "parquet"}, owners=OWNERS, code_version="1",
+          retry_policy=NETWORK_RETRY, tags={"network": "hub"},
           description="MEDI instruction triplets at the pinned revision, cleaned (drops counted).")
 def medi_triplets(context: dg.AssetExecutionContext, gistforge: GistforgeResource) -> dg.MaterializeResult:
     report = stages.ingest_medi(gistforge.config(), gistforge.workspace())
@@ -23,7 +29,7 @@ def medi_triplets(context: dg.AssetExecutionContext, gistforge: GistforgeResourc
 
 
 @dg.asset(group_name="ingest", partitions_def=task_partitions, kinds={"huggingface", "polars"},
-          owners=OWNERS, code_version="1",
+          owners=OWNERS, code_version="1", retry_policy=NETWORK_RETRY, tags={"network": "hub"},
           description="One task's labelled train split at its pinned revision, cleaned for mining.")
 def mteb_train_split(context: dg.AssetExecutionContext, gistforge: GistforgeResource) -> dg.MaterializeResult:
     report = stages.ingest_task(gistforge.config(), gistforge.workspace(), context.partition_key)
@@ -33,7 +39,7 @@ def mteb_train_split(context: dg.AssetExecutionContext, gistforge: GistforgeReso
 
 
 @dg.asset(group_name="mine", partitions_def=task_partitions, deps=[mteb_train_split],
-          kinds={"faiss", "pytorch"}, owners=OWNERS, code_version="1",
+          kinds={"faiss", "pytorch"}, owners=OWNERS, code_version="2", pool="guide_model",
           description="Label-based triplets for one task: guide-model positives, margin-guarded hard negatives.")
 def mined_triplets(context: dg.AssetExecutionContext, gistforge: GistforgeResource,
                    guide: GuideModelResource) -> dg.MaterializeResult:
@@ -49,18 +55,27 @@ def mined_triplets(context: dg.AssetExecutionContext, gistforge: GistforgeResour
 
 
 @dg.asset(group_name="publish", deps=[medi_triplets, mined_triplets], kinds={"parquet"}, owners=OWNERS,
-          code_version="1", description="MEDI + mined triplets in the published schema: shards and dataset card.")
+          code_version="2", automation_condition=dg.AutomationCondition.eager(),
+          check_specs=[dg.AssetCheckSpec(name, asset="triplet_dataset", blocking=True) for name in BUILD_CHECKS],
+          description="MEDI + mined triplets in the published schema: shards and dataset card. Its checks block "
+                      "publishing.")
 def triplet_dataset(context: dg.AssetExecutionContext, gistforge: GistforgeResource) -> dg.MaterializeResult:
     info = stages.build_dataset(gistforge.config(), gistforge.workspace())
     context.log.info("built %s rows, content hash %s", info["rows"], info["content_hash"])
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(check_results=[
+        dg.AssetCheckResult(check_name=c.name, passed=c.passed, description=c.description,
+                            metadata={k: dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v
+                                      for k, v in c.metadata.items()})
+        for c in info["checks"]
+    ], metadata={
         "dagster/row_count": info["rows"], "content_hash": info["content_hash"], "shards": info["shards"],
         "rows_per_task": tasks_table(info["tasks"]), "excluded_tasks": dg.MetadataValue.json(info["excluded"]),
         **schema_metadata(),
     })
 
 
-@dg.asset(group_name="publish", deps=[triplet_dataset], kinds={"huggingface"}, owners=OWNERS, code_version="1",
+@dg.asset(group_name="publish", deps=[triplet_dataset], kinds={"huggingface"}, owners=OWNERS, code_version="2",
+          retry_policy=NETWORK_RETRY, pool="hub_publish", automation_condition=dg.AutomationCondition.eager(),
           description="The build published as a tagged version (local Hub-cache folder by default).")
 def published_dataset(context: dg.AssetExecutionContext, gistforge: GistforgeResource,
                       publisher: PublisherResource) -> dg.MaterializeResult:
@@ -79,5 +94,9 @@ ALL_ASSETS = [medi_triplets, mteb_train_split, mined_triplets, triplet_dataset, 
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
+    jobs=[ingest_medi_job, ingest_and_mine_job, build_and_publish_job],
+    schedules=[weekly_medi, weekly_rebuild],
+    sensors=[upstream_pins_sensor, dg.AutomationConditionSensorDefinition("build_after_ingest",
+                                                                          target=[triplet_dataset, published_dataset])],
     resources={"gistforge": GistforgeResource(), "guide": GuideModelResource(), "publisher": publisher_from_env()},
 )

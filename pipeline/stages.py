@@ -21,6 +21,7 @@ import polars as pl
 from pipeline.accounting import RowAccount
 from pipeline.build import assemble, medi_frame, per_task_counts, triplet_frame, write_build, SCHEMA
 from pipeline.card import render_card
+from pipeline.checks import verify_build
 from pipeline.clean import clean_labelled, clean_medi
 from pipeline.config import BuildConfig
 from pipeline.embed import EmbeddingCache, embed_texts, fingerprint, load_encoder, resolve_model
@@ -176,8 +177,9 @@ def build_dataset(cfg: BuildConfig, ws: Workspace) -> dict:
     )
     digest = write_build(table, lambda size: card(download_size=size), ws.build_dir(), cfg.max_shard_bytes)
     shards = sorted(p.name for p in (ws.build_dir() / "data").glob("*.parquet"))
+    checks = verify_build(ws.build_dir(), cfg.exclusions, accounts)
     return {"content_hash": digest, "rows": table.num_rows, "shards": shards, "tasks": tasks,
-            "accounts": accounts, "excluded": cfg.exclusions}
+            "accounts": accounts, "excluded": cfg.exclusions, "checks": checks}
 
 
 class Publisher(Protocol):

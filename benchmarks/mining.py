@@ -1,0 +1,190 @@
+"""Mining benchmark: gistforge vs sentence-transformers' mine_hard_negatives vs GIST's reference recipe.
+
+Usage: python benchmarks/mining.py [DATA] [--skip-search] [--search-sizes 200000,1000000]
+
+DATA defaults to ../shared/data (Banking77 train as a Hub cache). Every method runs in its own subprocess
+(so peak RSS is its own) on the same texts with the same guide model (the bundled all-MiniLM-L6-v2):
+
+* gistforge: unique texts encoded once into a fresh embedding cache, then `mine_triplets` (hard negatives,
+  relative margin 0.05); `warm`: the same again with other mining parameters, reading the cache.
+* sentence-transformers: `mine_hard_negatives(use_faiss=True, num_negatives=1, relative_margin=0.05)`,
+  anchor = each text, positive = a random same-label text.
+* GIST's recipe: the N x N similarity matrix, positive sampled by softmax(sim / 0.05) over the top-100
+  same-label texts, negative a uniformly random other-label text.
+* search stage alone: synthetic normalised 768-d vectors in 5 labels, negatives' search (exact at 200k,
+  IVF at 1M with recall@10 against exact on a sample).
+
+Ends with one JSON line holding every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _load(data: Path):
+    os.environ["HF_HUB_CACHE"] = str(data / "hf-hub-cache")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from pipeline.clean import clean_labelled
+    from pipeline.config import TaskSource
+    from pipeline.sources import load_task_split
+
+    df, _ = clean_labelled(load_task_split(TaskSource(name="Banking77Classification")), "bench")
+    return df["text"].to_list(), df["label"].cast(int).to_numpy()
+
+
+def _model():
+    from pipeline.config import BUNDLED_MODEL
+    from pipeline.embed import load_encoder, resolve_model
+
+    ref = resolve_model(BUNDLED_MODEL)
+    return ref, load_encoder(ref, "cpu")
+
+
+def _result(t0: float, **kw) -> dict:
+    return {"s": round(time.time() - t0, 2), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            **kw}
+
+
+def part_gistforge(data: Path, cache: Path, warm: bool) -> dict:
+    from pipeline.config import MiningConfig
+    from pipeline.embed import EmbeddingCache, embed_texts, fingerprint
+    from pipeline.mine import mine_triplets
+
+    texts, labels = _load(data)
+    ref, model = _model()
+    t0 = time.time()
+    emb, stats = embed_texts(model, texts, EmbeddingCache(cache, fingerprint(ref, model.max_seq_length)), 64)
+    encode_s = time.time() - t0
+    cfg = MiningConfig(negative_strategy="topk_random" if warm else "hard", margin=0.05)
+    t1 = time.time()
+    r = mine_triplets(emb, labels, cfg, 42, "Banking77Classification")
+    mine_s = time.time() - t1
+    return _result(t0, encode_s=round(encode_s, 2), mine_s=round(mine_s, 2), texts_encoded=stats.encoded,
+                   triplets=int(len(r.query)), eligible=len(texts),
+                   same_label_negatives=int((labels[r.query] == labels[r.neg]).sum()))
+
+
+def part_sentence_transformers(data: Path) -> dict:
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives
+
+    texts, labels = _load(data)
+    _, model = _model()
+    rng = np.random.default_rng(0)
+    by_label = {lab: np.flatnonzero(labels == lab) for lab in np.unique(labels)}
+    pos = [texts[rng.choice(by_label[lab][by_label[lab] != i])] for i, lab in enumerate(labels)]
+    t0 = time.time()
+    out = mine_hard_negatives(Dataset.from_dict({"anchor": texts, "positive": pos}), model, num_negatives=1,
+                              relative_margin=0.05, use_faiss=True, verbose=False, batch_size=64)
+    label_of = dict(zip(texts, labels))
+    same = sum(label_of.get(a) == label_of.get(n) for a, n in zip(out["anchor"], out["negative"]))
+    encoded = len(set(texts)) + len(set(pos))  # it encodes the anchors and the corpus (positives) separately
+    return _result(t0, triplets=len(out), eligible=len(texts), same_label_negatives=int(same), texts_encoded=encoded)
+
+
+def part_gist(data: Path) -> dict:
+    texts, labels = _load(data)
+    _, model = _model()
+    t0 = time.time()
+    emb = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    sim = emb @ emb.T  # GIST's script: the full N x N matrix
+    rng = np.random.default_rng(0)
+    n = len(texts)
+    pos, neg = np.empty(n, int), np.empty(n, int)
+    for i in range(n):
+        same = np.flatnonzero(labels == labels[i])
+        same = same[same != i]
+        top = same[np.argsort(-sim[i, same])[:100]]
+        p = np.exp(sim[i, top] / 0.05)
+        pos[i] = rng.choice(top, p=p / p.sum())
+        neg[i] = rng.choice(np.flatnonzero(labels != labels[i]))
+    return _result(t0, triplets=n, eligible=n, same_label_negatives=int((labels == labels[neg]).sum()), texts_encoded=n)
+
+
+def part_search(n: int) -> dict:
+    from pipeline.search import OtherLabelSearch
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, 768), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = np.sort(rng.integers(0, 5, n))
+    bounds = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1], True])
+    approx = n > 250_000
+    t0 = time.time()
+    s = OtherLabelSearch(x, approx_above=250_000, nlist=None, nprobe=16, batch=4096)
+    recalls = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        s.search(x[a:b], int(a), int(b), 10)
+        if approx:
+            recalls.append(s.recall_at(x[a:b], int(a), int(b), 10, 200, rng))
+    return _result(t0, n=n, approximate=approx, recall_at_10=round(float(np.mean(recalls)), 4) if recalls else 1.0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("data", nargs="?", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--part", nargs="*")
+    p.add_argument("--skip-search", action="store_true")
+    p.add_argument("--search-sizes", default="200000,1000000")
+    args = p.parse_args()
+    if args.part:
+        name, rest = args.part[0], args.part[1:]
+        fn = {"gistforge": lambda: part_gistforge(Path(args.data), Path(rest[0]), rest[1] == "warm"),
+              "st": lambda: part_sentence_transformers(Path(args.data)), "gist": lambda: part_gist(Path(args.data)),
+              "search": lambda: part_search(int(rest[0]))}[name]
+        print(json.dumps(fn()))
+        return
+    with tempfile.TemporaryDirectory() as cache:
+        cold = json.loads(subprocess.run([sys.executable, __file__, args.data, "--part", "gistforge", cache, "cold"],
+                                         capture_output=True, text=True, cwd=ROOT, check=True).stdout.splitlines()[-1])
+        warm = json.loads(subprocess.run([sys.executable, __file__, args.data, "--part", "gistforge", cache, "warm"],
+                                         capture_output=True, text=True, cwd=ROOT, check=True).stdout.splitlines()[-1])
+    st = json.loads(subprocess.run([sys.executable, __file__, args.data, "--part", "st"], capture_output=True, text=True,
+                                   cwd=ROOT, check=True).stdout.splitlines()[-1])
+    gist = json.loads(subprocess.run([sys.executable, __file__, args.data, "--part", "gist"], capture_output=True,
+                                     text=True, cwd=ROOT, check=True).stdout.splitlines()[-1])
+    figures = {
+        "gistforge_s": cold["s"], "sentence_transformers_s": st["s"], "gist_reference_s": gist["s"],
+        "ratio_vs_sentence_transformers": round(cold["s"] / st["s"], 3),
+        "coverage": round(cold["triplets"] / cold["eligible"], 4),
+        "sentence_transformers_coverage": round(st["triplets"] / st["eligible"], 4),
+        "same_label_negative_fraction": round(cold["same_label_negatives"] / max(cold["triplets"], 1), 4),
+        "sentence_transformers_same_label_negative_fraction": round(st["same_label_negatives"] / max(st["triplets"], 1), 4),
+        "gist_same_label_negative_fraction": round(gist["same_label_negatives"] / gist["triplets"], 4),
+        "encode_s": cold["encode_s"], "mine_s": cold["mine_s"],
+        "beyond_encode_fraction": round(cold["mine_s"] / cold["encode_s"], 4),
+        "warm_s": warm["s"], "warm_texts_encoded": warm["texts_encoded"],
+        "warm_fraction_of_cold": round(warm["s"] / cold["s"], 4),
+        "texts_encoded": {"gistforge": cold["texts_encoded"], "sentence_transformers": st["texts_encoded"],
+                          "gist_reference": gist["texts_encoded"]},
+        "peak_rss_mb": {"gistforge": cold["peak_rss_mb"], "sentence_transformers": st["peak_rss_mb"],
+                        "gist_reference": gist["peak_rss_mb"]},
+    }
+    if not args.skip_search:
+        for n in (int(v) for v in args.search_sizes.split(",")):
+            r = json.loads(subprocess.run([sys.executable, __file__, "--part", "search", str(n)], capture_output=True,
+                                          text=True, cwd=ROOT, check=True).stdout.splitlines()[-1])
+            key = "1m" if n >= 1_000_000 else f"{n // 1000}k"
+            figures[f"search_{key}_s"] = r["s"]
+            figures[f"search_{key}_peak_rss_mb"] = r["peak_rss_mb"]
+            if r["approximate"]:
+                figures[f"recall_at_10_{key}"] = r["recall_at_10"]
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

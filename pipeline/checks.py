@@ -1,0 +1,62 @@
+"""Data checks a build must pass before it may be published (the Dagster layer makes them blocking)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import yaml
+
+from pipeline.build import SCHEMA
+
+
+@dataclass
+class CheckOutcome:
+    name: str
+    passed: bool
+    description: str
+    metadata: dict = field(default_factory=dict)
+
+
+def _card_yaml(folder: Path) -> dict:
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    return yaml.safe_load(text.split("---", 2)[1]) if text.startswith("---") else {}
+
+
+def verify_build(folder: Path, excluded: dict[str, str], accounts: list[dict]) -> list[CheckOutcome]:
+    """Every rule the published data promises, checked on the files that will be published."""
+    folder = Path(folder)
+    shards = sorted((folder / "data").glob("train-*.parquet"))
+    schemas_ok = all(pq.read_schema(s).remove_metadata() == SCHEMA for s in shards)
+    df = pl.read_parquet(shards) if shards else pl.DataFrame(schema=pl.from_arrow(SCHEMA.empty_table()).schema)
+    mined = df.filter(pl.col("source") != "medi")
+    is_mteb_type = df["task_type"].str.starts_with("mteb_")
+    bad_type = int((is_mteb_type != (df["source"] == "mteb")).sum())
+    excluded_rows = int(df["task_name"].is_in(list(excluded)).sum())
+    same_label = int((mined["query_label"] == mined["neg_label"]).fill_null(True).sum())
+    empty = int(sum(df[c].is_null().sum() + (df[c].str.strip_chars() == "").sum() for c in ("query", "pos", "neg")))
+    degenerate = int(((df["query"] == df["pos"]) | (df["query"] == df["neg"]) | (df["pos"] == df["neg"])).sum())
+    unbalanced = [a["source"] for a in accounts if a["rows_in"] != a["rows_out"] + sum(a["drops"].values())]
+    card = _card_yaml(folder)
+    card_rows = card.get("dataset_info", {}).get("splits", [{}])[0].get("num_examples")
+    n = len(shards)
+    names_ok = [s.name for s in shards] == [f"train-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+    return [
+        CheckOutcome("output_schema", schemas_ok and n > 0, "every shard has the published schema",
+                     {"shards": n}),
+        CheckOutcome("task_type_rule", bad_type == 0, "MTEB rows, and only they, have a task_type starting 'mteb_'",
+                     {"violations": bad_type}),
+        CheckOutcome("no_excluded_task", excluded_rows == 0, "no row comes from an excluded task",
+                     {"rows": excluded_rows, "excluded": sorted(excluded)}),
+        CheckOutcome("negative_label_differs", same_label == 0, "no negative shares its query's label",
+                     {"violations": same_label}),
+        CheckOutcome("no_empty_text", empty == 0, "no empty query, pos or neg", {"violations": empty}),
+        CheckOutcome("distinct_triplet_texts", degenerate == 0, "query != pos != neg", {"violations": degenerate}),
+        CheckOutcome("row_accounting", not unbalanced, "rows in = rows out + rows dropped, for every source",
+                     {"unbalanced": unbalanced}),
+        CheckOutcome("shards_match_card", names_ok and card_rows == df.height,
+                     "shard names follow the Hub convention and the card's num_examples matches the shards",
+                     {"card_rows": card_rows, "shard_rows": df.height}),
+    ]
