@@ -32,5 +32,5 @@ def tasks_table(tasks: list[dict]) -> dg.MetadataValue:
 def version_diff_table(diff: list[dict]) -> str:
     if not diff:
         return "unchanged: nothing published"
-    return markdown_table(["task_name", "added", "removed", "kept"],
-                          [[d["task_name"], d["added"], d["removed"], d["kept"]] for d in diff])
+    return markdown_table(["task_type", "task_name", "added", "removed", "kept"],
+                          [[d["task_type"], d["task_name"], d["added"], d["removed"], d["kept"]] for d in diff])

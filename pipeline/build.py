@@ -121,11 +121,12 @@ IDENTITY_COLUMNS = ["task_name", "task_type", "query", "pos", "neg", "query_inst
 
 
 def row_hashes(table: pa.Table) -> pl.DataFrame:
-    """(task_name, 64-bit blake2b of the row's training content): what version diffs compare."""
+    """(task_type, task_name, 64-bit blake2b of the row's training content): what version diffs compare."""
     df = pl.from_arrow(table.select(IDENTITY_COLUMNS))
     joined = df.select(pl.concat_str([pl.col(c).fill_null("") for c in IDENTITY_COLUMNS], separator="\x1f"))[:, 0]
     digests = [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") for s in joined]
-    return pl.DataFrame({"task_name": df["task_name"], "row_hash": pl.Series(digests, dtype=pl.UInt64)})
+    return pl.DataFrame({"task_type": df["task_type"], "task_name": df["task_name"],
+                         "row_hash": pl.Series(digests, dtype=pl.UInt64)})
 
 
 def per_task_counts(table: pa.Table) -> list[dict]:

@@ -74,22 +74,24 @@ def make_tag(content_hash: str, today: dt.date | None = None) -> str:
 
 
 def diff_versions(previous: pl.DataFrame | None, current: pl.DataFrame) -> list[dict]:
-    """Rows per task added / removed / kept, from the two versions' (task_name, row_hash) tables."""
+    """Rows per task added / removed / kept, from the two versions' (task_type, task_name, row_hash) tables."""
     previous = previous if previous is not None else current.clear()
-    prev = previous.group_by("task_name").agg(pl.col("row_hash").alias("a"))
-    cur = current.group_by("task_name").agg(pl.col("row_hash").alias("b"))
+    key = ["task_type", "task_name"]
+    prev = previous.group_by(key).agg(pl.col("row_hash").alias("a"))
+    cur = current.group_by(key).agg(pl.col("row_hash").alias("b"))
     out = []
-    for row in prev.join(cur, on="task_name", how="full", coalesce=True).sort("task_name").iter_rows(named=True):
+    for row in prev.join(cur, on=key, how="full", coalesce=True).sort(key).iter_rows(named=True):
         a, b = set(row["a"] or []), set(row["b"] or [])
-        out.append({"task_name": row["task_name"], "added": len(b - a), "removed": len(a - b), "kept": len(a & b)})
+        out.append({"task_type": row["task_type"], "task_name": row["task_name"],
+                    "added": len(b - a), "removed": len(a - b), "kept": len(a & b)})
     return out
 
 
 def version_section(repo_id: str, tag: str, content_hash: str, cache_dir: str | None,
                     previous_tag: str | None, diff: list[dict]) -> str:
     changes = [d for d in diff if d["added"] or d["removed"]]
-    diff_text = (markdown_table(["task_name", "added", "removed", "kept"],
-                                [[d["task_name"], d["added"], d["removed"], d["kept"]] for d in changes])
+    diff_text = (markdown_table(["task_type", "task_name", "added", "removed", "kept"],
+                                [[d["task_type"], d["task_name"], d["added"], d["removed"], d["kept"]] for d in changes])
                  if changes else "No row changed.")
     against = f"against `{previous_tag}`" if previous_tag else "(first version: every row is new)"
     return (f"\n## Version\n\nTag `{tag}`, content hash `{content_hash}`.\n\n"

@@ -34,7 +34,7 @@ def test_diff_against_previous_version_in_card_and_manifest(tmp_path):
     assert second.previous_tag == first.tag
     by_task = {d["task_name"]: d for d in second.diff}
     assert by_task["Banking77Classification"]["added"] > 0 and by_task["Banking77Classification"]["kept"] > 0
-    assert by_task["nq"] == {"task_name": "nq", "added": 0, "removed": 0, "kept": 5}
+    assert by_task["nq"] == {"task_type": "medi", "task_name": "nq", "added": 0, "removed": 0, "kept": 5}
     snap = hub.repo_dir("org/ds") / "snapshots" / second.revision
     card = (snap / "README.md").read_text()
     assert f"Changes against `{first.tag}`" in card and f"revision='{second.tag}'" in card

@@ -1,0 +1,136 @@
+"""End to end through the real Dagster UI: webserver + daemon on 127.0.0.1, headless Chromium via Playwright.
+
+Launches the embedded default through the GraphQL API the UI itself uses (clicking through launchpads is
+brittle across Dagster releases), then verifies the results in the UI pages and saves screenshots.
+Skips when Chromium or Playwright is missing; `.ci/run` installs both, so it runs in CI.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ["medi_triplets", "mteb_train_split", "mined_triplets", "triplet_dataset", "published_dataset"]
+
+LAUNCH = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }"""
+STATUS = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"""
+REPOS = """{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gql(url: str, query: str, variables: dict | None = None) -> dict:
+    req = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        body = json.loads(resp.read())
+    assert "errors" not in body, body
+    return body["data"]
+
+
+@pytest.fixture(scope="module")
+def dagster_ui(tmp_path_factory):
+    home = tmp_path_factory.mktemp("dagster_home")
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    port = _free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "GISTFORGE_HOME": str(home / "gistforge"),
+           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("GISTFORGE_CONFIG", None)
+    log = open(home / "dagster-dev.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-m", "assets", "-h", "127.0.0.1", "-p", str(port)],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/server_info", timeout=5)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"dagster dev did not start: {(home / 'dagster-dev.log').read_text()[-3000:]}")
+                time.sleep(2)
+        yield url, home
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def _run(url: str, repo: dict, job: str, partition: str | None = None, timeout: float = 300) -> str:
+    params = {"selector": {"repositoryName": repo["name"], "repositoryLocationName": repo["location"]["name"],
+                           "jobName": job},
+              "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}] if partition else []}}
+    launched = _gql(url, LAUNCH, {"p": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    deadline = time.time() + timeout
+    while (status := _gql(url, STATUS, {"id": run_id})["runOrError"]["status"]) not in ("SUCCESS", "FAILURE", "CANCELED"):
+        assert time.time() < deadline, f"run {run_id} of {job} still {status}"
+        time.sleep(2)
+    assert status == "SUCCESS", f"run {run_id} of {job} ended {status}"
+    return run_id
+
+
+def test_materialise_the_embedded_default_from_the_ui(dagster_ui, tmp_path):
+    url, home = dagster_ui
+    shots = Path(os.environ.get("GISTFORGE_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    repo = _gql(url, REPOS)["repositoriesOrError"]["nodes"][0]
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        try:
+            page.goto(f"{url}/asset-groups", wait_until="networkidle")
+            page.get_by_text("published_dataset").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(shots / "ui-graph.png"), full_page=True)
+            page.goto(f"{url}/assets", wait_until="networkidle")
+            for name in ASSETS:
+                page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(shots / "ui-assets.png"), full_page=True)
+
+            _run(url, repo, "ingest_medi")
+            for task in ("Banking77Classification", "ImdbClassification", "ChatterbotTopics"):
+                _run(url, repo, "ingest_and_mine", task)
+            run_id = _run(url, repo, "build_and_publish")
+
+            page.goto(f"{url}/runs/{run_id}", wait_until="networkidle")
+            page.get_by_text("published_dataset").first.wait_for(timeout=60_000)
+            page.get_by_text("Success").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(shots / "ui-run.png"), full_page=True)
+
+            page.goto(f"{url}/assets/published_dataset", wait_until="networkidle")
+            skip = page.get_by_role("button", name="Skip")
+            if skip.count():  # Dagster's one-off "join the community" dialog
+                skip.first.click()
+            tag = next(t.name for t in (home / "gistforge/hub/datasets--local--gistforge-medi-mteb-triplets/refs").iterdir()
+                       if t.name != "main")
+            page.get_by_text(tag, exact=True).first.wait_for(timeout=60_000)
+            page.get_by_text("load_dataset", exact=False).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(shots / "ui-published.png"), full_page=True)
+        finally:
+            browser.close()
