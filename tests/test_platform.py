@@ -61,3 +61,21 @@ def test_a_failed_blocking_check_stops_publishing(embedded_build, tmp_path):  # 
     assert all(v for k, v in checks.items() if k != "negative_label_differs")
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "triplet_dataset" in materialized and "published_dataset" not in materialized
+
+
+def test_shipped_dagster_yaml_and_deploy_examples_are_valid_instance_config(tmp_path):
+    import re
+    from pathlib import Path
+
+    from dagster._core.instance.config import dagster_instance_config
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "dagster.yaml").write_text((root / "dagster.yaml").read_text())
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert config["telemetry"]["enabled"] is False
+    assert config["concurrency"]["runs"]["max_concurrent_runs"] == 2
+    docs = (root / "docs" / "deploy.md").read_text()
+    postgres = re.search(r"```yaml\n(storage:.*?)```", docs, re.S).group(1)
+    (tmp_path / "dagster.yaml").write_text(postgres)
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert "postgres_db" in config["storage"]["postgres"]
