@@ -16,12 +16,22 @@ from pipeline import stages
 OWNERS = ["team:gistforge"]
 NETWORK_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 BUILD_CHECKS = ["output_schema", "task_type_rule", "no_excluded_task", "negative_label_differs", "no_empty_text",
-                "distinct_triplet_texts", "row_accounting", "shards_match_card"]
+                "distinct_triplet_texts", "row_accounting", "no_test_leak", "shards_match_card"]
 
 
-@dg.asset(group_name="ingest", kinds={"polars", "parquet"}, owners=OWNERS, code_version="1",
+@dg.asset(group_name="ingest", kinds={"huggingface", "polars"}, owners=OWNERS, code_version="1",
           retry_policy=NETWORK_RETRY, tags={"network": "hub"},
-          description="MEDI instruction triplets at the pinned revision, cleaned (drops counted).")
+          description="The test splits of the included MTEB tasks: evaluation data that training must not contain.")
+def mteb_test_texts(context: dg.AssetExecutionContext, gistforge: GistforgeResource) -> dg.MaterializeResult:
+    report = stages.collect_test_texts(gistforge.config(), gistforge.workspace())
+    context.log.info("decontamination reference: %s test texts", report["test_texts"])
+    return dg.MaterializeResult(metadata={"dagster/row_count": report["test_texts"],
+                                          "per_task": dg.MetadataValue.json(report["per_task"])})
+
+
+@dg.asset(group_name="ingest", kinds={"polars", "parquet"}, owners=OWNERS, code_version="2",
+          retry_policy=NETWORK_RETRY, tags={"network": "hub"}, deps=[mteb_test_texts],
+          description="MEDI instruction triplets at the pinned revision, cleaned and decontaminated (drops counted).")
 def medi_triplets(context: dg.AssetExecutionContext, gistforge: GistforgeResource) -> dg.MaterializeResult:
     report = stages.ingest_medi(gistforge.config(), gistforge.workspace())
     context.log.info("MEDI: %s", report["account"])
@@ -29,7 +39,7 @@ def medi_triplets(context: dg.AssetExecutionContext, gistforge: GistforgeResourc
 
 
 @dg.asset(group_name="ingest", partitions_def=task_partitions, kinds={"huggingface", "polars"},
-          owners=OWNERS, code_version="1", retry_policy=NETWORK_RETRY, tags={"network": "hub"},
+          owners=OWNERS, code_version="2", retry_policy=NETWORK_RETRY, tags={"network": "hub"}, deps=[mteb_test_texts],
           description="One task's labelled train split at its pinned revision, cleaned for mining.")
 def mteb_train_split(context: dg.AssetExecutionContext, gistforge: GistforgeResource) -> dg.MaterializeResult:
     report = stages.ingest_task(gistforge.config(), gistforge.workspace(), context.partition_key)
@@ -90,7 +100,7 @@ def published_dataset(context: dg.AssetExecutionContext, gistforge: GistforgeRes
     })
 
 
-ALL_ASSETS = [medi_triplets, mteb_train_split, mined_triplets, triplet_dataset, published_dataset]
+ALL_ASSETS = [mteb_test_texts, medi_triplets, mteb_train_split, mined_triplets, triplet_dataset, published_dataset]
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,

@@ -34,7 +34,7 @@ def build(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
-    from assets.definitions import ALL_ASSETS, mined_triplets, mteb_train_split, medi_triplets, \
+    from assets.definitions import ALL_ASSETS, medi_triplets, mined_triplets, mteb_test_texts, mteb_train_split, \
         published_dataset, triplet_dataset
     from assets.partitions import TASKS
     from assets.resources import GistforgeResource, GuideModelResource, publisher_from_env
@@ -62,7 +62,7 @@ def build(argv: list[str] | None = None) -> int:
             raise SystemExit(f"gistforge: run failed{where}")
         return result
 
-    run([medi_triplets])
+    run([mteb_test_texts, medi_triplets])
     for task in tasks:
         run([mteb_train_split, mined_triplets], partition_key=task)
     result = run([triplet_dataset, published_dataset])

@@ -58,7 +58,7 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 
 def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: int, download_size: int,
                 sources: dict, exclusions: dict[str, str], guide: dict, mining: dict, seed: int,
-                tasks: list[dict], accounts: list[dict]) -> str:
+                tasks: list[dict], accounts: list[dict], decontamination: dict | None = None) -> str:
     """Deterministic card text: no timestamps, sorted keys, only build inputs and results."""
     meta = yaml.safe_dump(card_yaml(schema, num_rows, num_bytes, download_size, repo_id), sort_keys=False)
     medi = sources.get("medi")
@@ -94,6 +94,8 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
         "\n## Rows per task\n",
         markdown_table(["task_type", "task_name", "rows"], [[t["task_type"], t["task_name"], t["rows"]] for t in tasks]),
         f"\nTotal: {num_rows} rows.\n",
+        "## Decontamination\n",
+        _decontamination(decontamination, accounts),
         "## Row accounting\n",
         "For every source, rows in = rows out + rows dropped.\n",
         markdown_table(["stage / source", "rows in", "rows out", "dropped", "drops by reason"], acc_rows),
@@ -101,3 +103,21 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
         "",
     ]
     return "\n".join(parts)
+
+
+def _decontamination(info: dict | None, accounts: list[dict]) -> str:
+    if not info or not info.get("reference"):
+        return "No decontamination reference was built.\n"
+    ref, cfg = info["reference"], info["config"]
+    leaks = [[a["source"], a["drops"].get("test_leak", 0), a["drops"].get("test_near_duplicate", 0)] for a in accounts]
+    return "\n".join([
+        f"Training texts (MTEB and MEDI rows: query, pos and neg) equal to one of the {ref['test_texts']} MTEB "
+        "test-split texts after normalisation (NFKC, case-fold, whitespace collapse) are removed"
+        + (f"; task texts whose guide similarity to a same-task test text is at least "
+           f"{cfg['near_duplicate_threshold']} are removed too." if cfg.get("near_duplicate_threshold") else "."),
+        "",
+        markdown_table(["test split", "texts"], sorted(ref["per_task"].items())),
+        "",
+        markdown_table(["source / stage", "exact leaks removed", "near duplicates removed"], leaks),
+        "",
+    ])

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import yaml
 
 from pipeline.build import SCHEMA
+from pipeline.decontaminate import leaked
 
 
 @dataclass
@@ -25,7 +27,8 @@ def _card_yaml(folder: Path) -> dict:
     return yaml.safe_load(text.split("---", 2)[1]) if text.startswith("---") else {}
 
 
-def verify_build(folder: Path, excluded: dict[str, str], accounts: list[dict]) -> list[CheckOutcome]:
+def verify_build(folder: Path, excluded: dict[str, str], accounts: list[dict],
+                 test_keys: np.ndarray | None = None) -> list[CheckOutcome]:
     """Every rule the published data promises, checked on the files that will be published."""
     folder = Path(folder)
     shards = sorted((folder / "data").glob("train-*.parquet"))
@@ -39,6 +42,10 @@ def verify_build(folder: Path, excluded: dict[str, str], accounts: list[dict]) -
     empty = int(sum(df[c].is_null().sum() + (df[c].str.strip_chars() == "").sum() for c in ("query", "pos", "neg")))
     degenerate = int(((df["query"] == df["pos"]) | (df["query"] == df["neg"]) | (df["pos"] == df["neg"])).sum())
     unbalanced = [a["source"] for a in accounts if a["rows_in"] != a["rows_out"] + sum(a["drops"].values())]
+    leaks = 0
+    if test_keys is not None:
+        for c in ("query", "pos", "neg"):
+            leaks += int(leaked(df.get_column(c), test_keys).sum())
     card = _card_yaml(folder)
     card_rows = card.get("dataset_info", {}).get("splits", [{}])[0].get("num_examples")
     n = len(shards)
@@ -56,6 +63,8 @@ def verify_build(folder: Path, excluded: dict[str, str], accounts: list[dict]) -
         CheckOutcome("distinct_triplet_texts", degenerate == 0, "query != pos != neg", {"violations": degenerate}),
         CheckOutcome("row_accounting", not unbalanced, "rows in = rows out + rows dropped, for every source",
                      {"unbalanced": unbalanced}),
+        CheckOutcome("no_test_leak", leaks == 0, "no query, pos or neg equals an MTEB test-split text (normalised)",
+                     {"leaks": leaks, "checked": test_keys is not None}),
         CheckOutcome("shards_match_card", names_ok and card_rows == df.height,
                      "shard names follow the Hub convention and the card's num_examples matches the shards",
                      {"card_rows": card_rows, "shard_rows": df.height}),

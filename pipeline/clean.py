@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from pipeline.accounting import RowAccount
+from pipeline.decontaminate import leaked
 from pipeline.text import normalised
 
 DROP_REASONS = {
@@ -17,6 +19,8 @@ DROP_REASONS = {
     "query_equals_pos_or_neg": "MEDI row whose query equals its positive or negative (normalised)",
     "duplicate_row": "MEDI row repeating an earlier (query, pos, neg, task_name)",
     "no_negative": "no other-label text passed the margin guard",
+    "test_leak": "the text (for MEDI: query, pos or neg) equals an MTEB test-split text after normalisation",
+    "test_near_duplicate": "the guide model finds the text a near duplicate of a same-task test text",
 }
 
 
@@ -24,14 +28,26 @@ def _blank(col: str) -> pl.Expr:
     return pl.col(col).is_null() | (pl.col(col).str.strip_chars() == "")
 
 
-def clean_labelled(df: pl.DataFrame, source: str) -> tuple[pl.DataFrame, RowAccount]:
-    """Rows fit for label-based mining: non-empty, unambiguous, unique, with a positive and a negative."""
+def _drop_leaks(df: pl.DataFrame, acc: RowAccount, columns: list[str], test_keys: np.ndarray | None) -> pl.DataFrame:
+    if test_keys is None or not len(test_keys) or df.height == 0:
+        return df
+    mask = np.zeros(df.height, dtype=bool)
+    for c in columns:
+        mask |= leaked(df.get_column(c), test_keys)
+    acc.drop("test_leak", int(mask.sum()))
+    return df.filter(pl.Series(~mask))
+
+
+def clean_labelled(df: pl.DataFrame, source: str, test_keys: np.ndarray | None = None) -> tuple[pl.DataFrame, RowAccount]:
+    """Rows fit for label-based mining: non-empty, not a test text, unambiguous, unique, with a positive and a
+    negative."""
     acc = RowAccount(source=source, rows_in=df.height)
     df = df.with_row_index("row")
 
     blank = df.filter(_blank("text"))
     acc.drop("empty_text", blank.height)
     df = df.filter(~_blank("text"))
+    df = _drop_leaks(df, acc, ["text"], test_keys)
 
     acc.drop("missing_label", df.filter(pl.col("label").is_null()).height)
     df = df.filter(pl.col("label").is_not_null()).with_columns(key=normalised(pl.col("text")))
@@ -60,12 +76,13 @@ def clean_labelled(df: pl.DataFrame, source: str) -> tuple[pl.DataFrame, RowAcco
     return df, acc.check()
 
 
-def clean_medi(df: pl.DataFrame, source: str) -> tuple[pl.DataFrame, RowAccount]:
-    """MEDI rows kept as published, minus empty, degenerate and exact-repeat triplets."""
+def clean_medi(df: pl.DataFrame, source: str, test_keys: np.ndarray | None = None) -> tuple[pl.DataFrame, RowAccount]:
+    """MEDI rows kept as published, minus empty, test-leaking, degenerate and exact-repeat triplets."""
     acc = RowAccount(source=source, rows_in=df.height)
     empty = _blank("query") | _blank("pos") | _blank("neg")
     acc.drop("empty_text", df.filter(empty).height)
     df = df.filter(~empty)
+    df = _drop_leaks(df, acc, ["query", "pos", "neg"], test_keys)
 
     q, p, n = (normalised(pl.col(c)) for c in ("query", "pos", "neg"))
     degenerate = (q == p) | (q == n)

@@ -53,6 +53,7 @@ class TaskSource(_Strict):
     text_column: str = "text"
     label_column: str = "label"
     label_text_column: str | None = "label_text"
+    test_path: Path | None = Field(None, description="local held-out split to decontaminate against (local only)")
 
     @field_validator("name")
     @classmethod
@@ -94,6 +95,14 @@ class MiningConfig(_Strict):
     query_batch: int = Field(4096, ge=1)
 
 
+class DecontaminationConfig(_Strict):
+    """Keep MTEB test texts out of training: exact (normalised) matches always, paraphrases optionally."""
+
+    exact: bool = True
+    near_duplicate_threshold: float | None = Field(
+        None, gt=0, le=1, description="also drop task texts whose guide similarity to a test text is >= this")
+
+
 class BuildConfig(_Strict):
     profile: str
     medi: MediSource | None = MediSource()
@@ -103,6 +112,7 @@ class BuildConfig(_Strict):
     guide_revision: str | None = None
     encode_batch_size: int = 64
     mining: MiningConfig = MiningConfig()
+    decontamination: DecontaminationConfig = DecontaminationConfig()
     seed: int = 42
     dataset_repo_id: str = "local/gistforge-medi-mteb-triplets"
     max_shard_bytes: int = Field(500 * 1024**2, ge=1024)

@@ -25,7 +25,9 @@ from pipeline.checks import verify_build
 from pipeline.clean import clean_labelled, clean_medi
 from pipeline.config import BuildConfig
 from pipeline.embed import EmbeddingCache, embed_texts, fingerprint, load_encoder, resolve_model
+from pipeline import decontaminate
 from pipeline.mine import mine_triplets
+from pipeline.search import flat_index, search
 from pipeline.publish import LocalHub, PublishResult
 from pipeline.sources import describe_medi_source, describe_task_source, load_medi, load_task_split
 
@@ -70,6 +72,9 @@ class Workspace:
     def build_dir(self) -> Path:
         return self.work / "build"
 
+    def test_texts(self) -> Path:
+        return self.work / "decontamination" / "test_texts.parquet"
+
 
 def _write_parquet(df: pl.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +96,25 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def collect_test_texts(cfg: BuildConfig, ws: Workspace) -> dict:
+    """The decontamination reference: every included task's test texts with their normalised keys."""
+    df = decontaminate.collect_test_texts(cfg)
+    df = df.with_columns(key=pl.Series(decontaminate.text_keys(df.get_column("text")), dtype=pl.UInt64))
+    _write_parquet(df, ws.test_texts())
+    report = {"test_texts": df.height, "per_task": dict(df.group_by("task").len().sort("task").iter_rows())}
+    _write_json(report, ws.report(ws.test_texts()))
+    return report
+
+
+def _test_keys(cfg: BuildConfig, ws: Workspace):
+    if not cfg.decontamination.exact:
+        return None
+    if not ws.test_texts().exists():
+        raise FileNotFoundError(f"decontamination reference {ws.test_texts()} is missing: materialise "
+                                "`mteb_test_texts` first (or set decontamination.exact: false)")
+    return pl.read_parquet(ws.test_texts(), columns=["key"]).get_column("key").unique().to_numpy()
+
+
 def ingest_medi(cfg: BuildConfig, ws: Workspace) -> dict:
     """Load and clean MEDI; an empty frame when the profile has no MEDI source."""
     if cfg.medi is None:
@@ -98,7 +122,7 @@ def ingest_medi(cfg: BuildConfig, ws: Workspace) -> dict:
                                                   ["query", "pos", "neg", "task_name", "query_instruct",
                                                    "pos_instruct", "neg_instruct"]}), "MEDI (none configured)")
     else:
-        df, acc = clean_medi(load_medi(cfg.medi), "MEDI")
+        df, acc = clean_medi(load_medi(cfg.medi), "MEDI", _test_keys(cfg, ws))
     _write_parquet(df, ws.medi_rows())
     report = {"account": acc.to_dict(), "tasks": df.get_column("task_name").n_unique()}
     _write_json(report, ws.report(ws.medi_rows()))
@@ -110,7 +134,7 @@ def ingest_task(cfg: BuildConfig, ws: Workspace, task: str) -> dict:
     if task in cfg.exclusions:
         raise ValueError(f"task {task!r} is excluded ({cfg.exclusions[task]}); it is never ingested")
     src = cfg.task(task)
-    df, acc = clean_labelled(load_task_split(src), f"{task} (ingest)")
+    df, acc = clean_labelled(load_task_split(src), f"{task} (ingest)", _test_keys(cfg, ws))
     _write_parquet(df, ws.split(task))
     report = {"account": acc.to_dict(), "labels": df.get_column("label").n_unique(),
               "source": describe_task_source(src)}
@@ -136,11 +160,21 @@ def mine_task(cfg: BuildConfig, ws: Workspace, task: str, guide: GuideEncoder) -
     """Embed a cleaned split with the guide and mine its triplets."""
     split = pl.read_parquet(ws.split(task))
     src = cfg.task(task)
+    acc = RowAccount(source=f"{task} (mine)", rows_in=split.height)
     emb, enc_stats = guide.embed(split.get_column("text").to_list())
+    threshold = cfg.decontamination.near_duplicate_threshold
+    if threshold is not None and ws.test_texts().exists():
+        tests = pl.read_parquet(ws.test_texts()).filter(pl.col("task") == task).get_column("text").to_list()
+        if tests and split.height:
+            test_emb, _ = guide.embed(tests)
+            sim, _ = search(flat_index(test_emb), emb, 1, cfg.mining.query_batch)
+            keep = sim[:, 0] < threshold
+            acc.drop("test_near_duplicate", int((~keep).sum()))
+            split, emb = split.filter(pl.Series(keep)), emb[keep]
     codes = split.get_column("label").cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
     mined = mine_triplets(emb, codes, cfg.mining, cfg.seed, task)
     frame = triplet_frame(split, mined, src)
-    acc = RowAccount(source=f"{task} (mine)", rows_in=split.height, rows_out=mined.stats.get("queries_with_triplet", 0))
+    acc.rows_out = mined.stats.get("queries_with_triplet", 0)
     for reason, n in mined.stats.get("drops", {}).items():
         acc.drop(reason, n)
     acc.check()
@@ -169,15 +203,17 @@ def build_dataset(cfg: BuildConfig, ws: Workspace) -> dict:
         guide = mined["guide"]
     table = assemble(frames, cfg.seed)
     tasks = per_task_counts(table)
+    decontam = _read_json(ws.report(ws.test_texts())) if ws.test_texts().exists() else None
     card = functools.partial(
-        render_card, repo_id=cfg.dataset_repo_id, schema=SCHEMA, num_rows=table.num_rows, num_bytes=table.nbytes,
+        render_card, decontamination={"config": cfg.decontamination.model_dump(), "reference": decontam}, repo_id=cfg.dataset_repo_id, schema=SCHEMA, num_rows=table.num_rows, num_bytes=table.nbytes,
         sources=sources, exclusions=cfg.exclusions,
         guide=guide or {"name": cfg.guide_model, "revision": cfg.guide_revision or "n/a"},
         mining=cfg.mining.model_dump(), seed=cfg.seed, tasks=tasks, accounts=accounts,
     )
     digest = write_build(table, lambda size: card(download_size=size), ws.build_dir(), cfg.max_shard_bytes)
     shards = sorted(p.name for p in (ws.build_dir() / "data").glob("*.parquet"))
-    checks = verify_build(ws.build_dir(), cfg.exclusions, accounts)
+    keys = _test_keys(cfg, ws) if cfg.decontamination.exact else None
+    checks = verify_build(ws.build_dir(), cfg.exclusions, accounts, keys)
     return {"content_hash": digest, "rows": table.num_rows, "shards": shards, "tasks": tasks,
             "accounts": accounts, "excluded": cfg.exclusions, "checks": checks}
 

@@ -20,7 +20,7 @@ def test_weekly_schedule_requests_every_task_partition():
     requests = list(automation.weekly_rebuild(ctx))
     assert [r.partition_key for r in requests] == ["Banking77Classification", "ImdbClassification", "ChatterbotTopics"]
     assert requests[0].run_key == "Banking77Classification-2026-11-23"
-    assert automation.weekly_rebuild.cron_schedule == automation.weekly_medi.cron_schedule == "0 3 * * 1"
+    assert (automation.weekly_medi.cron_schedule, automation.weekly_rebuild.cron_schedule) == ("0 3 * * 1", "0 4 * * 1")
     assert automation.weekly_medi.job.name == "ingest_medi"
     # the rebuild's downstream assets follow by automation; the schedules themselves never publish
     assert set(automation.ingest_and_mine_job.selection.resolve(defs.resolve_asset_graph())) == {

@@ -4,7 +4,7 @@ import pytest
 import polars as pl
 
 from pipeline.config import BuildConfig, TaskSource
-from pipeline.stages import GuideEncoder, Workspace, ingest_task, mine_task
+from pipeline.stages import GuideEncoder, Workspace, collect_test_texts, ingest_task, mine_task
 from tests.conftest import SHARED_DATA
 
 CACHE = SHARED_DATA / "hf-hub-cache"
@@ -16,6 +16,7 @@ def test_every_eligible_banking77_row_yields_a_triplet(tmp_path):
     cfg = BuildConfig(profile="real", medi=None, guide_model="bundled:all-MiniLM-L6-v2",
                       tasks=[TaskSource(name="Banking77Classification", cache_dir=CACHE)])
     ws = Workspace(tmp_path, cfg.profile)
+    assert collect_test_texts(cfg, ws)["per_task"] == {"Banking77Classification": 3080}
     ingest = ingest_task(cfg, ws, "Banking77Classification")
     assert ingest["account"]["rows_in"] == 10_003 and ingest["labels"] == 77
     report = mine_task(cfg, ws, "Banking77Classification", GuideEncoder(cfg, ws))

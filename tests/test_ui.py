@@ -22,7 +22,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 ROOT = Path(__file__).resolve().parents[1]
-ASSETS = ["medi_triplets", "mteb_train_split", "mined_triplets", "triplet_dataset", "published_dataset"]
+ASSETS = ["mteb_test_texts", "medi_triplets", "mteb_train_split", "mined_triplets", "triplet_dataset", "published_dataset"]
 
 LAUNCH = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
   __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
