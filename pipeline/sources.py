@@ -6,6 +6,7 @@ runs and a pre-filled (offline) Hub cache. Every error names the source and what
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -58,22 +59,40 @@ def _load_folder(folder: Path, source: str, config: str | None, split: str) -> p
     return pl.from_arrow(ds.data.table)
 
 
+def _utf8(path: Path, source: str) -> bytes:
+    """The file's bytes without a UTF-8 BOM; an error naming the line if they are not UTF-8."""
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise SourceError(f"{source}: {path.name} is not valid UTF-8 at line {line} (byte {exc.start}: "
+                          f"{data[exc.start:exc.start + 1]!r}); re-encode the file as UTF-8") from None
+    return data
+
+
 def _read_local(path: Path, source: str) -> pl.DataFrame:
     if not path.exists():
         raise SourceError(f"{source}: file not found: {path}")
     suffix = "".join(path.suffixes[-1:]).lower()
+    if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"):
+        raise SourceError(f"{source}: unsupported file type {suffix!r} for {path}; "
+                          "use .csv, .tsv, .jsonl, .json or .parquet")
     try:
-        if suffix in (".csv", ".tsv"):
-            return pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", infer_schema=False)
-        if suffix in (".jsonl", ".ndjson"):
-            return pl.read_ndjson(path)
-        if suffix == ".json":
-            return pl.DataFrame(json.loads(path.read_text(encoding="utf-8")))
         if suffix == ".parquet":
             return pl.read_parquet(path)
+        data = _utf8(path, source)
+        if suffix in (".csv", ".tsv"):
+            return pl.read_csv(io.BytesIO(data), separator="\t" if suffix == ".tsv" else ",", infer_schema=False)
+        if suffix in (".jsonl", ".ndjson"):
+            return pl.read_ndjson(io.BytesIO(data))
+        return pl.DataFrame(json.loads(data))
+    except SourceError:
+        raise
     except Exception as exc:  # noqa: BLE001 - re-raised with the source named
         raise SourceError(f"{source}: cannot parse {path} as {suffix[1:]}: {exc}") from None
-    raise SourceError(f"{source}: unsupported file type {suffix!r} for {path}; use .csv, .tsv, .jsonl, .json or .parquet")
 
 
 def _require(df: pl.DataFrame, columns: dict[str, str], source: str) -> None:

@@ -4,6 +4,7 @@ import pytest
 import polars as pl
 
 from pipeline.config import BuildConfig, TaskSource
+from pipeline.sources import load_task_split
 from pipeline.stages import GuideEncoder, Workspace, collect_test_texts, ingest_task, mine_task
 from tests.conftest import SHARED_DATA
 
@@ -27,3 +28,57 @@ def test_every_eligible_banking77_row_yields_a_triplet(tmp_path):
     assert (df["query_label"] != df["neg_label"]).sum() == df.height
     assert df["task_type"].unique().to_list() == ["mteb_banking77"]
     assert (df["query"] != df["pos"]).all() and (df["query"] != df["neg"]).all()
+
+
+def test_planted_test_texts_are_removed_and_counted(tmp_path):
+    """Banking77 and IMDB test texts planted into the training inputs (both tasks and MEDI) all go."""
+    import io
+    import json
+
+    from pipeline.config import MediSource
+    from pipeline.stages import ingest_medi
+    from pipeline.text import normalise
+    from tests.conftest import make_hub_repo
+
+    cache = tmp_path / "cache"
+    planted, tests_by_repo = {}, {}
+    for repo, rev in (("mteb/banking77", "0fd18e25b25c072e09e0d92ab615fda904d66300"),
+                      ("mteb/imdb", "3d86128a09e091d6018b6d26cad27f2739fc2db7")):
+        snap = CACHE / f"datasets--{repo.replace('/', '--')}" / "snapshots" / rev
+        train = [json.loads(line) for line in (snap / "train.jsonl").read_text().splitlines()[:400]]
+        test = [json.loads(line) for line in (snap / "test.jsonl").read_text().splitlines()]
+        plant = test[::max(1, len(test) // 25)][:25]
+        # plant them with changed case and whitespace: the match is on normalised text
+        train += [{**r, "text": "  " + r["text"].upper().replace(" ", "   ") + " "} for r in plant]
+        out = make_hub_repo(cache, repo, rev, {"train.jsonl": "".join(json.dumps(r) + "\n" for r in train)})
+        (out / "test.jsonl").symlink_to(snap / "test.jsonl")
+        planted[repo] = plant
+        tests_by_repo[repo] = {normalise(r["text"]) for r in test}
+
+    medi = pl.read_parquet(next((CACHE / "datasets--avsolatorio--medi-data").rglob("*.parquet")))
+    medi_planted = medi.head(6).with_columns(
+        query=pl.Series([r["text"] for r in planted["mteb/banking77"][:3]] + [r["text"] for r in planted["mteb/imdb"][:3]]))
+    buf = io.BytesIO()
+    pl.concat([medi, medi_planted]).write_parquet(buf)
+    make_hub_repo(cache, "avsolatorio/medi-data", "d" * 40, {"data/train-00000-of-00001.parquet": buf.getvalue()})
+
+    cfg = BuildConfig(profile="leak", medi=MediSource(cache_dir=cache), guide_model="bundled:all-MiniLM-L6-v2",
+                      tasks=[TaskSource(name="Banking77Classification", cache_dir=cache),
+                             TaskSource(name="ImdbClassification", cache_dir=cache)])
+    ws = Workspace(tmp_path / "home", cfg.profile)
+    ref = collect_test_texts(cfg, ws)
+    assert ref["per_task"] == {"Banking77Classification": 3080, "ImdbClassification": 25000}
+    all_tests = tests_by_repo["mteb/banking77"] | tests_by_repo["mteb/imdb"]
+    for task, repo in (("Banking77Classification", "mteb/banking77"), ("ImdbClassification", "mteb/imdb")):
+        report = ingest_task(cfg, ws, task)
+        raw = load_task_split(cfg.task(task))
+        expected = sum(normalise(t) in all_tests for t in raw["text"].to_list())
+        assert expected >= len(planted[repo]) == 25
+        assert report["account"]["drops"]["test_leak"] == expected
+        kept = {normalise(t) for t in pl.read_parquet(ws.split(task))["text"].to_list()}
+        assert not kept & all_tests
+    medi_report = ingest_medi(cfg, ws)
+    rows = pl.read_parquet(ws.medi_rows())
+    assert medi_report["account"]["drops"]["test_leak"] >= 6
+    for col in ("query", "pos", "neg"):
+        assert not {normalise(t) for t in rows[col].to_list()} & all_tests

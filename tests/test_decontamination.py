@@ -1,0 +1,33 @@
+import json
+
+import polars as pl
+
+from pipeline.config import BuildConfig, TaskSource
+from pipeline.stages import GuideEncoder, Workspace, collect_test_texts, ingest_task, mine_task
+
+
+def _task(tmp_path, train, test, threshold):
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in train))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in test))
+    cfg = BuildConfig(profile="d", medi=None, guide_model="bundled:all-MiniLM-L6-v2",
+                      decontamination={"near_duplicate_threshold": threshold},
+                      tasks=[TaskSource(name="Intents", kind="local", path=tmp_path / "train.jsonl",
+                                        test_path=tmp_path / "test.jsonl", label_text_column=None)])
+    return cfg, Workspace(tmp_path / "home", "d")
+
+
+def test_exact_and_near_duplicate_leaks_are_removed_and_counted(tmp_path):
+    train = [("How do I reset my PIN?", 0), ("how do i  RESET my pin?", 0), ("Where is my card, it has not arrived yet", 0),
+             ("I want to close my account", 1), ("Please close my account now", 1), ("Cancel my account", 1),
+             ("my card hasn't arrived yet, where is it", 0)]
+    test = [("How do I reset my PIN?", 0), ("Where is my card? It hasn't arrived yet.", 0)]
+    cfg, ws = _task(tmp_path, train, test, threshold=0.9)
+    assert collect_test_texts(cfg, ws)["per_task"] == {"Intents": 2}
+    ingest = ingest_task(cfg, ws, "Intents")
+    assert ingest["account"]["drops"] == {"test_leak": 2}  # both spellings of the exact leak
+    mined = mine_task(cfg, ws, "Intents", GuideEncoder(cfg, ws))
+    assert mined["account"]["drops"].get("test_near_duplicate", 0) >= 1
+    out = pl.read_parquet(ws.triplets("Intents"))
+    texts = set(out["query"]) | set(out["pos"]) | set(out["neg"])
+    assert "Where is my card, it has not arrived yet" not in texts
+    assert mined["account"]["rows_in"] == mined["account"]["rows_out"] + sum(mined["account"]["drops"].values())
