@@ -46,21 +46,25 @@ def main() -> int:
     ds = load_dataset(path, split="train").to_polars()
 
     work = home / "work" / "shared-data"
-    reports = [json.loads(p.read_text()) for p in sorted(work.rglob("*.json")) if not p.name.startswith(".")]
+    reports = [json.loads(p.read_text()) for p in sorted(work.rglob("*.json")) if not p.name.startswith(".")
+               and "decontamination" not in p.parts]
     accounts = [r["account"] for r in reports if "account" in r]
     balanced = all(a["rows_in"] == a["rows_out"] + sum(a["drops"].values()) for a in accounts)
     eligible = json.loads((work / "splits/Banking77Classification.json").read_text())["account"]["rows_out"]
-    banking = ds.filter(ds["task_name"] == "Banking77Classification").filter(ds["source"] == "mteb")
-    mined = ds.filter(ds["source"] != "medi")
+    import polars as pl
+
+    banking = ds.filter(pl.col("task_name") == "Banking77Classification", pl.col("source") == "mteb")
+    mined = ds.filter(pl.col("source") != "medi")
     same_label = int((mined["query_label"] == mined["neg_label"]).sum())
     excluded = int((ds["task_name"] == "AmazonPolarityClassification").sum())
-    non_mteb_tagged = int(ds.filter(ds["source"] != "mteb")["task_type"].str.starts_with("mteb_").sum())
+    non_mteb_tagged = int(ds.filter(pl.col("source") != "mteb")["task_type"].str.starts_with("mteb_").sum())
     figures = {
         "tag": tag, "rows": ds.height, "build_s": round(build_s, 1),
         "banking77_eligible": eligible, "banking77_triplets": banking.height,
         "banking77_coverage": round(banking.height / eligible, 4),
         "imdb_triplets": int((ds["task_name"] == "ImdbClassification").sum()),
         "medi_rows": int((ds["source"] == "medi").sum()),
+        "test_leaks_removed": {a["source"]: a["drops"].get("test_leak", 0) for a in accounts},
         "same_label_negatives": same_label, "excluded_task_rows": excluded,
         "non_mteb_rows_tagged_mteb": non_mteb_tagged, "accounts_balanced": balanced,
         "accounts": {a["source"]: {"in": a["rows_in"], "out": a["rows_out"], "drops": a["drops"]} for a in accounts},
