@@ -100,11 +100,34 @@ def published_dataset(context: dg.AssetExecutionContext, gistforge: GistforgeRes
     })
 
 
-ALL_ASSETS = [mteb_test_texts, medi_triplets, mteb_train_split, mined_triplets, triplet_dataset, published_dataset]
+@dg.asset(group_name="train", deps=[published_dataset], kinds={"pytorch"}, owners=OWNERS, code_version="1",
+          pool="guide_model",
+          description="The encoder fine-tuned GIST-style on the latest published version, with a base-vs-tuned "
+                      "evaluation on held-out test splits. Never scheduled: materialise it when you want a model.")
+def finetuned_encoder(context: dg.AssetExecutionContext, gistforge: GistforgeResource) -> dg.MaterializeResult:
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("published_dataset"))
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure("published_dataset has never been materialised: publish a version first")
+    meta = event.asset_materialization.metadata
+    report = stages.finetune(gistforge.config(), gistforge.workspace(), meta["tag"].value, meta["location"].value)
+    ev = report["evaluation"]
+    context.log.info("fine-tuned on %s: %s -> %s", report["tag"], ev["base"]["mean"], ev["finetuned"]["mean"])
+    return dg.MaterializeResult(metadata={
+        "model_dir": report["model_dir"], "dataset_tag": report["tag"], "global_step": report["global_step"],
+        "resumed_from": report["resumed_from"] or "", "train_loss": report["train_loss"],
+        "base_logreg": ev["base"]["mean"]["logreg_accuracy"], "finetuned_logreg": ev["finetuned"]["mean"]["logreg_accuracy"],
+        "base_knn": ev["base"]["mean"]["knn_accuracy"], "finetuned_knn": ev["finetuned"]["mean"]["knn_accuracy"],
+        "evaluation": dg.MetadataValue.json(ev),
+    })
+
+
+ALL_ASSETS = [mteb_test_texts, medi_triplets, mteb_train_split, mined_triplets, triplet_dataset, published_dataset,
+              finetuned_encoder]
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
-    jobs=[ingest_medi_job, ingest_and_mine_job, build_and_publish_job],
+    jobs=[ingest_medi_job, ingest_and_mine_job, build_and_publish_job,
+          dg.define_asset_job("finetune", selection=["finetuned_encoder"])],
     schedules=[weekly_medi, weekly_rebuild],
     sensors=[upstream_pins_sensor, dg.AutomationConditionSensorDefinition("build_after_ingest",
                                                                           target=[triplet_dataset, published_dataset])],

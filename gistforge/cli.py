@@ -21,6 +21,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     b.add_argument("--home", help="work folder, embedding cache and local hub (default ./.gistforge; GISTFORGE_HOME)")
     b.add_argument("--tasks", nargs="*", help="only these task partitions (default: all included tasks)")
     b.add_argument("--log-level", default="INFO", help="Dagster console log level (default INFO)")
+    b.add_argument("--no-finetune", action="store_true", help="stop after publishing the dataset")
     return p.parse_args(argv)
 
 
@@ -35,7 +36,7 @@ def build(argv: list[str] | None = None) -> int:
     import dagster as dg
 
     from assets.definitions import ALL_ASSETS, medi_triplets, mined_triplets, mteb_test_texts, mteb_train_split, \
-        published_dataset, triplet_dataset
+        finetuned_encoder, published_dataset, triplet_dataset
     from assets.partitions import TASKS
     from assets.resources import GistforgeResource, GuideModelResource, publisher_from_env
 
@@ -66,9 +67,16 @@ def build(argv: list[str] | None = None) -> int:
     for task in tasks:
         run([mteb_train_split, mined_triplets], partition_key=task)
     result = run([triplet_dataset, published_dataset])
+    model = None
+    if not args.no_finetune:
+        model = run([finetuned_encoder]).asset_materializations_for_node("finetuned_encoder")[0].metadata
     meta = result.asset_materializations_for_node("published_dataset")[0].metadata
     tag, location, status = meta["tag"].value, meta["location"].value, meta["status"].value
     rows = result.asset_materializations_for_node("triplet_dataset")[0].metadata["dagster/row_count"].value
+    if model is not None:
+        print(f"\ngistforge: fine-tuned encoder ({model['global_step'].value} steps) in {model['model_dir'].value}: "
+              f"logreg accuracy {model['base_logreg'].value} -> {model['finetuned_logreg'].value}, "
+              f"kNN {model['base_knn'].value} -> {model['finetuned_knn'].value} (base -> fine-tuned)")
     where = "on the Hugging Face Hub" if location == "hub" else f"in local hub {location}"
     print(f"\ngistforge: {status} {meta['repo_id'].value}@{tag} ({rows} rows) {where}")
     print("Read it back with:\n")

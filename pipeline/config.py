@@ -89,7 +89,7 @@ class MiningConfig(_Strict):
     fallback_tries: int = Field(64, ge=0, description="random other-label draws when no candidate passes")
     negatives_per_query: int = Field(1, ge=1, description="triplets per query, each with its own negative")
     approx_above: int = Field(250_000, ge=1, description="tasks with more texts search negatives with IVF")
-    ivf_nlist: int | None = Field(None, ge=1, description="IVF lists (default ~4*sqrt(N))")
+    ivf_nlist: int | None = Field(None, ge=1, description="IVF lists (default ~sqrt(N))")
     ivf_nprobe: int = Field(32, ge=1, description="IVF lists probed per query")
     recall_sample: int = Field(200, ge=0, description="queries per label checked against exact search (IVF only)")
     query_batch: int = Field(4096, ge=1)
@@ -103,6 +103,26 @@ class DecontaminationConfig(_Strict):
         None, gt=0, le=1, description="also drop task texts whose guide similarity to a test text is >= this")
 
 
+class TrainConfig(_Strict):
+    """Fine-tuning, with GIST's hyperparameters as defaults (lr 5e-6, warmup 0.1, batch 32, temperature 0.01)."""
+
+    learning_rate: float = 5e-6
+    warmup_ratio: float = 0.1
+    batch_size: int = Field(32, ge=2)
+    temperature: float = 0.01
+    epochs: float = 1.0
+    max_steps: int = Field(-1, description="-1: train for `epochs`")
+    loss: Literal["gist", "cached_gist"] = "gist"
+    mini_batch_size: int = Field(32, ge=1, description="CachedGISTEmbedLoss only")
+    use_instructions: bool = False
+    save_steps: int = Field(500, ge=1)
+    save_total_limit: int = 2
+    seed: int = 42
+    max_rows_per_task: int | None = None
+    probe_train_rows: int = Field(5000, ge=10, description="train rows per task for the evaluation probe")
+    probe_test_rows: int = Field(2000, ge=10, description="test rows per task for the evaluation probe")
+
+
 class BuildConfig(_Strict):
     profile: str
     medi: MediSource | None = MediSource()
@@ -110,9 +130,11 @@ class BuildConfig(_Strict):
     exclusions: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_EXCLUSIONS))
     guide_model: str = "BAAI/bge-base-en-v1.5"
     guide_revision: str | None = None
+    base_model: str | None = Field(None, description="encoder to fine-tune; None = the guide model")
     encode_batch_size: int = 64
     mining: MiningConfig = MiningConfig()
     decontamination: DecontaminationConfig = DecontaminationConfig()
+    training: TrainConfig = TrainConfig()
     seed: int = 42
     dataset_repo_id: str = "local/gistforge-medi-mteb-triplets"
     max_shard_bytes: int = Field(500 * 1024**2, ge=1024)
@@ -164,6 +186,7 @@ def embedded_profile() -> BuildConfig:
         ],
         guide_model=BUNDLED_MODEL,
         encode_batch_size=32,
+        training=TrainConfig(max_steps=4, save_steps=2, batch_size=16),
     )
 
 

@@ -67,9 +67,11 @@ class OtherLabelSearch:
             import faiss
 
             n, d = vectors.shape
-            lists = nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
+            lists = nlist or max(1, min(int(math.sqrt(n)), n // 39))
             trainer = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
-            sample = vectors if n <= 256 * lists else vectors[np.random.default_rng(seed).choice(n, 256 * lists, replace=False)]
+            per_list = 64  # k-means sample: 64 vectors per list (FAISS warns below 39)
+            sample = vectors if n <= per_list * lists else \
+                vectors[np.sort(np.random.default_rng(seed).choice(n, per_list * lists, replace=False))]
             trainer.train(sample)
             _, assign = search(trainer.quantizer, vectors, 1, batch)
             self.assign = np.ascontiguousarray(assign[:, 0])

@@ -225,3 +225,40 @@ class Publisher(Protocol):
 def publish(cfg: BuildConfig, ws: Workspace, publisher: Publisher | None = None) -> PublishResult:
     """Publish the current build; the local hub in the workspace unless another publisher is given."""
     return (publisher or LocalHub(ws.hub)).publish(ws.build_dir(), cfg.dataset_repo_id)
+
+
+def finetune(cfg: BuildConfig, ws: Workspace, tag: str, location: str) -> dict:
+    """Fine-tune the base encoder on published version `tag` and score base vs fine-tuned on the test splits."""
+    from sentence_transformers import SentenceTransformer
+
+    from pipeline import train
+
+    tc = cfg.training
+    ds = train.load_published(cfg.dataset_repo_id, tag, None if location == "hub" else location)
+    base = resolve_model(cfg.base_model or cfg.guide_model)
+    guide = resolve_model(cfg.guide_model, cfg.guide_revision)
+    out = ws.home / "models" / cfg.profile / tag
+    facts = train.train_encoder(train.task_datasets(ds, tc), base.path, guide.path, out, tc)
+    model_dir = out / "model"
+    facts["model"].save(str(model_dir))
+
+    splits = []
+    for src in cfg.included_tasks:
+        test = decontaminate.load_test_split(src)
+        if test is None or not ws.split(src.name).exists():
+            continue
+        tr = pl.read_parquet(ws.split(src.name)).head(tc.probe_train_rows)
+        te = test.filter(pl.col("text").is_not_null()).head(tc.probe_test_rows)
+        splits.append(train.EvalSplit(src.name, tr["text"].to_list(), tr["label"].to_list(),
+                                      te["text"].to_list(), te["label"].to_list()))
+    evaluation = {"base": train.probe_scores(SentenceTransformer(base.path, device="cpu"), splits),
+                  "finetuned": train.probe_scores(SentenceTransformer(str(model_dir), device="cpu"), splits)}
+    card = model_dir / "README.md"
+    section = train.model_card_section(dataset_repo=cfg.dataset_repo_id, tag=tag, guide=f"{guide.name}@{guide.revision}",
+                                       base=f"{base.name}@{base.revision}", cfg=tc, facts=facts, evaluation=evaluation)
+    card.write_text((card.read_text(encoding="utf-8") if card.exists() else "") + section, encoding="utf-8")
+    report = {"model_dir": str(model_dir), "tag": tag, "global_step": facts["global_step"],
+              "resumed_from": facts["resumed_from"], "train_loss": facts["train_loss"], "device": facts["device"],
+              "evaluation": evaluation}
+    _write_json(report, out / "report.json")
+    return report

@@ -10,33 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
+from pipeline.config import TrainConfig
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """GIST's hyperparameters as defaults (lr 5e-6, warmup 0.1, batch 32, temperature 0.01)."""
-
-    learning_rate: float = 5e-6
-    warmup_ratio: float = 0.1
-    batch_size: int = 32
-    temperature: float = 0.01
-    epochs: float = 1.0
-    max_steps: int = -1
-    loss: Literal["gist", "cached_gist"] = "gist"
-    mini_batch_size: int = 32  # CachedGISTEmbedLoss only
-    use_instructions: bool = False
-    save_steps: int = 500
-    save_total_limit: int = 2
-    seed: int = 42
-    max_rows_per_task: int | None = None
 
 
 def load_published(repo_id: str, tag: str, cache_dir: str | None = None):
@@ -157,7 +138,7 @@ def model_card_section(*, dataset_repo: str, tag: str, guide: str, base: str, cf
         f"- Base model: `{base}`; guide model (GISTEmbedLoss): `{guide}`",
         f"- Steps: {facts['global_step']} on {facts['device']}"
         + (f", resumed from `{Path(facts['resumed_from']).name}`" if facts.get("resumed_from") else ""),
-        "- Hyperparameters: `" + json.dumps(asdict(cfg), sort_keys=True) + "`",
+        "- Hyperparameters: `" + json.dumps(cfg.model_dump(), sort_keys=True) + "`",
         "",
         "### Evaluation (held-out test splits: logistic regression on train-split embeddings, kNN k=10)\n",
         *rows, "",
