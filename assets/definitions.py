@@ -104,12 +104,15 @@ def published_dataset(context: dg.AssetExecutionContext, gistforge: GistforgeRes
           pool="guide_model",
           description="The encoder fine-tuned GIST-style on the latest published version, with a base-vs-tuned "
                       "evaluation on held-out test splits. Never scheduled: materialise it when you want a model.")
-def finetuned_encoder(context: dg.AssetExecutionContext, gistforge: GistforgeResource) -> dg.MaterializeResult:
+def finetuned_encoder(context: dg.AssetExecutionContext, gistforge: GistforgeResource,
+                      publisher: PublisherResource) -> dg.MaterializeResult:
     event = context.instance.get_latest_materialization_event(dg.AssetKey("published_dataset"))
     if event is None or event.asset_materialization is None:
         raise dg.Failure("published_dataset has never been materialised: publish a version first")
     meta = event.asset_materialization.metadata
-    report = stages.finetune(gistforge.config(), gistforge.workspace(), meta["tag"].value, meta["location"].value)
+    ws = gistforge.workspace()
+    report = stages.finetune(gistforge.config(), ws, meta["tag"].value, meta["location"].value,
+                             publisher.publisher(ws))
     ev = report["evaluation"]
     context.log.info("fine-tuned on %s: %s -> %s", report["tag"], ev["base"]["mean"], ev["finetuned"]["mean"])
     return dg.MaterializeResult(metadata={
@@ -118,6 +121,7 @@ def finetuned_encoder(context: dg.AssetExecutionContext, gistforge: GistforgeRes
         "base_logreg": ev["base"]["mean"]["logreg_accuracy"], "finetuned_logreg": ev["finetuned"]["mean"]["logreg_accuracy"],
         "base_knn": ev["base"]["mean"]["knn_accuracy"], "finetuned_knn": ev["finetuned"]["mean"]["knn_accuracy"],
         "evaluation": dg.MetadataValue.json(ev),
+        "model_repo": dg.MetadataValue.json(report.get("model_repo") or {}),
     })
 
 

@@ -121,6 +121,7 @@ class TrainConfig(_Strict):
     max_rows_per_task: int | None = None
     probe_train_rows: int = Field(5000, ge=10, description="train rows per task for the evaluation probe")
     probe_test_rows: int = Field(2000, ge=10, description="test rows per task for the evaluation probe")
+    push_model_repo: str | None = Field(None, description="publish the model as 'org/name' through the publisher")
 
 
 class BuildConfig(_Strict):

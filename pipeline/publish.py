@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import polars as pl
 
-from pipeline.build import read_build_hash
+from pipeline.build import content_hash, read_build_hash
 from pipeline.card import markdown_table
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,26 @@ class LocalHub:
         return PublishResult(repo_id, tag, sha, "published", str(self.root), content_hash, diff, previous_tag)
 
 
+    def publish_model(self, folder: Path, repo_id: str, tag: str) -> PublishResult:
+        """A model folder as `models--org--name` with `refs/<tag>`: `snapshot_download(repo_id, revision=tag)`
+        + `SentenceTransformer(path)` load it, as from the Hub."""
+        digest = content_hash(Path(folder))
+        repo = self.root / f"models--{repo_id.replace('/', '--')}"
+        snap = repo / "snapshots" / digest[:40]
+        if not snap.exists():
+            snap.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:40]}.", dir=snap.parent))
+            try:
+                shutil.copytree(folder, tmp, dirs_exist_ok=True)
+                os.replace(tmp, snap)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        _atomic_write(repo / "refs" / tag, digest[:40])
+        _atomic_write(repo / "refs" / "main", digest[:40])
+        return PublishResult(repo_id, tag, digest[:40], "published", str(self.root), digest)
+
+
 # ---------------------------------------------------------------------------------------------- the Hub
 
 
@@ -273,3 +293,18 @@ class HubPublisher:
                    repo_type="dataset", tag_message=f"content hash {content_hash}")
         log.info("published %s@%s to the Hub", repo_id, tag)
         return PublishResult(repo_id, tag, commit.oid, "published", "hub", content_hash, diff, previous_tag)
+
+    def publish_model(self, folder: Path, repo_id: str, tag: str) -> PublishResult:
+        """A model folder as one commit to a model repo, tagged like the dataset version it was trained on."""
+        from huggingface_hub import CommitOperationAdd
+
+        folder = Path(folder)
+        self._call(f"create_repo {repo_id}", self.api.create_repo, repo_id, repo_type="model", exist_ok=True,
+                   private=self.private)
+        ops = [CommitOperationAdd(p.relative_to(folder).as_posix(), str(p)) for p in sorted(folder.rglob("*"))
+               if p.is_file()]
+        commit = self._call(f"create_commit {repo_id}", self.api.create_commit, repo_id, ops,
+                            commit_message=f"gistforge model trained on {tag}", repo_type="model")
+        self._call(f"create_tag {repo_id}@{tag}", self.api.create_tag, repo_id, tag=tag, revision=commit.oid,
+                   repo_type="model", exist_ok=True)
+        return PublishResult(repo_id, tag, commit.oid, "published", "hub", content_hash(folder))

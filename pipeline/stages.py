@@ -227,7 +227,7 @@ def publish(cfg: BuildConfig, ws: Workspace, publisher: Publisher | None = None)
     return (publisher or LocalHub(ws.hub)).publish(ws.build_dir(), cfg.dataset_repo_id)
 
 
-def finetune(cfg: BuildConfig, ws: Workspace, tag: str, location: str) -> dict:
+def finetune(cfg: BuildConfig, ws: Workspace, tag: str, location: str, publisher=None) -> dict:
     """Fine-tune the base encoder on published version `tag` and score base vs fine-tuned on the test splits."""
     from sentence_transformers import SentenceTransformer
 
@@ -260,5 +260,9 @@ def finetune(cfg: BuildConfig, ws: Workspace, tag: str, location: str) -> dict:
     report = {"model_dir": str(model_dir), "tag": tag, "global_step": facts["global_step"],
               "resumed_from": facts["resumed_from"], "train_loss": facts["train_loss"], "device": facts["device"],
               "evaluation": evaluation}
+    if tc.push_model_repo:
+        pushed = (publisher or LocalHub(ws.hub)).publish_model(model_dir, tc.push_model_repo, tag)
+        report["model_repo"] = {"repo_id": pushed.repo_id, "tag": pushed.tag, "revision": pushed.revision,
+                                "location": pushed.location}
     _write_json(report, out / "report.json")
     return report

@@ -196,3 +196,22 @@ def test_hub_retries_a_503_and_fails_fast_and_clean_on_a_401(tmp_path, caplog):
     done = pub.publish(_build(tmp_path, 3), "org/ds")
     assert done.status == "published" and len(api.commits) == commits
     assert api.tags[done.tag] == api.commits[-1]["oid"]
+
+
+def test_model_folders_publish_with_a_tag_locally_and_to_the_hub(tmp_path):
+    from huggingface_hub import snapshot_download
+
+    folder = tmp_path / "model"
+    (folder / "1_Pooling").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "1_Pooling" / "config.json").write_text("{}")
+    local = LocalHub(tmp_path / "hub").publish_model(folder, "org/encoder", "2026.01.01-abcdef12")
+    path = snapshot_download("org/encoder", revision="2026.01.01-abcdef12", cache_dir=str(tmp_path / "hub"),
+                             local_files_only=True)
+    assert Path(path).name == local.revision and (Path(path) / "1_Pooling" / "config.json").exists()
+
+    api = FakeHfApi(tmp_path)
+    hub = HubPublisher(api, TOKEN, sleep=lambda s: None).publish_model(folder, "org/encoder", "2026.01.01-abcdef12")
+    assert set(api.commits[0]["files"]) == {"config.json", "1_Pooling/config.json"}
+    assert api.tags == {"2026.01.01-abcdef12": hub.revision}
+    assert [kw.get("repo_type") for n, kw in api.calls if n != "hf_hub_download"] == ["model"] * 3
