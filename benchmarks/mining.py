@@ -134,6 +134,15 @@ def part_search(n: int) -> dict:
     return _result(t0, n=n, approximate=approx, recall_at_10=round(float(np.mean(recalls)), 4) if recalls else 1.0)
 
 
+def _part(data: str, *part: str) -> dict:
+    """One method in its own process, so that its peak RSS is its own."""
+    out = subprocess.run([sys.executable, __file__, data, "--part", *part], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        sys.stderr.write(out.stderr[-4000:])
+        raise SystemExit(f"benchmark part {part} failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("data", nargs="?", default=str(ROOT.parent / "shared" / "data"))
@@ -149,14 +158,10 @@ def main() -> None:
         print(json.dumps(fn()))
         return
     with tempfile.TemporaryDirectory() as cache:
-        cold = json.loads(subprocess.run([sys.executable, __file__, args.data, "--part", "gistforge", cache, "cold"],
-                                         capture_output=True, text=True, cwd=ROOT, check=True).stdout.splitlines()[-1])
-        warm = json.loads(subprocess.run([sys.executable, __file__, args.data, "--part", "gistforge", cache, "warm"],
-                                         capture_output=True, text=True, cwd=ROOT, check=True).stdout.splitlines()[-1])
-    st = json.loads(subprocess.run([sys.executable, __file__, args.data, "--part", "st"], capture_output=True, text=True,
-                                   cwd=ROOT, check=True).stdout.splitlines()[-1])
-    gist = json.loads(subprocess.run([sys.executable, __file__, args.data, "--part", "gist"], capture_output=True,
-                                     text=True, cwd=ROOT, check=True).stdout.splitlines()[-1])
+        cold = _part(args.data, "gistforge", cache, "cold")
+        warm = _part(args.data, "gistforge", cache, "warm")
+    st = _part(args.data, "st")
+    gist = _part(args.data, "gist")
     figures = {
         "gistforge_s": cold["s"], "sentence_transformers_s": st["s"], "gist_reference_s": gist["s"],
         "ratio_vs_sentence_transformers": round(cold["s"] / st["s"], 3),
@@ -176,8 +181,7 @@ def main() -> None:
     }
     if not args.skip_search:
         for n in (int(v) for v in args.search_sizes.split(",")):
-            r = json.loads(subprocess.run([sys.executable, __file__, "--part", "search", str(n)], capture_output=True,
-                                          text=True, cwd=ROOT, check=True).stdout.splitlines()[-1])
+            r = _part(args.data, "search", str(n))
             key = "1m" if n >= 1_000_000 else f"{n // 1000}k"
             figures[f"search_{key}_s"] = r["s"]
             figures[f"search_{key}_peak_rss_mb"] = r["peak_rss_mb"]

@@ -62,6 +62,7 @@ class OtherLabelSearch:
 
     def __init__(self, vectors: np.ndarray, approx_above: int, nlist: int | None, nprobe: int, batch: int, seed: int = 0):
         self.vectors, self.batch, self.nprobe = vectors, batch, nprobe
+        self._cached = None
         self.approximate = len(vectors) > approx_above and not gpu_count()
         if self.approximate:
             import faiss
@@ -78,26 +79,31 @@ class OtherLabelSearch:
             self.centroids = trainer.quantizer.reconstruct_n(0, lists)
             log.info("IVF over %s vectors (nlist=%s, nprobe=%s)", n, lists, nprobe)
 
+    def _ivf_for(self, a: int, b: int):
+        """The IVF index over every vector outside [a, b); the last one is kept for the recall check."""
+        import faiss
+
+        if self._cached is not None and self._cached[0] == (a, b):
+            return self._cached[1]
+        other = np.r_[0:a, b:len(self.vectors)]
+        assign = self.assign[other]
+        keep = np.bincount(assign, minlength=self.centroids.shape[0]) > 0
+        remap = np.cumsum(keep) - 1
+        quantizer = faiss.IndexFlatIP(self.centroids.shape[1])
+        quantizer.add(self.centroids[keep])
+        index = faiss.IndexIVFFlat(quantizer, quantizer.d, int(keep.sum()), faiss.METRIC_INNER_PRODUCT)
+        index.is_trained = True
+        x = np.ascontiguousarray(self.vectors[other])
+        ids = np.ascontiguousarray(other, dtype=np.int64)
+        lists = np.ascontiguousarray(remap[assign], dtype=np.int64)
+        index.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
+        index.nprobe = self.nprobe
+        self._cached = ((a, b), index, quantizer)  # the index points at its quantizer: keep both alive
+        return index
+
     def search(self, queries: np.ndarray, a: int, b: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.approximate:
-            import faiss
-
-            other = np.r_[0:a, b:len(self.vectors)]
-            assign = self.assign[other]
-            keep = np.bincount(assign, minlength=self.centroids.shape[0]) > 0
-            remap = np.cumsum(keep) - 1
-            quantizer = faiss.IndexFlatIP(self.centroids.shape[1])
-            quantizer.add(self.centroids[keep])
-            index = faiss.IndexIVFFlat(quantizer, quantizer.d, int(keep.sum()), faiss.METRIC_INNER_PRODUCT)
-            index.is_trained = True
-            x = np.ascontiguousarray(self.vectors[other])
-            ids = np.ascontiguousarray(other, dtype=np.int64)
-            lists = np.ascontiguousarray(remap[assign], dtype=np.int64)
-            index.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
-            index.nprobe = self.nprobe
-            d, i = search(index, queries, k, self.batch)
-            del index, quantizer  # the index holds a pointer to the quantizer: keep both alive until here
-            return d, i
+            return search(self._ivf_for(a, b), queries, k, self.batch)
         complement = np.concatenate([self.vectors[:a], self.vectors[b:]])
         d, i = search(flat_index(complement), queries, k, self.batch)
         return d, np.where(i < 0, -1, np.where(i < a, i, i + (b - a)))
@@ -108,8 +114,10 @@ class OtherLabelSearch:
             return None
         pick = rng.choice(len(queries), min(sample, len(queries)), replace=False)
         _, approx = self.search(queries[pick], a, b, k)
-        sims = queries[pick] @ self.vectors.T
-        sims[:, a:b] = -np.inf
-        exact = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        hits = sum(len(set(x) & set(y)) for x, y in zip(approx, exact))
+        hits = 0
+        for s in range(0, len(pick), 32):  # exact top-k in blocks: 32 x N similarities at a time
+            sims = queries[pick[s:s + 32]] @ self.vectors.T
+            sims[:, a:b] = -np.inf
+            exact = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            hits += sum(len(set(x) & set(y)) for x, y in zip(approx[s:s + 32], exact))
         return hits / (len(pick) * k)
