@@ -107,7 +107,7 @@ class TrainConfig(_Strict):
     """Fine-tuning, with GIST's hyperparameters as defaults (lr 5e-6, warmup 0.1, batch 32, temperature 0.01)."""
 
     learning_rate: float = 5e-6
-    warmup_ratio: float = 0.1
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
     batch_size: int = Field(32, ge=2)
     temperature: float = 0.01
     epochs: float = 1.0

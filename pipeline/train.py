@@ -74,7 +74,8 @@ def train_encoder(train_sets: dict, base_path: str, guide_path: str, out_dir: Pa
         loss = GISTEmbedLoss(model, guide, temperature=cfg.temperature)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out_dir / "checkpoints"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio,
+        per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+        warmup_steps=float(cfg.warmup_ratio),  # a float in [0, 1) is a ratio of the total steps (transformers 5)
         fp16=cuda and not torch.cuda.is_bf16_supported(), bf16=cuda and torch.cuda.is_bf16_supported(),
         batch_sampler=BatchSamplers.NO_DUPLICATES, multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
