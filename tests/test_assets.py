@@ -16,7 +16,7 @@ def test_definitions_load_and_graph_is_wired():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"mteb_test_texts", "medi_triplets", "mteb_train_split", "mined_triplets", "triplet_dataset",
-                    "published_dataset"}
+                    "published_dataset", "finetuned_encoder"}
     split = graph.get(dg.AssetKey("mteb_train_split"))
     assert split.partitions_def.get_partition_keys() == ["Banking77Classification", "ImdbClassification",
                                                           "ChatterbotTopics"]

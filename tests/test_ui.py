@@ -94,6 +94,13 @@ def _run(url: str, repo: dict, job: str, partition: str | None = None, timeout: 
     return run_id
 
 
+def _open(page, url: str) -> None:
+    page.goto(url, wait_until="networkidle")
+    skip = page.get_by_role("button", name="Skip")
+    if skip.count():  # Dagster's one-off "join the community" dialog
+        skip.first.click()
+
+
 def test_materialise_the_embedded_default_from_the_ui(dagster_ui, tmp_path):
     url, home = dagster_ui
     shots = Path(os.environ.get("GISTFORGE_SCREENSHOT_DIR", tmp_path))
@@ -105,10 +112,11 @@ def test_materialise_the_embedded_default_from_the_ui(dagster_ui, tmp_path):
             "--disable-component-update", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         try:
-            page.goto(f"{url}/asset-groups", wait_until="networkidle")
-            page.get_by_text("published_dataset").first.wait_for(timeout=60_000)
+            _open(page, f"{url}/asset-groups")  # the lineage graph, collapsed to its four groups
+            for group in ("ingest", "mine", "publish", "train"):
+                page.get_by_text(group, exact=True).first.wait_for(timeout=60_000)
             page.screenshot(path=str(shots / "ui-graph.png"), full_page=True)
-            page.goto(f"{url}/assets", wait_until="networkidle")
+            _open(page, f"{url}/assets")
             for name in ASSETS:
                 page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
             page.screenshot(path=str(shots / "ui-assets.png"), full_page=True)
@@ -118,15 +126,12 @@ def test_materialise_the_embedded_default_from_the_ui(dagster_ui, tmp_path):
                 _run(url, repo, "ingest_and_mine", task)
             run_id = _run(url, repo, "build_and_publish")
 
-            page.goto(f"{url}/runs/{run_id}", wait_until="networkidle")
+            _open(page, f"{url}/runs/{run_id}")
             page.get_by_text("published_dataset").first.wait_for(timeout=60_000)
             page.get_by_text("Success").first.wait_for(timeout=60_000)
             page.screenshot(path=str(shots / "ui-run.png"), full_page=True)
 
-            page.goto(f"{url}/assets/published_dataset", wait_until="networkidle")
-            skip = page.get_by_role("button", name="Skip")
-            if skip.count():  # Dagster's one-off "join the community" dialog
-                skip.first.click()
+            _open(page, f"{url}/assets/published_dataset")
             tag = next(t.name for t in (home / "gistforge/hub/datasets--local--gistforge-medi-mteb-triplets/refs").iterdir()
                        if t.name != "main")
             page.get_by_text(tag, exact=True).first.wait_for(timeout=60_000)
