@@ -22,6 +22,14 @@ BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 
 
+def _repo_id(v: str, field: str) -> str:
+    """Repo ids become folder names in the local hub: only 'org/name' of safe characters, no '..'."""
+    parts = v.split("/")
+    if len(parts) != 2 or not all(_SAFE_NAME.match(p) and ".." not in p for p in parts):
+        raise ValueError(f"{field} {v!r} must look like 'org/name' (letters, digits, '-', '_', '.')")
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -123,6 +131,11 @@ class TrainConfig(_Strict):
     probe_test_rows: int = Field(2000, ge=10, description="test rows per task for the evaluation probe")
     push_model_repo: str | None = Field(None, description="publish the model as 'org/name' through the publisher")
 
+    @field_validator("push_model_repo")
+    @classmethod
+    def _repo(cls, v: str | None) -> str | None:
+        return None if v is None else _repo_id(v, "push_model_repo")
+
 
 class BuildConfig(_Strict):
     profile: str
@@ -143,9 +156,13 @@ class BuildConfig(_Strict):
     @field_validator("dataset_repo_id")
     @classmethod
     def _repo(cls, v: str) -> str:
-        parts = v.split("/")
-        if len(parts) != 2 or not all(_SAFE_NAME.match(p) for p in parts):
-            raise ValueError(f"dataset_repo_id {v!r} must look like 'org/name' (letters, digits, '-', '_', '.')")
+        return _repo_id(v, "dataset_repo_id")
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, v: str) -> str:
+        if not _SAFE_NAME.match(v) or ".." in v:
+            raise ValueError(f"profile {v!r} must match {_SAFE_NAME.pattern} (it names work folders)")
         return v
 
     @model_validator(mode="after")

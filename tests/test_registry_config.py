@@ -50,5 +50,10 @@ def test_config_file_round_trip_and_clear_errors(tmp_path):
         load_config(bad)
     with pytest.raises(ValueError, match="unknown profile 'nope'"):
         load_config(profile="nope")
-    with pytest.raises(ValueError, match="dataset_repo_id"):
-        BuildConfig(profile="x", tasks=[], dataset_repo_id="../../etc")
+    for bad in ("../../etc", "org/..", "a/b/c", "org/na me"):
+        with pytest.raises(ValueError, match="dataset_repo_id"):
+            BuildConfig(profile="x", tasks=[], dataset_repo_id=bad)
+    with pytest.raises(ValueError, match="profile '../up'"):
+        BuildConfig(profile="../up", tasks=[])
+    with pytest.raises(ValueError, match="push_model_repo"):
+        BuildConfig(profile="x", tasks=[], training={"push_model_repo": "../escape"})
