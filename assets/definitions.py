@@ -12,6 +12,7 @@ from assets.automation import (build_and_publish_job, ingest_and_mine_job, inges
 from assets.partitions import task_partitions
 from assets.resources import GistforgeResource, GuideModelResource, PublisherResource, publisher_from_env
 from pipeline import stages
+from pipeline.plots import png_markdown
 
 OWNERS = ["team:gistforge"]
 NETWORK_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
@@ -59,6 +60,7 @@ def mined_triplets(context: dg.AssetExecutionContext, gistforge: GistforgeResour
     return dg.MaterializeResult(metadata={
         **account_metadata(report["account"]),
         "mining": dg.MetadataValue.json(report["mining"]),
+        "similarity_plot": dg.MetadataValue.md(png_markdown(report["plot"])),
         "texts_encoded": report["encode"]["encoded"], "texts_from_cache": report["encode"]["cached"],
         "guide_model": report["guide"]["name"], "guide_revision": report["guide"]["revision"],
     })

@@ -36,8 +36,6 @@ sys.path.insert(0, str(ROOT))
 
 
 def _load(data: Path):
-    os.environ["HF_HUB_CACHE"] = str(data / "hf-hub-cache")
-    os.environ["HF_HUB_OFFLINE"] = "1"
     from pipeline.clean import clean_labelled
     from pipeline.config import TaskSource
     from pipeline.sources import load_task_split
@@ -136,7 +134,10 @@ def part_search(n: int) -> dict:
 
 def _part(data: str, *part: str) -> dict:
     """One method in its own process, so that its peak RSS is its own."""
-    out = subprocess.run([sys.executable, __file__, data, "--part", *part], capture_output=True, text=True, cwd=ROOT)
+    env = {**os.environ, "HF_HUB_CACHE": str(Path(data) / "hf-hub-cache"), "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}  # read by huggingface_hub at import: set before the child starts
+    out = subprocess.run([sys.executable, __file__, data, "--part", *part], capture_output=True, text=True, cwd=ROOT,
+                         env=env)
     if out.returncode:
         sys.stderr.write(out.stderr[-4000:])
         raise SystemExit(f"benchmark part {part} failed")

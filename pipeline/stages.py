@@ -27,6 +27,7 @@ from pipeline.config import BuildConfig
 from pipeline.embed import EmbeddingCache, embed_texts, fingerprint, load_encoder, resolve_model
 from pipeline import decontaminate
 from pipeline.mine import mine_triplets
+from pipeline.plots import similarity_histogram
 from pipeline.search import flat_index, search
 from pipeline.publish import LocalHub, PublishResult
 from pipeline.sources import describe_medi_source, describe_task_source, load_medi, load_task_split
@@ -179,7 +180,9 @@ def mine_task(cfg: BuildConfig, ws: Workspace, task: str, guide: GuideEncoder) -
         acc.drop(reason, n)
     acc.check()
     _write_parquet(frame, ws.triplets(task))
-    report = {"account": acc.to_dict(), "mining": mined.stats, "encode": vars(enc_stats),
+    plot = similarity_histogram(mined.pos_score, mined.neg_score, f"{task}: guide similarity",
+                                ws.triplets(task).with_suffix(".png"))
+    report = {"account": acc.to_dict(), "mining": mined.stats, "encode": vars(enc_stats), "plot": str(plot),
               "guide": {"name": guide.ref.name, "revision": guide.ref.revision, "fingerprint": guide.key}}
     _write_json(report, ws.report(ws.triplets(task)))
     return report

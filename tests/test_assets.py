@@ -53,6 +53,8 @@ def test_embedded_build_publishes_a_loadable_honest_dataset(embedded_build, caps
         mined = df.filter(pl.col("task_name") == task, pl.col("source") != "medi").height
         assert mined == reports[f"triplets/{task}.json"]["account"]["rows_out"] >= 0.99 * eligible
     assert df.filter(pl.col("source") == "medi").height == reports["medi/rows.json"]["account"]["rows_out"]
+    plot = work / "triplets" / "Banking77Classification.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5_000
 
     mined = df.filter(pl.col("source") != "medi")
     assert (mined["query_label"] != mined["neg_label"]).all()
