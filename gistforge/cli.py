@@ -41,7 +41,10 @@ def build(argv: list[str] | None = None) -> int:
     from assets.resources import GistforgeResource, GuideModelResource, publisher_from_env
 
     resources = {"gistforge": GistforgeResource(), "guide": GuideModelResource(), "publisher": publisher_from_env()}
+    from gistforge.orphans import recover_orphaned_runs, run_tags
+
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    recover_orphaned_runs(instance)  # a killed earlier build must not hold a pool slot forever
     tasks = args.tasks or TASKS
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
@@ -50,7 +53,7 @@ def build(argv: list[str] | None = None) -> int:
 
     def run(selection, partition_key=None):
         result = dg.materialize(ALL_ASSETS, selection=selection, partition_key=partition_key,
-                                resources=resources, instance=instance, raise_on_error=False,
+                                resources=resources, instance=instance, raise_on_error=False, tags=run_tags(),
                                 run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}})
         if not result.success:
             where = f" (partition {partition_key})" if partition_key else ""

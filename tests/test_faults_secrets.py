@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +22,15 @@ def _env(home: Path, dagster_home: Path) -> dict:
     return env
 
 
+def _claimed_slots(dagster_home: Path) -> list[tuple[str, str]]:
+    if not (dagster_home / "history" / "runs.db").exists():
+        return []
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        storage = instance.event_log_storage
+        return [(s.run_id, s.step_key) for key in storage.get_concurrency_keys()
+                for s in storage.get_concurrency_info(key).claimed_slots]
+
+
 def test_killed_build_resumes_and_no_token_leaks(tmp_path):
     home, dagster_home = tmp_path / "home", tmp_path / "dagster_home"
     dagster_home.mkdir()
@@ -32,11 +42,13 @@ def test_killed_build_resumes_and_no_token_leaks(tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     deadline = time.time() + 300
-    while not first_task.exists():
+    while not (first_task.exists() and _claimed_slots(dagster_home)):
         assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
         assert time.time() < deadline, "the first partition never finished"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # mid-run: later partitions, build and publish not done
+        time.sleep(0.05)
+    # mid-step, holding a pool slot: later partitions, build and publish not done
+    os.killpg(proc.pid, signal.SIGKILL)
+    killed_runs = {r for r, _ in _claimed_slots(dagster_home)}
     killed_output = proc.communicate()[0].decode()
     assert not (home / "hub").exists() or not list((home / "hub").rglob("refs/2*")), "nothing published yet"
     visible = [p for p in home.rglob("*") if p.is_file() and not any(x.startswith(".") for x in p.relative_to(home).parts)]
@@ -50,6 +62,10 @@ def test_killed_build_resumes_and_no_token_leaks(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "gistforge: published local/gistforge-medi-mteb-triplets@" in done.stdout
     report = json.loads(first_task.read_text())
+    # the killed run was closed and its slot freed, else the rerun would have waited for it forever
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert {instance.get_run_by_id(r).status for r in killed_runs} == {dg.DagsterRunStatus.FAILURE}
+    assert not _claimed_slots(dagster_home)
     assert report["encode"]["encoded"] == 0, "texts encoded before the kill were not encoded again"
 
     # the token was in the environment of both runs: it must appear in no output, file, card or event log

@@ -1,0 +1,66 @@
+"""Runs left behind by a killed `gistforge build`, found and closed so the next build is not blocked.
+
+The CLI runs steps in its own process. A process killed mid-step never reports its run's end, so the run
+stays STARTED and keeps its `guide_model` / `hub_publish` pool slot: the next build would wait for that slot
+forever. Dagster's daemon frees slots only for runs that have *finished*, and the default run launcher cannot
+tell that a worker died, so the CLI tags its runs with host and pid and, on start, marks the runs whose
+process is gone as failed and frees their slots.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import dagster as dg
+from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
+
+log = logging.getLogger(__name__)
+
+HOST_TAG = "gistforge/host"
+PID_TAG = "gistforge/pid"
+
+
+def run_tags() -> dict[str, str]:
+    """Tags that let a later build tell whether the process running a run is still alive."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def recover_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark this host's unfinished CLI runs whose process is gone as failed, and free every slot they hold.
+
+    Returns the run ids it closed. Runs from other hosts, from the UI or daemon (no pid tag), and runs
+    whose process is alive are left alone.
+    """
+    host = socket.gethostname()
+    closed: list[str] = []
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=NOT_FINISHED_STATUSES, tags={HOST_TAG: host}))
+    for run in runs:
+        pid = int(run.tags.get(PID_TAG, "0"))
+        if pid <= 0 or pid == os.getpid() or _alive(pid):
+            continue
+        instance.report_run_failed(run, message=f"gistforge: the build process (pid {pid} on {host}) that ran "
+                                                f"this run is gone; marked failed so its pool slots are freed")
+        closed.append(run.run_id)
+    if instance.event_log_storage.supports_global_concurrency_limits:
+        # slots of runs closed now, and of any finished run that still holds one (a kill between steps)
+        holders = instance.event_log_storage.get_concurrency_run_ids()
+        finished = {r.run_id for r in instance.get_runs(filters=dg.RunsFilter(run_ids=list(holders)))
+                    if r.is_finished} if holders else set()
+        for run_id in sorted(finished | (set(closed) & holders)):
+            freed = instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+            log.info("freed pool slots %s of run %s", freed, run_id)
+    for run_id in closed:
+        log.warning("closed run %s: its build process was killed; this build redoes what it left unfinished", run_id)
+    return closed
