@@ -33,8 +33,10 @@ def mteb_test_texts(context: dg.AssetExecutionContext, gistforge: GistforgeResou
 @dg.asset(group_name="ingest", kinds={"polars", "parquet"}, owners=OWNERS, code_version="2",
           retry_policy=NETWORK_RETRY, tags={"network": "hub"}, deps=[mteb_test_texts],
           description="MEDI instruction triplets at the pinned revision, cleaned and decontaminated (drops counted).")
-def medi_triplets(context: dg.AssetExecutionContext, gistforge: GistforgeResource) -> dg.MaterializeResult:
-    report = stages.ingest_medi(gistforge.config(), gistforge.workspace())
+def medi_triplets(context: dg.AssetExecutionContext, gistforge: GistforgeResource,
+                  guide: GuideModelResource) -> dg.MaterializeResult:
+    cfg, ws = gistforge.config(), gistforge.workspace()
+    report = stages.ingest_medi(cfg, ws, guide=lambda: guide.encoder(cfg, ws))  # loads only for the near-dup pass
     context.log.info("MEDI: %s", report["account"])
     return dg.MaterializeResult(metadata={**account_metadata(report["account"]), "medi_tasks": report["tasks"]})
 

@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import polars as pl
@@ -116,18 +116,43 @@ def _test_keys(cfg: BuildConfig, ws: Workspace):
     return pl.read_parquet(ws.test_texts(), columns=["key"]).get_column("key").unique().to_numpy()
 
 
-def ingest_medi(cfg: BuildConfig, ws: Workspace) -> dict:
-    """Load and clean MEDI; an empty frame when the profile has no MEDI source."""
+def ingest_medi(cfg: BuildConfig, ws: Workspace, guide: Callable[[], "GuideEncoder"] | None = None) -> dict:
+    """Load and clean MEDI; an empty frame when the profile has no MEDI source.
+
+    `guide` (a factory, so the model loads only when needed) runs the near-duplicate pass against every
+    included task's test texts when `decontamination.near_duplicate_threshold` is set.
+    """
     if cfg.medi is None:
         df, acc = clean_medi(pl.DataFrame(schema={c: pl.String for c in
                                                   ["query", "pos", "neg", "task_name", "query_instruct",
                                                    "pos_instruct", "neg_instruct"]}), "MEDI (none configured)")
     else:
         df, acc = clean_medi(load_medi(cfg.medi), "MEDI", _test_keys(cfg, ws))
+    threshold = cfg.decontamination.near_duplicate_threshold
+    if threshold is not None and df.height and guide is not None and ws.test_texts().exists():
+        tests = pl.read_parquet(ws.test_texts()).get_column("text").unique().to_list()
+        texts = pl.concat([df.get_column(c) for c in ("query", "pos", "neg")]).unique().to_list()
+        near = dict(zip(texts, _near_test(guide(), texts, tests, threshold, cfg.mining.query_batch)))
+        keep = ~np.array([near[q] or near[p] or near[n] for q, p, n in df.select("query", "pos", "neg").iter_rows()],
+                         dtype=bool)
+        acc.drop("test_near_duplicate", int((~keep).sum()))
+        acc.rows_out -= int((~keep).sum())
+        acc.check()
+        df = df.filter(pl.Series(keep))
     _write_parquet(df, ws.medi_rows())
     report = {"account": acc.to_dict(), "tasks": df.get_column("task_name").n_unique()}
     _write_json(report, ws.report(ws.medi_rows()))
     return report
+
+
+def _near_test(guide: "GuideEncoder", texts: list[str], tests: list[str], threshold: float, batch: int) -> np.ndarray:
+    """Mask of texts whose guide similarity to their nearest test text reaches `threshold`."""
+    if not texts or not tests:
+        return np.zeros(len(texts), dtype=bool)
+    emb, _ = guide.embed(texts)
+    test_emb, _ = guide.embed(tests)
+    sim, _ = search(flat_index(test_emb), emb, 1, batch)
+    return sim[:, 0] >= threshold
 
 
 def ingest_task(cfg: BuildConfig, ws: Workspace, task: str) -> dict:
@@ -166,12 +191,9 @@ def mine_task(cfg: BuildConfig, ws: Workspace, task: str, guide: GuideEncoder) -
     threshold = cfg.decontamination.near_duplicate_threshold
     if threshold is not None and ws.test_texts().exists():
         tests = pl.read_parquet(ws.test_texts()).filter(pl.col("task") == task).get_column("text").to_list()
-        if tests and split.height:
-            test_emb, _ = guide.embed(tests)
-            sim, _ = search(flat_index(test_emb), emb, 1, cfg.mining.query_batch)
-            keep = sim[:, 0] < threshold
-            acc.drop("test_near_duplicate", int((~keep).sum()))
-            split, emb = split.filter(pl.Series(keep)), emb[keep]
+        keep = ~_near_test(guide, split.get_column("text").to_list(), tests, threshold, cfg.mining.query_batch)
+        acc.drop("test_near_duplicate", int((~keep).sum()))
+        split, emb = split.filter(pl.Series(keep)), emb[keep]
     codes = split.get_column("label").cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
     mined = mine_triplets(emb, codes, cfg.mining, cfg.seed, task)
     frame = triplet_frame(split, mined, src)

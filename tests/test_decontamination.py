@@ -2,8 +2,8 @@ import json
 
 import polars as pl
 
-from pipeline.config import BuildConfig, TaskSource
-from pipeline.stages import GuideEncoder, Workspace, collect_test_texts, ingest_task, mine_task
+from pipeline.config import BuildConfig, MediSource, TaskSource
+from pipeline.stages import GuideEncoder, Workspace, collect_test_texts, ingest_medi, ingest_task, mine_task
 
 
 def _task(tmp_path, train, test, threshold):
@@ -31,3 +31,32 @@ def test_exact_and_near_duplicate_leaks_are_removed_and_counted(tmp_path):
     texts = set(out["query"]) | set(out["pos"]) | set(out["neg"])
     assert "Where is my card, it has not arrived yet" not in texts
     assert mined["account"]["rows_in"] == mined["account"]["rows_out"] + sum(mined["account"]["drops"].values())
+
+
+def test_medi_rows_get_the_near_duplicate_pass_against_every_task(tmp_path):
+    test = [("Where is my card? It hasn't arrived yet.", 0), ("Close my account please", 1)]
+    cfg, ws = _task(tmp_path, [("a", 0), ("b", 1)], test, threshold=0.9)
+    pair = lambda text: ["Represent the sentence:", text]  # noqa: E731
+    medi = [  # a paraphrase of a test text as the query, as the neg, and a clean row
+        {"query": pair("Where is my card, it has not arrived yet"), "pos": pair("track a card delivery"),
+         "neg": pair("bananas are yellow"), "task_name": "qa"},
+        {"query": pair("how tall is a giraffe"), "pos": pair("giraffes are about five metres tall"),
+         "neg": pair("close my account, please"), "task_name": "qa"},
+        {"query": pair("how tall is a giraffe"), "pos": pair("giraffes are about five metres tall"),
+         "neg": pair("the stock market fell today"), "task_name": "qa"},
+    ]
+    (tmp_path / "medi-data.json").write_text(json.dumps(medi))
+    cfg = cfg.model_copy(update={"medi": MediSource(kind="json", path=tmp_path / "medi-data.json")})
+    collect_test_texts(cfg, ws)
+    loads = []
+
+    def guide():
+        loads.append(1)
+        return GuideEncoder(cfg, ws)
+
+    report = ingest_medi(cfg, ws, guide)
+    assert report["account"] == {"source": "MEDI", "rows_in": 3, "rows_out": 1, "drops": {"test_near_duplicate": 2}}
+    assert pl.read_parquet(ws.medi_rows())["neg"].to_list() == ["the stock market fell today"]
+    assert loads == [1]
+    off = cfg.model_copy(update={"decontamination": cfg.decontamination.model_copy(update={"near_duplicate_threshold": None})})
+    assert ingest_medi(off, ws, guide)["account"]["rows_out"] == 3 and loads == [1], "no pass, no model load"
