@@ -17,21 +17,31 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def _faiss():
+    """FAISS comes from an extra (`cpu` = faiss-cpu, `gpu` = faiss-gpu-cu12): say which when it is missing."""
+    try:
+        import faiss
+    except ImportError as e:
+        raise ImportError("gistforge needs FAISS: install it with the `cpu` extra (pip install 'gistforge[cpu]', "
+                          "faiss-cpu) or, on a CUDA 12 machine, the `gpu` extra (faiss-gpu-cu12)") from e
+    return faiss
+
+
 @lru_cache(maxsize=1)
 def gpu_count() -> int:
-    import faiss
+    faiss = _faiss()
 
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
 def _to_gpu(index):
-    import faiss
+    faiss = _faiss()
 
     return faiss.index_cpu_to_all_gpus(index) if gpu_count() else index
 
 
 def flat_index(vectors: np.ndarray):
-    import faiss
+    faiss = _faiss()
 
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
@@ -68,7 +78,7 @@ class OtherLabelSearch:
         self.vectors, self.batch, self.nprobe = vectors, batch, nprobe
         self.approximate = len(vectors) > approx_above and not gpu_count()
         if self.approximate:
-            import faiss
+            faiss = _faiss()
 
             n, d = vectors.shape
             lists = nlist or max(1, min(int(math.sqrt(n)), n // 39))
@@ -86,7 +96,7 @@ class OtherLabelSearch:
             log.info("IVF over %s vectors (nlist=%s, nprobe=%s)", n, lists, nprobe)
 
     def _ivf_search(self, queries: np.ndarray, a: int, b: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        import faiss
+        faiss = _faiss()
 
         others = np.diff(self.offsets) - np.bincount(self.assign[a:b], minlength=self.lists)
         probes = min(self.nprobe, int((others > 0).sum()))

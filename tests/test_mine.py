@@ -1,3 +1,4 @@
+import sys
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -106,3 +107,11 @@ def test_ivf_search_keeps_the_invariants_and_reports_recall():
     _check_invariants(r, y, cfg)
     assert r.stats["search"] == "ivf" and 0.5 <= r.stats["recall_at_10"] <= 1.0
     assert len(r.query) >= 0.99 * 3000
+
+
+def test_missing_faiss_names_the_extra_to_install(monkeypatch):
+    import pipeline.search as search_module
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # as if neither extra were installed
+    with pytest.raises(ImportError, match=r"gistforge\[cpu\].*faiss-gpu-cu12"):
+        search_module.flat_index(np.zeros((2, 4), dtype=np.float32))
