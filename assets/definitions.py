@@ -6,7 +6,7 @@ and records what it returned as metadata.
 
 import dagster as dg
 
-from assets.metadata import account_metadata, schema_metadata, tasks_table, version_diff_table
+from assets.metadata import account_metadata, reuse_metadata, schema_metadata, tasks_table, version_diff_table
 from assets.automation import (build_and_publish_job, ingest_and_mine_job, ingest_medi_job,
                                upstream_pins_sensor, weekly_medi, weekly_rebuild)
 from assets.partitions import task_partitions
@@ -26,7 +26,7 @@ BUILD_CHECKS = ["output_schema", "task_type_rule", "no_excluded_task", "negative
 def mteb_test_texts(context: dg.AssetExecutionContext, gistforge: GistforgeResource) -> dg.MaterializeResult:
     report = stages.collect_test_texts(gistforge.config(), gistforge.workspace())
     context.log.info("decontamination reference: %s test texts", report["test_texts"])
-    return dg.MaterializeResult(metadata={"dagster/row_count": report["test_texts"],
+    return dg.MaterializeResult(metadata={**reuse_metadata(report), "dagster/row_count": report["test_texts"],
                                           "per_task": dg.MetadataValue.json(report["per_task"])})
 
 
@@ -38,7 +38,8 @@ def medi_triplets(context: dg.AssetExecutionContext, gistforge: GistforgeResourc
     cfg, ws = gistforge.config(), gistforge.workspace()
     report = stages.ingest_medi(cfg, ws, guide=lambda: guide.encoder(cfg, ws))  # loads only for the near-dup pass
     context.log.info("MEDI: %s", report["account"])
-    return dg.MaterializeResult(metadata={**account_metadata(report["account"]), "medi_tasks": report["tasks"]})
+    return dg.MaterializeResult(metadata={**reuse_metadata(report), **account_metadata(report["account"]),
+                                          "medi_tasks": report["tasks"]})
 
 
 @dg.asset(group_name="ingest", partitions_def=task_partitions, kinds={"huggingface", "polars"},
@@ -47,8 +48,8 @@ def medi_triplets(context: dg.AssetExecutionContext, gistforge: GistforgeResourc
 def mteb_train_split(context: dg.AssetExecutionContext, gistforge: GistforgeResource) -> dg.MaterializeResult:
     report = stages.ingest_task(gistforge.config(), gistforge.workspace(), context.partition_key)
     context.log.info("%s: %s", context.partition_key, report["account"])
-    return dg.MaterializeResult(metadata={**account_metadata(report["account"]), "labels": report["labels"],
-                                          "source": dg.MetadataValue.json(report["source"])})
+    return dg.MaterializeResult(metadata={**reuse_metadata(report), **account_metadata(report["account"]),
+                                          "labels": report["labels"], "source": dg.MetadataValue.json(report["source"])})
 
 
 @dg.asset(group_name="mine", partitions_def=task_partitions, deps=[mteb_train_split],
@@ -57,10 +58,10 @@ def mteb_train_split(context: dg.AssetExecutionContext, gistforge: GistforgeReso
 def mined_triplets(context: dg.AssetExecutionContext, gistforge: GistforgeResource,
                    guide: GuideModelResource) -> dg.MaterializeResult:
     cfg, ws = gistforge.config(), gistforge.workspace()
-    report = stages.mine_task(cfg, ws, context.partition_key, guide.encoder(cfg, ws))
+    report = stages.mine_task(cfg, ws, context.partition_key, lambda: guide.encoder(cfg, ws))
     context.log.info("%s: %s", context.partition_key, report["mining"])
     return dg.MaterializeResult(metadata={
-        **account_metadata(report["account"]),
+        **reuse_metadata(report), **account_metadata(report["account"]),
         "mining": dg.MetadataValue.json(report["mining"]),
         "similarity_plot": dg.MetadataValue.md(png_markdown(report["plot"])),
         "texts_encoded": report["encode"]["encoded"], "texts_from_cache": report["encode"]["cached"],

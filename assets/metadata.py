@@ -19,6 +19,11 @@ def account_metadata(account: dict) -> dict:
     }
 
 
+def reuse_metadata(report: dict) -> dict:
+    """Whether the stage found its output up to date (same inputs and settings) and reused it."""
+    return {"reused": bool(report.get("reused")), "fingerprint": report.get("fingerprint") or "n/a"}
+
+
 def schema_metadata() -> dict:
     return {"dagster/column_schema": dg.TableSchema(
         columns=[dg.TableColumn(f.name, str(f.type)) for f in SCHEMA])}

@@ -20,6 +20,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import faults
 from pipeline.config import TaskSource
 from pipeline.mine import MinedTriplets, task_rng
 from pipeline.text import slug
@@ -146,6 +147,7 @@ def write_build(table: pa.Table, card: Callable[[int], str], dest: Path, max_sha
         row_hashes(table).write_parquet(tmp / ".gistforge" / "row_hashes.parquet")
         digest = content_hash(tmp)
         (tmp / ".gistforge-build.json").write_text(json.dumps({"content_hash": digest, "rows": table.num_rows}))
+        faults.point("write")
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import polars as pl
 
+from pipeline import faults
 from pipeline.build import content_hash, read_build_hash
 from pipeline.card import markdown_table
 
@@ -171,6 +172,7 @@ class LocalHub:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+        faults.point("publish")
         # The version becomes visible only here: the tag ref first, then main.
         _atomic_write(repo / "refs" / tag, sha)
         _atomic_write(main, sha)

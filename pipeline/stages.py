@@ -7,6 +7,7 @@ plain dict of facts for the caller (the Dagster layer) to record. Nothing here i
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -25,12 +26,12 @@ from pipeline.checks import verify_build
 from pipeline.clean import clean_labelled, clean_medi
 from pipeline.config import BuildConfig
 from pipeline.embed import EmbeddingCache, embed_texts, fingerprint, load_encoder, resolve_model
-from pipeline import decontaminate
+from pipeline import decontaminate, faults
 from pipeline.mine import mine_triplets
 from pipeline.plots import similarity_histogram
 from pipeline.search import flat_index, search
 from pipeline.publish import LocalHub, PublishResult
-from pipeline.sources import describe_medi_source, describe_task_source, load_medi, load_task_split
+from pipeline.sources import hub_snapshot, describe_medi_source, describe_task_source, load_medi, load_task_split
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,68 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+STAGE_VERSION = "1"  # bump when a stage's output changes for the same inputs
+
+
+def _fingerprint(*parts) -> str:
+    """What a stage's output depends on: its settings, its sources' identities and its inputs' fingerprints."""
+    blob = json.dumps([STAGE_VERSION, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _reusable(out: Path, fingerprint: str) -> dict | None:
+    """The committed report of `out` when it was made from the same inputs, so a rerun does not redo it.
+
+    The report is written after its output, so a report on disk means the output is complete.
+    """
+    report_path = out.with_suffix(".json")
+    if out.exists() and report_path.exists():
+        report = _read_json(report_path)
+        if report.get("fingerprint") == fingerprint:
+            log.info("%s is up to date (fingerprint %s): reused, not redone", out.name, fingerprint)
+            return {**report, "reused": True}
+    return None
+
+
+def _source_identity(kind: str, hub: tuple[str, str, Path | None] | None, path: Path | None) -> dict:
+    """A source's identity: the resolved Hub commit (a branch name moves; the commit does not), or a file's
+    path, size and modification time."""
+    if kind == "hub" and hub is not None:
+        repo_id, revision, cache_dir = hub
+        return {"hub": repo_id, "commit": hub_snapshot(repo_id, revision, cache_dir,
+                                                       local_files_only=cache_dir is not None).name}
+    if path is None:
+        return {}
+    st = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _task_identity(src) -> dict:
+    from pipeline.registry import get_task
+
+    hub = None
+    if src.kind != "local":
+        task = get_task(src.name)
+        hub = (task.hub_id, src.revision or task.revision, src.cache_dir)
+    test = _source_identity("local", None, src.test_path) if src.kind == "local" and src.test_path else {}
+    return {"config": src.model_dump(mode="json"), "source": _source_identity(src.kind, hub, src.path), "test": test}
+
+
+def _fingerprint_of(path: Path) -> str | None:
+    report = path.with_suffix(".json")
+    return _read_json(report).get("fingerprint") if report.exists() else None
+
+
 def collect_test_texts(cfg: BuildConfig, ws: Workspace) -> dict:
     """The decontamination reference: every included task's test texts with their normalised keys."""
+    fp = _fingerprint("test_texts", [_task_identity(src) for src in cfg.included_tasks])
+    if (done := _reusable(ws.test_texts(), fp)) is not None:
+        return done
     df = decontaminate.collect_test_texts(cfg)
     df = df.with_columns(key=pl.Series(decontaminate.text_keys(df.get_column("text")), dtype=pl.UInt64))
     _write_parquet(df, ws.test_texts())
-    report = {"test_texts": df.height, "per_task": dict(df.group_by("task").len().sort("task").iter_rows())}
+    report = {"test_texts": df.height, "per_task": dict(df.group_by("task").len().sort("task").iter_rows()),
+              "fingerprint": fp}
     _write_json(report, ws.report(ws.test_texts()))
     return report
 
@@ -122,6 +179,13 @@ def ingest_medi(cfg: BuildConfig, ws: Workspace, guide: Callable[[], "GuideEncod
     `guide` (a factory, so the model loads only when needed) runs the near-duplicate pass against every
     included task's test texts when `decontamination.near_duplicate_threshold` is set.
     """
+    medi = cfg.medi
+    fp = _fingerprint("medi", medi and medi.model_dump(mode="json"),
+                      medi and _source_identity(medi.kind, (medi.repo_id, medi.revision, medi.cache_dir), medi.path),
+                      cfg.decontamination.model_dump(), _fingerprint_of(ws.test_texts()),
+                      cfg.decontamination.near_duplicate_threshold and [cfg.guide_model, cfg.guide_revision])
+    if (done := _reusable(ws.medi_rows(), fp)) is not None:
+        return done
     if cfg.medi is None:
         df, acc = clean_medi(pl.DataFrame(schema={c: pl.String for c in
                                                   ["query", "pos", "neg", "task_name", "query_instruct",
@@ -140,7 +204,7 @@ def ingest_medi(cfg: BuildConfig, ws: Workspace, guide: Callable[[], "GuideEncod
         acc.check()
         df = df.filter(pl.Series(keep))
     _write_parquet(df, ws.medi_rows())
-    report = {"account": acc.to_dict(), "tasks": df.get_column("task_name").n_unique()}
+    report = {"account": acc.to_dict(), "tasks": df.get_column("task_name").n_unique(), "fingerprint": fp}
     _write_json(report, ws.report(ws.medi_rows()))
     return report
 
@@ -160,10 +224,14 @@ def ingest_task(cfg: BuildConfig, ws: Workspace, task: str) -> dict:
     if task in cfg.exclusions:
         raise ValueError(f"task {task!r} is excluded ({cfg.exclusions[task]}); it is never ingested")
     src = cfg.task(task)
+    fp = _fingerprint("split", _task_identity(src), cfg.decontamination.exact, _fingerprint_of(ws.test_texts()))
+    if (done := _reusable(ws.split(task), fp)) is not None:
+        return done
     df, acc = clean_labelled(load_task_split(src), f"{task} (ingest)", _test_keys(cfg, ws))
+    faults.point("ingest")
     _write_parquet(df, ws.split(task))
     report = {"account": acc.to_dict(), "labels": df.get_column("label").n_unique(),
-              "source": describe_task_source(src)}
+              "source": describe_task_source(src), "fingerprint": fp}
     _write_json(report, ws.report(ws.split(task)))
     return report
 
@@ -182,12 +250,24 @@ class GuideEncoder:
         return embed_texts(self.model, texts, self.cache, self.batch_size)
 
 
-def mine_task(cfg: BuildConfig, ws: Workspace, task: str, guide: GuideEncoder) -> dict:
-    """Embed a cleaned split with the guide and mine its triplets."""
+def mine_task(cfg: BuildConfig, ws: Workspace, task: str, guide: GuideEncoder | Callable[[], GuideEncoder]) -> dict:
+    """Embed a cleaned split with the guide and mine its triplets.
+
+    `guide` may be a factory, so that a rerun that finds the triplets up to date never loads the model.
+    """
+    threshold = cfg.decontamination.near_duplicate_threshold
+    ref = resolve_model(cfg.guide_model, cfg.guide_revision)  # resolved revision, without loading the model
+    fp = _fingerprint("triplets", _fingerprint_of(ws.split(task)), cfg.mining.model_dump(), cfg.seed,
+                      [ref.name, ref.revision], cfg.encode_batch_size, threshold,
+                      threshold is not None and _fingerprint_of(ws.test_texts()))
+    if (done := _reusable(ws.triplets(task), fp)) is not None:
+        return done
+    guide = guide if isinstance(guide, GuideEncoder) else guide()
     split = pl.read_parquet(ws.split(task))
     src = cfg.task(task)
     acc = RowAccount(source=f"{task} (mine)", rows_in=split.height)
     emb, enc_stats = guide.embed(split.get_column("text").to_list())
+    faults.point("embed")
     threshold = cfg.decontamination.near_duplicate_threshold
     if threshold is not None and ws.test_texts().exists():
         tests = pl.read_parquet(ws.test_texts()).filter(pl.col("task") == task).get_column("text").to_list()
@@ -201,11 +281,13 @@ def mine_task(cfg: BuildConfig, ws: Workspace, task: str, guide: GuideEncoder) -
     for reason, n in mined.stats.get("drops", {}).items():
         acc.drop(reason, n)
     acc.check()
+    faults.point("mine")
     _write_parquet(frame, ws.triplets(task))
     plot = similarity_histogram(mined.pos_score, mined.neg_score, f"{task}: guide similarity",
                                 ws.triplets(task).with_suffix(".png"))
     report = {"account": acc.to_dict(), "mining": mined.stats, "encode": vars(enc_stats), "plot": str(plot),
-              "guide": {"name": guide.ref.name, "revision": guide.ref.revision, "fingerprint": guide.key}}
+              "guide": {"name": guide.ref.name, "revision": guide.ref.revision, "fingerprint": guide.key},
+              "fingerprint": fp}
     _write_json(report, ws.report(ws.triplets(task)))
     return report
 
