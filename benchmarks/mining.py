@@ -167,7 +167,10 @@ def _part(data: str, *part: str) -> dict:
     if out.returncode:
         sys.stderr.write(out.stderr[-4000:])
         raise SystemExit(f"benchmark part {part} failed")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"part {' '.join(part[:1] + part[2:] if part[0] == 'gistforge' else part)}: {json.dumps(result)}",
+          file=sys.stderr, flush=True)  # each part as it ends: a long run is never all-or-nothing
+    return result
 
 
 def main() -> None:
