@@ -1,6 +1,6 @@
 """Mining benchmark: gistforge vs sentence-transformers' mine_hard_negatives vs GIST's reference recipe.
 
-Usage: python benchmarks/mining.py [DATA] [--skip-search] [--search-sizes 200000,1000000]
+Usage: python benchmarks/mining.py [DATA] [--skip-search | --search-only] [--search-sizes 200000,1000000] [--nprobe N]
 
 DATA defaults to ../shared/data (Banking77 train as a Hub cache). Every method runs in its own subprocess
 (so peak RSS is its own) on the same texts with the same guide model (the bundled all-MiniLM-L6-v2):
@@ -11,8 +11,8 @@ DATA defaults to ../shared/data (Banking77 train as a Hub cache). Every method r
   anchor = each text, positive = a random same-label text.
 * GIST's recipe: the N x N similarity matrix, positive sampled by softmax(sim / 0.05) over the top-100
   same-label texts, negative a uniformly random other-label text.
-* search stage alone: synthetic normalised 768-d vectors in 5 labels, negatives' search (exact at 200k,
-  IVF at 1M with recall@10 against exact on a sample).
+* search stage alone: synthetic normalised 768-d vectors in 5 labels, clustered like real embeddings (see
+  `synthetic_vectors`), negatives' search (exact at 200k, IVF at 1M with recall@10 against exact on a sample).
 
 Ends with one JSON line holding every figure.
 """
@@ -138,11 +138,11 @@ def synthetic_vectors(n: int, labels: int = 5, dim: int = 768, seed: int = 0) ->
     return x, y
 
 
-def part_search(n: int) -> dict:
+def part_search(n: int, nprobe: int | None = None) -> dict:
     from pipeline.config import MiningConfig
     from pipeline.search import OtherLabelSearch
 
-    cfg = MiningConfig()
+    cfg = MiningConfig(**({"ivf_nprobe": nprobe} if nprobe else {}))
     x, labels = synthetic_vectors(n)
     rng = np.random.default_rng(1)
     bounds = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1], True])
@@ -179,44 +179,48 @@ def main() -> None:
     p.add_argument("--part", nargs="*")
     p.add_argument("--skip-search", action="store_true")
     p.add_argument("--search-sizes", default="200000,1000000")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF lists probed (default: MiningConfig's)")
+    p.add_argument("--search-only", action="store_true", help="only the search stage on synthetic vectors")
     args = p.parse_args()
     if args.part:
         name, rest = args.part[0], args.part[1:]
         fn = {"gistforge": lambda: part_gistforge(Path(args.data), Path(rest[0]), rest[1] == "warm"),
               "st": lambda: part_sentence_transformers(Path(args.data)), "gist": lambda: part_gist(Path(args.data)),
-              "search": lambda: part_search(int(rest[0]))}[name]
+              "search": lambda: part_search(int(rest[0]), int(rest[1]) if len(rest) > 1 else None)}[name]
         print(json.dumps(fn()))
         return
-    with tempfile.TemporaryDirectory() as cache:
-        cold = _part(args.data, "gistforge", cache, "cold")
-        warm = _part(args.data, "gistforge", cache, "warm")
-    st = _part(args.data, "st")
-    gist = _part(args.data, "gist")
-    figures = {
-        "gistforge_s": cold["s"], "sentence_transformers_s": st["s"], "gist_reference_s": gist["s"],
-        "ratio_vs_sentence_transformers": round(cold["s"] / st["s"], 3),
-        "coverage": round(cold["triplets"] / cold["eligible"], 4),
-        "sentence_transformers_coverage": round(st["triplets"] / st["eligible"], 4),
-        "same_label_negative_fraction": round(cold["same_label_negatives"] / max(cold["triplets"], 1), 4),
-        "sentence_transformers_same_label_negative_fraction": round(st["same_label_negatives"] / max(st["triplets"], 1), 4),
-        "gist_same_label_negative_fraction": round(gist["same_label_negatives"] / gist["triplets"], 4),
-        "encode_s": cold["encode_s"], "mine_s": cold["mine_s"],
-        "beyond_encode_fraction": round(cold["mine_s"] / cold["encode_s"], 4),
-        "warm_s": warm["s"], "warm_texts_encoded": warm["texts_encoded"],
-        "warm_fraction_of_cold": round(warm["s"] / cold["s"], 4),
-        "texts_encoded": {"gistforge": cold["texts_encoded"], "sentence_transformers": st["texts_encoded"],
-                          "gist_reference": gist["texts_encoded"]},
-        "peak_rss_mb": {"gistforge": cold["peak_rss_mb"], "sentence_transformers": st["peak_rss_mb"],
-                        "gist_reference": gist["peak_rss_mb"]},
-    }
+    figures: dict = {}
+    if not args.search_only:
+        with tempfile.TemporaryDirectory() as cache:
+            cold = _part(args.data, "gistforge", cache, "cold")
+            warm = _part(args.data, "gistforge", cache, "warm")
+        st = _part(args.data, "st")
+        gist = _part(args.data, "gist")
+        figures.update({
+            "gistforge_s": cold["s"], "sentence_transformers_s": st["s"], "gist_reference_s": gist["s"],
+            "ratio_vs_sentence_transformers": round(cold["s"] / st["s"], 3),
+            "coverage": round(cold["triplets"] / cold["eligible"], 4),
+            "sentence_transformers_coverage": round(st["triplets"] / st["eligible"], 4),
+            "same_label_negative_fraction": round(cold["same_label_negatives"] / max(cold["triplets"], 1), 4),
+            "sentence_transformers_same_label_negative_fraction": round(st["same_label_negatives"] / max(st["triplets"], 1), 4),
+            "gist_same_label_negative_fraction": round(gist["same_label_negatives"] / gist["triplets"], 4),
+            "encode_s": cold["encode_s"], "mine_s": cold["mine_s"],
+            "beyond_encode_fraction": round(cold["mine_s"] / cold["encode_s"], 4),
+            "warm_s": warm["s"], "warm_texts_encoded": warm["texts_encoded"],
+            "warm_fraction_of_cold": round(warm["s"] / cold["s"], 4),
+            "texts_encoded": {"gistforge": cold["texts_encoded"], "sentence_transformers": st["texts_encoded"],
+                              "gist_reference": gist["texts_encoded"]},
+            "peak_rss_mb": {"gistforge": cold["peak_rss_mb"], "sentence_transformers": st["peak_rss_mb"],
+                            "gist_reference": gist["peak_rss_mb"]},
+        })
     if not args.skip_search:
         for n in (int(v) for v in args.search_sizes.split(",")):
-            r = _part(args.data, "search", str(n))
+            r = _part(args.data, "search", str(n), *([str(args.nprobe)] if args.nprobe else []))
             key = "1m" if n >= 1_000_000 else f"{n // 1000}k"
             figures[f"search_{key}_s"] = r["s"]
             figures[f"search_{key}_peak_rss_mb"] = r["peak_rss_mb"]
             if r["approximate"]:
-                figures[f"recall_at_10_{key}"] = r["recall_at_10"]
+                figures[f"recall_at_10_{key}"], figures[f"nprobe_{key}"] = r["recall_at_10"], r["nprobe"]
     print(json.dumps(figures))
 
 

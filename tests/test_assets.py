@@ -66,13 +66,15 @@ def test_embedded_build_publishes_a_loadable_honest_dataset(embedded_build, caps
     assert "## Decontamination" in card and "| Banking77Classification | 64 |" in card
 
 
-def test_rebuild_is_unchanged_and_reencodes_nothing(embedded_build, capsys):
+def test_rebuild_is_unchanged_and_redoes_nothing(embedded_build, capsys):
+    work = embedded_build / "work" / "embedded"
+    outputs = sorted(work.glob("splits/*.parquet")) + sorted(work.glob("triplets/*.parquet")) + [work / "medi" / "rows.parquet"]
+    stamps = [p.stat().st_mtime_ns for p in outputs]
     capsys.readouterr()
     assert build(["build", "--home", str(embedded_build)]) == 0
     out = capsys.readouterr().out
     assert "gistforge: unchanged local/gistforge-medi-mteb-triplets@" in out and "load_dataset(path" in out
-    for p in (embedded_build / "work" / "embedded" / "triplets").glob("*.json"):
-        assert json.loads(p.read_text())["encode"]["encoded"] == 0
+    assert len(outputs) == 7 and [p.stat().st_mtime_ns for p in outputs] == stamps, "every stage output was reused"
 
 
 def test_unknown_partition_is_refused(embedded_build, capsys):
