@@ -60,6 +60,12 @@ def search(index, queries: np.ndarray, k: int, batch: int, params=None) -> tuple
     return d_out, i_out
 
 
+# Up to this many vectors, exact negatives' search is a numpy matrix product per label: with a label's
+# few hundred queries it was ~4x faster than a FAISS flat index over the complement (Banking77: 1.3 s
+# against 5.5 s); past it FAISS's blocked search with heap selection is faster than a full argpartition.
+NUMPY_EXACT_MAX = 50_000
+
+
 class OtherLabelSearch:
     """Top-k among vectors outside one contiguous id range [a, b), over label-sorted vectors.
 
@@ -130,9 +136,27 @@ class OtherLabelSearch:
             i_out[s:s + len(q)] = np.take_along_axis(cand_i, top, axis=1)
         return d_out, i_out
 
+    def _numpy_search(self, queries: np.ndarray, a: int, b: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k by one matrix product per block of queries, own label masked out."""
+        n = len(self.vectors)
+        k = min(k, n - (b - a))
+        d_out = np.empty((len(queries), k), dtype=np.float32)
+        i_out = np.empty((len(queries), k), dtype=np.int64)
+        rows = max(1, (1 << 26) // n)  # 256 MB of similarities at a time
+        for s in range(0, len(queries), rows):
+            sims = queries[s:s + rows] @ self.vectors.T
+            sims[:, a:b] = -np.inf
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            d = np.take_along_axis(sims, top, axis=1)
+            order = np.argsort(-d, axis=1, kind="stable")
+            d_out[s:s + rows], i_out[s:s + rows] = np.take_along_axis(d, order, 1), np.take_along_axis(top, order, 1)
+        return d_out, i_out
+
     def search(self, queries: np.ndarray, a: int, b: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.approximate:
             return self._ivf_search(queries, a, b, k)
+        if len(self.vectors) <= NUMPY_EXACT_MAX and not gpu_count():
+            return self._numpy_search(queries, a, b, k)
         complement = np.concatenate([self.vectors[:a], self.vectors[b:]])
         d, i = search(flat_index(complement), queries, k, self.batch)
         return d, np.where(i < 0, -1, np.where(i < a, i, i + (b - a)))
