@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
 
+from pipeline.atomic import atomic_path
 from pipeline.config import BUNDLED_MODEL
 
 log = logging.getLogger(__name__)
@@ -116,10 +115,8 @@ class EmbeddingCache:
         name = hashlib.sha256(hashes.tobytes()).hexdigest()[:24]
         final = self.dir / f"chunk-{name}.npz"
         if not final.exists():
-            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
+            with atomic_path(final) as tmp, open(tmp, "wb") as f:
                 np.savez(f, hashes=hashes, vectors=vectors.astype(np.float32))
-            os.replace(tmp, final)
         for i, h in enumerate(hashes):
             self._index[bytes(h)] = (final, i)
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.atomic import atomic_path
 
 
 def similarity_histogram(pos_score: np.ndarray, neg_score: np.ndarray, title: str, path: Path) -> Path:
@@ -26,12 +26,11 @@ def similarity_histogram(pos_score: np.ndarray, neg_score: np.ndarray, title: st
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", metadata={"Software": None})
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import polars as pl
 
-from pipeline import faults
+from pipeline import atomic, faults
 from pipeline.build import content_hash, read_build_hash
 from pipeline.card import markdown_table
 
@@ -105,14 +105,6 @@ def _manifest(tag: str, content_hash: str, previous_tag: str | None, diff: list[
                       indent=2, sort_keys=True)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _stage_version(build_dir: Path, dest: Path, repo_id: str, tag: str, content_hash: str, cache_dir: str | None,
                    previous: pl.DataFrame | None, previous_tag: str | None) -> list[dict]:
     """Copy a build into `dest` with its version section and manifest; returns the diff."""
@@ -151,7 +143,7 @@ class LocalHub:
         tags = self.tags(repo_id)
         for tag, rev in tags.items():
             if rev == sha:
-                _atomic_write(repo / "refs" / "main", sha)
+                atomic.write_text(repo / "refs" / "main", sha)
                 return PublishResult(repo_id, tag, sha, "unchanged", str(self.root), content_hash)
         main = repo / "refs" / "main"
         prev_rev = main.read_text().strip() if main.exists() else None
@@ -174,8 +166,8 @@ class LocalHub:
                 raise
         faults.point("publish")
         # The version becomes visible only here: the tag ref first, then main.
-        _atomic_write(repo / "refs" / tag, sha)
-        _atomic_write(main, sha)
+        atomic.write_text(repo / "refs" / tag, sha)
+        atomic.write_text(main, sha)
         log.info("published %s@%s to %s", repo_id, tag, self.root)
         return PublishResult(repo_id, tag, sha, "published", str(self.root), content_hash, diff, previous_tag)
 
@@ -195,8 +187,8 @@ class LocalHub:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-        _atomic_write(repo / "refs" / tag, digest[:40])
-        _atomic_write(repo / "refs" / "main", digest[:40])
+        atomic.write_text(repo / "refs" / tag, digest[:40])
+        atomic.write_text(repo / "refs" / "main", digest[:40])
         return PublishResult(repo_id, tag, digest[:40], "published", str(self.root), digest)
 
 

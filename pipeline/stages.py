@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
@@ -26,7 +25,8 @@ from pipeline.checks import verify_build
 from pipeline.clean import clean_labelled, clean_medi
 from pipeline.config import BuildConfig
 from pipeline.embed import EmbeddingCache, embed_texts, fingerprint, load_encoder, resolve_model
-from pipeline import decontaminate, faults
+from pipeline import atomic, decontaminate, faults
+from pipeline.atomic import atomic_path
 from pipeline.mine import mine_triplets
 from pipeline.plots import similarity_histogram
 from pipeline.search import flat_index, search
@@ -79,19 +79,12 @@ class Workspace:
 
 
 def _write_parquet(df: pl.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    df.write_parquet(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.write_parquet(tmp)
 
 
 def _write_json(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def _read_json(path: Path) -> dict:

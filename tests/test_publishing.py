@@ -72,15 +72,13 @@ def test_a_crash_before_the_ref_moves_leaves_the_previous_version_intact(tmp_pat
 
     hub = LocalHub(tmp_path / "hub")
     old = hub.publish(_build(tmp_path, 1), "org/ds", today=dt.date(2026, 1, 1))
-    real_write = publish_mod._atomic_write
 
     def crash(path, text):
         raise KeyboardInterrupt("killed between writing the snapshot and moving the ref")
 
-    monkeypatch.setattr(publish_mod, "_atomic_write", crash)
-    with pytest.raises(KeyboardInterrupt):
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        m.setattr(publish_mod.atomic, "write_text", crash)  # the ref writes
         hub.publish(_build(tmp_path, 2), "org/ds", today=dt.date(2026, 1, 2))
-    monkeypatch.setattr(publish_mod, "_atomic_write", real_write)
 
     assert hub.tags("org/ds") == {old.tag: old.revision}
     assert (hub.repo_dir("org/ds") / "refs" / "main").read_text() == old.revision
