@@ -23,7 +23,7 @@ from pipeline.build import assemble, medi_frame, per_task_counts, triplet_frame,
 from pipeline.card import render_card
 from pipeline.checks import verify_build
 from pipeline.clean import clean_labelled, clean_medi
-from pipeline.config import BuildConfig
+from pipeline.config import BuildConfig, TaskSource
 from pipeline.embed import EmbeddingCache, embed_texts, fingerprint, load_encoder, resolve_model
 from pipeline import atomic, decontaminate, faults
 from pipeline.atomic import atomic_path
@@ -31,6 +31,7 @@ from pipeline.mine import mine_triplets
 from pipeline.plots import similarity_histogram
 from pipeline.search import flat_index, search
 from pipeline.publish import LocalHub, PublishResult
+from pipeline.registry import get_task
 from pipeline.sources import hub_snapshot, describe_medi_source, describe_task_source, load_medi, load_task_split
 
 log = logging.getLogger(__name__)
@@ -127,9 +128,7 @@ def _source_identity(kind: str, hub: tuple[str, str, Path | None] | None, path: 
     return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _task_identity(src) -> dict:
-    from pipeline.registry import get_task
-
+def _task_identity(src: TaskSource) -> dict:
     hub = None
     if src.kind != "local":
         task = get_task(src.name)
@@ -179,19 +178,19 @@ def ingest_medi(cfg: BuildConfig, ws: Workspace, guide: Callable[[], "GuideEncod
                       cfg.decontamination.near_duplicate_threshold and [cfg.guide_model, cfg.guide_revision])
     if (done := _reusable(ws.medi_rows(), fp)) is not None:
         return done
-    if cfg.medi is None:
+    if medi is None:
         df, acc = clean_medi(pl.DataFrame(schema={c: pl.String for c in
                                                   ["query", "pos", "neg", "task_name", "query_instruct",
                                                    "pos_instruct", "neg_instruct"]}), "MEDI (none configured)")
     else:
-        df, acc = clean_medi(load_medi(cfg.medi), "MEDI", _test_keys(cfg, ws))
+        df, acc = clean_medi(load_medi(medi), "MEDI", _test_keys(cfg, ws))
     threshold = cfg.decontamination.near_duplicate_threshold
     if threshold is not None and df.height and guide is not None and ws.test_texts().exists():
         tests = pl.read_parquet(ws.test_texts()).get_column("text").unique().to_list()
-        texts = pl.concat([df.get_column(c) for c in ("query", "pos", "neg")]).unique().to_list()
-        near = dict(zip(texts, _near_test(guide(), texts, tests, threshold, cfg.mining.query_batch)))
-        keep = ~np.array([near[q] or near[p] or near[n] for q, p, n in df.select("query", "pos", "neg").iter_rows()],
-                         dtype=bool)
+        texts = pl.concat([df.get_column(c) for c in ("query", "pos", "neg")]).unique()
+        near = texts.filter(pl.Series(_near_test(guide(), texts.to_list(), tests, threshold, cfg.mining.query_batch)))
+        flagged = pl.any_horizontal(pl.col(c).is_in(near) for c in ("query", "pos", "neg"))
+        keep = ~df.select(flagged).to_series().to_numpy()
         acc.drop("test_near_duplicate", int((~keep).sum()))
         acc.rows_out -= int((~keep).sum())
         acc.check()
@@ -261,7 +260,6 @@ def mine_task(cfg: BuildConfig, ws: Workspace, task: str, guide: GuideEncoder | 
     acc = RowAccount(source=f"{task} (mine)", rows_in=split.height)
     emb, enc_stats = guide.embed(split.get_column("text").to_list())
     faults.point("embed")
-    threshold = cfg.decontamination.near_duplicate_threshold
     if threshold is not None and ws.test_texts().exists():
         tests = pl.read_parquet(ws.test_texts()).filter(pl.col("task") == task).get_column("text").to_list()
         keep = ~_near_test(guide, split.get_column("text").to_list(), tests, threshold, cfg.mining.query_batch)
