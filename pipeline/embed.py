@@ -129,6 +129,35 @@ class EmbedStats:
     encoded: int
 
 
+def token_lengths(model: Encoder, texts: Sequence[str]) -> np.ndarray:
+    """Tokens per text as the model will see them (truncated); character counts for encoders without a tokenizer."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        return np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    enc = tokenizer(list(texts), truncation=True, max_length=getattr(model, "max_seq_length", None),
+                    return_length=True, return_attention_mask=False, return_token_type_ids=False)
+    return np.asarray(enc["length"], dtype=np.int64)
+
+
+def _encode_token_sorted(model: Encoder, texts: list[str], batch_size: int) -> np.ndarray:
+    """Encode in batches of similar token count.
+
+    sentence-transformers sorts by characters, which pads Banking77-like text by ~26% more tokens than
+    sorting by tokens (2%); each batch goes to `encode` alone so that its own re-sort cannot undo ours.
+    """
+    order = np.argsort(-token_lengths(model, texts), kind="stable")
+    out: np.ndarray | None = None
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        vecs = np.asarray(model.encode([texts[i] for i in idx], batch_size=len(idx), normalize_embeddings=True,
+                                       convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
+        if out is None:
+            out = np.empty((len(texts), vecs.shape[1]), dtype=np.float32)
+        out[idx] = vecs
+    assert out is not None
+    return out
+
+
 def embed_texts(model: Encoder, texts: Sequence[str], cache: EmbeddingCache | None = None,
                 batch_size: int = 64, chunk_size: int = 8192) -> tuple[np.ndarray, EmbedStats]:
     """L2-normalised float32 embeddings aligned with `texts`, encoding each unique text at most once."""
@@ -140,12 +169,11 @@ def embed_texts(model: Encoder, texts: Sequence[str], cache: EmbeddingCache | No
     hashes = _hashes(unique_texts)
     vectors, found = cache.lookup(hashes) if cache is not None else (None, np.zeros(len(unique_texts), bool))
     todo = np.flatnonzero(~found)
+    # chunks of similar length (by characters, cheap), token-sorted within each chunk
     todo = todo[np.argsort([-len(unique_texts[i]) for i in todo], kind="stable")]
     for start in tqdm(range(0, len(todo), chunk_size), desc="encode", unit="chunk", disable=len(todo) <= chunk_size):
         idx = todo[start:start + chunk_size]
-        vecs = np.asarray(model.encode([unique_texts[i] for i in idx], batch_size=batch_size,
-                                       normalize_embeddings=True, convert_to_numpy=True,
-                                       show_progress_bar=False), dtype=np.float32)
+        vecs = _encode_token_sorted(model, [unique_texts[i] for i in idx], batch_size)
         if vectors is None:
             vectors = np.zeros((len(unique_texts), vecs.shape[1]), dtype=np.float32)
         vectors[idx] = vecs

@@ -1,0 +1,91 @@
+"""Embedding: each unique text encoded once, in token-sorted batches, with the same vectors as a plain encode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import BUNDLED_MODEL
+from pipeline.embed import EmbeddingCache, embed_texts, fingerprint, load_encoder, resolve_model, token_lengths
+
+SAMPLE = Path(__file__).resolve().parents[1] / "pipeline" / "sample" / "hf-hub-cache"
+
+
+class Recording:
+    """Wraps a real encoder and keeps every batch it was asked to encode."""
+
+    def __init__(self, model):
+        self.model = model
+        self.tokenizer = model.tokenizer
+        self.max_seq_length = model.max_seq_length
+        self.batches: list[list[str]] = []
+
+    def encode(self, sentences, **kwargs):
+        self.batches.append(list(sentences))
+        return self.model.encode(sentences, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    ref = resolve_model(BUNDLED_MODEL)
+    return ref, load_encoder(ref, "cpu")
+
+
+def _sample_texts() -> list[str]:
+    texts = []
+    for path in sorted(SAMPLE.glob("datasets--mteb--*/snapshots/*/train.jsonl")):
+        texts += [json.loads(line)["text"] for line in path.read_text().split("\n") if line]
+    return texts
+
+
+def _padded(model, batches: list[list[str]]) -> int:
+    return sum(int(token_lengths(model, b).max()) * len(b) for b in batches)
+
+
+def test_vectors_match_plain_encode_and_each_text_is_encoded_once(minilm, tmp_path):
+    ref, model = minilm
+    texts = _sample_texts()
+    texts = texts + texts[:50]  # duplicates are encoded once and mapped back
+    rec = Recording(model)
+    vecs, stats = embed_texts(rec, texts, EmbeddingCache(tmp_path, fingerprint(ref, model.max_seq_length)), 16)
+    plain = model.encode(texts, batch_size=16, normalize_embeddings=True, convert_to_numpy=True)
+    assert vecs.shape == plain.shape and vecs.dtype == np.float32
+    assert float((vecs * plain).sum(1).min()) > 0.9999
+    encoded = [t for b in rec.batches for t in b]
+    assert sorted(encoded) == sorted(set(texts)) and stats.encoded == len(set(texts)) == stats.unique
+    # batches come longest first by token count, and pad less than sentence-transformers' character sort
+    maxima = [int(token_lengths(model, b).max()) for b in rec.batches]
+    assert maxima == sorted(maxima, reverse=True)
+    by_chars = sorted(set(texts), key=len, reverse=True)
+    assert _padded(model, rec.batches) <= _padded(model, [by_chars[i:i + 16] for i in range(0, len(by_chars), 16)])
+    # a second pass reads everything from the cache
+    rec.batches.clear()
+    again, stats = embed_texts(rec, texts, EmbeddingCache(tmp_path, fingerprint(ref, model.max_seq_length)), 16)
+    assert rec.batches == [] and stats.cached == stats.unique and np.array_equal(again, vecs)
+
+
+def test_token_lengths_follow_truncation(minilm):
+    _, model = minilm
+    long = "word " * 2000
+    lengths = token_lengths(model, ["hi", long])
+    assert lengths[0] == 3 and lengths[1] == model.max_seq_length
+
+
+def test_encoders_without_a_tokenizer_are_sorted_by_characters():
+    class Fake:
+        def __init__(self):
+            self.batches = []
+
+        def encode(self, sentences, **kwargs):
+            self.batches.append(list(sentences))
+            v = np.array([[len(s), 1.0] for s in sentences], dtype=np.float32)
+            return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    fake = Fake()
+    texts = ["a", "ccc", "bb", "dddd", "a"]
+    vecs, stats = embed_texts(fake, texts, None, 2)
+    assert fake.batches == [["dddd", "ccc"], ["bb", "a"]] and stats.encoded == 4
+    assert np.allclose(vecs[0], vecs[4]) and np.allclose(np.linalg.norm(vecs, axis=1), 1)
