@@ -14,7 +14,8 @@ import os
 import socket
 
 import dagster as dg
-from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
+
+from pipeline.pids import alive
 
 log = logging.getLogger(__name__)
 
@@ -22,19 +23,15 @@ HOST_TAG = "gistforge/host"
 PID_TAG = "gistforge/pid"
 
 
+# from the public enum, so new states count as unfinished unless they are an end (MANAGED: run elsewhere)
+_ENDS = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED,
+         dg.DagsterRunStatus.MANAGED}
+UNFINISHED = [s for s in dg.DagsterRunStatus if s not in _ENDS]
+
+
 def run_tags() -> dict[str, str]:
     """Tags that let a later build tell whether the process running a run is still alive."""
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def recover_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
@@ -45,10 +42,10 @@ def recover_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
     """
     host = socket.gethostname()
     closed: list[str] = []
-    runs = instance.get_runs(filters=dg.RunsFilter(statuses=NOT_FINISHED_STATUSES, tags={HOST_TAG: host}))
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED, tags={HOST_TAG: host}))
     for run in runs:
         pid = int(run.tags.get(PID_TAG, "0"))
-        if pid <= 0 or pid == os.getpid() or _alive(pid):
+        if pid <= 0 or pid == os.getpid() or alive(pid):
             continue
         instance.report_run_failed(run, message=f"gistforge: the build process (pid {pid} on {host}) that ran "
                                                 f"this run is gone; marked failed so its pool slots are freed")

@@ -9,9 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import faults
+from pipeline import atomic, faults
 from pipeline.config import TaskSource
 from pipeline.mine import MinedTriplets, task_rng
 from pipeline.text import slug
@@ -137,10 +134,7 @@ def per_task_counts(table: pa.Table) -> list[dict]:
 
 def write_build(table: pa.Table, card: Callable[[int], str], dest: Path, max_shard_bytes: int) -> str:
     """Write shards + card (rendered given the shards' total bytes) into `dest` atomically; returns the content hash."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic.atomic_dir(Path(dest)) as tmp:
         names = write_shards(table, tmp, max_shard_bytes)
         (tmp / "README.md").write_text(card(sum((tmp / n).stat().st_size for n in names)), encoding="utf-8")
         (tmp / ".gistforge").mkdir()
@@ -148,12 +142,6 @@ def write_build(table: pa.Table, card: Callable[[int], str], dest: Path, max_sha
         digest = content_hash(tmp)
         (tmp / ".gistforge-build.json").write_text(json.dumps({"content_hash": digest, "rows": table.num_rows}))
         faults.point("write")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return digest
 
 

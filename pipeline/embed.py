@@ -132,11 +132,14 @@ class EmbedStats:
 def token_lengths(model: Encoder, texts: Sequence[str]) -> np.ndarray:
     """Tokens per text as the model will see them (truncated); character counts for encoders without a tokenizer."""
     tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is None:
-        return np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-    enc = tokenizer(list(texts), truncation=True, max_length=getattr(model, "max_seq_length", None),
-                    return_length=True, return_attention_mask=False, return_token_type_ids=False)
-    return np.asarray(enc["length"], dtype=np.int64)
+    if callable(tokenizer):
+        try:
+            enc = tokenizer(list(texts), truncation=True, max_length=getattr(model, "max_seq_length", None),
+                            return_length=True, return_attention_mask=False, return_token_type_ids=False)
+            return np.asarray(enc["length"], dtype=np.int64)
+        except (TypeError, KeyError):  # not a transformers tokenizer (e.g. static embeddings)
+            log.debug("no token lengths from %r; sorting by characters", type(tokenizer).__name__)
+    return np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
 
 
 def _encode_token_sorted(model: Encoder, texts: list[str], batch_size: int) -> np.ndarray:

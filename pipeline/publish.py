@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import random
 import re
 import shutil
@@ -156,14 +155,8 @@ class LocalHub:
             tag, diff, previous_tag = manifest["tag"], manifest["diff"], manifest["previous_tag"]
         else:
             tag = make_tag(content_hash, today)
-            snap.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{sha}.", dir=snap.parent))
-            try:
+            with atomic.atomic_dir(snap) as tmp:
                 diff = _stage_version(build_dir, tmp, repo_id, tag, content_hash, str(self.root), previous, previous_tag)
-                os.replace(tmp, snap)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
         faults.point("publish")
         # The version becomes visible only here: the tag ref first, then main.
         atomic.write_text(repo / "refs" / tag, sha)
@@ -179,14 +172,8 @@ class LocalHub:
         repo = self.root / f"models--{repo_id.replace('/', '--')}"
         snap = repo / "snapshots" / digest[:40]
         if not snap.exists():
-            snap.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:40]}.", dir=snap.parent))
-            try:
+            with atomic.atomic_dir(snap) as tmp:
                 shutil.copytree(folder, tmp, dirs_exist_ok=True)
-                os.replace(tmp, snap)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
         atomic.write_text(repo / "refs" / tag, digest[:40])
         atomic.write_text(repo / "refs" / "main", digest[:40])
         return PublishResult(repo_id, tag, digest[:40], "published", str(self.root), digest)

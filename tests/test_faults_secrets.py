@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -71,6 +72,8 @@ def test_build_killed_at_every_stage_resumes_and_no_token_leaks(tmp_path):
         statuses = [r.status for r in instance.get_runs()]
     assert statuses.count(dg.DagsterRunStatus.FAILURE) >= len(POINTS) and dg.DagsterRunStatus.STARTED not in statuses
     assert not _claimed_slots(dagster_home)
+    # and the temporaries the killed runs were writing were swept by the rerun's writes
+    assert not [p for p in home.rglob(".*") if re.fullmatch(r"\..+\.\d+\..+", p.name)]
     texts += [done.stdout, done.stderr]
 
     # the token was in the environment of every run: it must appear in no output, file, card or event log
