@@ -87,10 +87,11 @@ class TaskSource(_Strict):
 class MiningConfig(_Strict):
     """Knobs of the label-based triplet miner (see `pipeline.mine.mine_triplets`)."""
 
-    positive_top_k: int = Field(100, ge=1, description="same-label neighbours the positive is drawn from")
+    positive_top_k: int = Field(100, ge=1, le=2047,  # FAISS on GPU returns at most 2048 neighbours (self + top-k)
+                                description="same-label neighbours the positive is drawn from")
     positive_temperature: float = Field(0.05, gt=0, description="softmax(sim / T) over those neighbours")
     negative_strategy: Literal["hard", "topk_random", "uniform"] = "hard"
-    negative_depth: int = Field(64, ge=1, description="other-label candidates retrieved per query")
+    negative_depth: int = Field(64, ge=1, le=2048, description="other-label candidates retrieved per query")
     negative_top_k: int = Field(10, ge=1, description="pool size for `topk_random`")
     margin_type: Literal["relative", "absolute"] = "relative"
     margin: float = Field(0.05, ge=0, description="keep sim(q,n) < sim(q,p)*(1-m) (relative) or < sim(q,p)-m")

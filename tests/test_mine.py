@@ -115,3 +115,47 @@ def test_missing_faiss_names_the_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)  # as if neither extra were installed
     with pytest.raises(ImportError, match=r"gistforge\[cpu\].*faiss-gpu-cu12"):
         search_module.flat_index(np.zeros((2, 4), dtype=np.float32))
+
+
+def test_with_a_gpu_every_index_moves_to_it_and_large_tasks_search_exactly(monkeypatch):
+    """No GPU here: FAISS's GPU hand-off is recorded instead, to check what is chosen when one is present."""
+    import faiss
+
+    import pipeline.search as search_module
+
+    x, y = clustered(3000, 6, dim=32, seed=8)
+    order = np.argsort(y, kind="stable")
+    x, y = x[order], y[order]
+    cfg = MiningConfig(approx_above=1000, negative_strategy="hard")
+    cpu = mine_triplets(x, y, cfg.model_copy(update={"approx_above": 10**6}), 0, "t")  # exact on CPU
+    moved = []
+    monkeypatch.setattr(search_module, "gpu_count", lambda: 1)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda index: moved.append(index.ntotal) or index, raising=False)
+    gpu = mine_triplets(x, y, cfg, 0, "t")
+    assert gpu.stats["search"] != "ivf" and "recall_at_10" not in gpu.stats  # exact despite approx_above
+    assert moved and all(n > 0 for n in moved)  # every FAISS index went through the GPU hand-off
+    _check_invariants(gpu, y, cfg)
+    # the same triplets as the CPU's exact search (FAISS's flat kernel instead of numpy's: ties may differ)
+    assert np.array_equal(gpu.query, cpu.query) and (gpu.pos == cpu.pos).mean() > 0.99 and (gpu.neg == cpu.neg).mean() > 0.99
+
+
+def test_with_cuda_the_guide_encodes_in_fp16_on_it(monkeypatch):
+    import sentence_transformers
+    import torch
+
+    from pipeline.embed import ModelRef, load_encoder
+
+    class Fake:
+        def __init__(self, path, device):
+            self.path, self.device, self.dtype = path, device, "fp32"
+
+        def half(self):
+            self.dtype = "fp16"
+            return self
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", Fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    ref = ModelRef("m", "/models/m", "r")
+    assert (load_encoder(ref).device, load_encoder(ref).dtype) == ("cuda", "fp16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert (load_encoder(ref).device, load_encoder(ref).dtype) == ("cpu", "fp32")

@@ -57,3 +57,7 @@ def test_config_file_round_trip_and_clear_errors(tmp_path):
         BuildConfig(profile="../up", tasks=[])
     with pytest.raises(ValueError, match="push_model_repo"):
         BuildConfig(profile="x", tasks=[], training={"push_model_repo": "../escape"})
+    deep = tmp_path / "deep.yaml"  # past what FAISS can return on a GPU: refused up front, not mid-build
+    deep.write_text(yaml.safe_dump({"profile": "x", "tasks": [], "mining": {"positive_top_k": 5000}}))
+    with pytest.raises(ValueError, match=r"(?s)deep.yaml.*positive_top_k.*2047"):
+        load_config(deep)
