@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.config import MediSource, TaskSource
+from pipeline.config import SAMPLE_DIR, MediSource, TaskSource
 from pipeline.registry import get_task
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,11 @@ def labelled_frame(df: pl.DataFrame, src: TaskSource, source: str) -> pl.DataFra
     })
 
 
+def _is_sample(cache_dir: Path | str | None) -> bool:
+    """Whether a source reads the sample shipped in the package (the card says so), not a real cache."""
+    return bool(cache_dir) and Path(cache_dir).resolve().is_relative_to(SAMPLE_DIR.resolve())
+
+
 def describe_task_source(src: TaskSource) -> dict:
     """Provenance of a task source for the dataset card."""
     if src.kind == "local":
@@ -139,7 +144,7 @@ def describe_task_source(src: TaskSource) -> dict:
     task = get_task(src.name)
     return {"task": src.name, "kind": "hub", "repo_id": task.hub_id, "config": task.config,
             "revision": src.revision or task.revision, "split": task.split,
-            "sample": bool(src.cache_dir and "sample" in Path(src.cache_dir).parts)}
+            "sample": _is_sample(src.cache_dir)}
 
 
 def load_task_split(src: TaskSource) -> pl.DataFrame:
@@ -202,4 +207,4 @@ def describe_medi_source(src: MediSource) -> dict:
     if src.kind == "json":
         return {"kind": "json", "path": Path(src.path).name}
     return {"kind": "hub", "repo_id": src.repo_id, "revision": src.revision,
-            "sample": bool(src.cache_dir and "sample" in Path(src.cache_dir).parts)}
+            "sample": _is_sample(src.cache_dir)}

@@ -93,3 +93,14 @@ def test_medi_hub_parquet_from_cache(tmp_path):
                   {"data/train-00000-of-00001.parquet": buf.getvalue()}, ref="other")
     with pytest.raises(SourceError, match="avsolatorio/medi-data@nope"):
         load_medi(MediSource(cache_dir=tmp_path, revision="nope"))
+
+
+def test_only_the_shipped_sample_is_called_a_sample(tmp_path):
+    from pipeline.config import SAMPLE_DIR
+    from pipeline.sources import describe_task_source
+
+    shipped = TaskSource(name="Banking77Classification", cache_dir=SAMPLE_DIR / "hf-hub-cache")
+    user = TaskSource(name="Banking77Classification", cache_dir=tmp_path / "sample" / "hub")  # "sample" in the path
+    assert describe_task_source(shipped)["sample"] is True
+    assert describe_task_source(user)["sample"] is False
+    assert describe_task_source(TaskSource(name="Banking77Classification"))["sample"] is False
