@@ -78,3 +78,21 @@ def test_local_hub_versions_load_back_by_tag(tmp_path, monkeypatch):
         ds = load_dataset(path, split="train")
         assert ds.to_polars().equals(pl.from_arrow(table))
         assert result.tag in open(os.path.join(path, "README.md")).read()
+
+
+def test_checks_read_one_shard_at_a_time_and_add_up_over_shards(tmp_path):
+    from pipeline.checks import verify_build
+
+    df = pl.from_arrow(assemble(_frames(), seed=1))
+    mined = np.flatnonzero((df["source"] != "medi").to_numpy())
+    bad = [int(mined[0]), int(mined[-1])]  # far apart: in different shards
+    df = df.with_columns(neg_label=pl.when(pl.int_range(df.height).is_in(bad)).then(pl.col("query_label"))
+                         .otherwise(pl.col("neg_label")))
+    card = lambda _: f"---\ndataset_info:\n  splits:\n  - name: train\n    num_examples: {df.height}\n---\n"
+    write_build(df.to_arrow().cast(SCHEMA), card, tmp_path / "build", max_shard_bytes=2_000)
+    outcomes = {o.name: o for o in verify_build(tmp_path / "build", {"MyTask": "testing"}, [])}
+    assert outcomes["output_schema"].metadata["shards"] >= 2
+    assert not outcomes["negative_label_differs"].passed and outcomes["negative_label_differs"].metadata["violations"] == 2
+    assert outcomes["no_excluded_task"].metadata["rows"] == 30  # the local task's rows, wherever they landed
+    assert outcomes["shards_match_card"].passed and outcomes["shards_match_card"].metadata["shard_rows"] == df.height
+    assert outcomes["task_type_rule"].passed and outcomes["distinct_triplet_texts"].passed
