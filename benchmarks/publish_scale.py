@@ -4,7 +4,8 @@ Usage: python benchmarks/publish_scale.py [--rows 1820000] [--out DIR]
 
 Rows stream through Arrow/Polars (no Python lists of dicts): ~330 MEDI-like tasks plus 11 MTEB-like
 tasks, query ~60-200 chars, pos/neg ~100-1,500 chars. Ends with one JSON line:
-`rows`, `build_s`, `publish_s`, `peak_rss_mb`, `shards`, `bytes`. Goal on 2 CPU cores: <= 5 min end to
+`rows`, `build_s`, `publish_s`, `peak_rss_mb`, `shards`, `bytes`, and the blocking checks' time and peak RSS
+(in a child process) beside the peak of reading every shard at once. Goal on 2 CPU cores: <= 5 min end to
 end and <= 8 GB peak RSS.
 """
 
@@ -14,6 +15,7 @@ import argparse
 import json
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from pipeline.build import PL_SCHEMA, assemble, write_build  # noqa: E402
 from pipeline.publish import LocalHub  # noqa: E402
@@ -65,6 +68,32 @@ def synthetic(rows: int, seed: int = 0) -> pl.DataFrame:
     ).cast(PL_SCHEMA)
 
 
+VERIFY = """
+from pipeline.checks import verify_build
+outcomes = verify_build(folder, {}, [])
+result = {"passed": f"{sum(o.passed for o in outcomes)}/{len(outcomes)}"}
+"""
+READ_ALL = """
+import polars as pl
+result = {"rows": pl.read_parquet(sorted((folder / "data").glob("*.parquet"))).height}
+"""
+
+
+def _child(code: str, folder: Path) -> dict:
+    """Run `code` on the build folder in a fresh process and report its own peak RSS.
+
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent (this process, holding the
+    whole table), which would hide the child's figure.
+    """
+    script = (f"import json, sys, time; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path\n"
+              f"folder = Path({str(folder)!r}); t0 = time.time()\n{code}\n"
+              "hwm = next(line for line in open('/proc/self/status') if line.startswith('VmHWM'))\n"
+              "result.update(s=round(time.time() - t0, 1), peak_rss_mb=round(int(hwm.split()[1]) / 1024))\n"
+              "print(json.dumps(result))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rows", type=int, default=1_820_000)
@@ -79,7 +108,8 @@ def main() -> None:
     t0 = time.time()
     table = assemble([df], seed=42)
     del df
-    digest = write_build(table, lambda size: f"---\nlicense: other\n---\n# synthetic, {size} bytes\n", out / "build",
+    card = f"---\nlicense: other\ndataset_info:\n  splits:\n  - name: train\n    num_examples: {table.num_rows}\n---\n"
+    digest = write_build(table, lambda size: f"{card}# synthetic, {size} bytes\n", out / "build",
                          args.max_shard_mb * 1024**2)
     build_s = time.time() - t0
     nbytes = table.nbytes
@@ -90,9 +120,13 @@ def main() -> None:
     publish_s = time.time() - t0
     shards = len(list((out / "build" / "data").glob("*.parquet")))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    verify = _child(VERIFY, out / "build")
+    whole = _child(READ_ALL, out / "build")  # the peer: what reading every shard at once costs
     print(json.dumps({"rows": args.rows, "generate_s": round(gen_s, 1), "build_s": round(build_s, 1),
                       "publish_s": round(publish_s, 1), "total_s": round(gen_s + build_s + publish_s, 1),
-                      "peak_rss_mb": round(peak), "shards": shards, "bytes": nbytes, "tag": result.tag,
+                      "peak_rss_mb": round(peak), "verify_s": verify["s"], "checks_passed": verify["passed"],
+                      "verify_peak_rss_mb": verify["peak_rss_mb"], "read_all_shards_peak_rss_mb": whole["peak_rss_mb"],
+                      "shards": shards, "bytes": nbytes, "tag": result.tag,
                       "content_hash": digest[:12]}))
     if not args.out:
         shutil.rmtree(out, ignore_errors=True)
