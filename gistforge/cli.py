@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 
@@ -42,6 +43,7 @@ def build(argv: list[str] | None = None) -> int:
 
     resources = {"gistforge": GistforgeResource(), "guide": GuideModelResource(), "publisher": publisher_from_env()}
     from gistforge.orphans import recover_orphaned_runs, run_tags
+    from gistforge.pools import pools_of, wait_for_pools
 
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     recover_orphaned_runs(instance)  # a killed earlier build must not hold a pool slot forever
@@ -52,6 +54,7 @@ def build(argv: list[str] | None = None) -> int:
         return 2
 
     def run(selection, partition_key=None):
+        wait_for_pools(instance, pools_of(selection), lambda msg: print(msg, file=sys.stderr, flush=True))
         result = dg.materialize(ALL_ASSETS, selection=selection, partition_key=partition_key,
                                 resources=resources, instance=instance, raise_on_error=False, tags=run_tags(),
                                 run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}})
@@ -89,7 +92,12 @@ def build(argv: list[str] | None = None) -> int:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(build())
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop on SIGTERM as on Ctrl-C
+    try:
+        sys.exit(build())
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (Dagster maps it to SIGINT once a run has started)
+        print("gistforge: interrupted; finished stages are kept and the next build resumes", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

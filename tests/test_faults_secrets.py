@@ -82,3 +82,42 @@ def test_build_killed_at_every_stage_resumes_and_no_token_leaks(tmp_path):
             if p.is_file():
                 texts.append(p.read_bytes().decode("utf-8", "replace"))
     assert texts and all(SENTINEL not in t for t in texts)
+
+
+def _wait_for_text(path: Path, text: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:
+    deadline = time.time() + timeout_s
+    while text not in path.read_text(errors="replace"):
+        assert proc.poll() is None, f"build ended before '{text}': {path.read_text()[-3000:]}"
+        assert time.time() < deadline, f"no '{text}' after {timeout_s} s"
+        time.sleep(0.5)
+
+
+def test_a_build_waiting_for_a_busy_pool_says_so_stops_on_sigterm_and_goes_on_when_freed(tmp_path):
+    """Dagster's in-process wait for a slot ignores SIGTERM; the CLI waits first, visibly and interruptibly."""
+    home, dagster_home = tmp_path / "home", tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:  # another build holds the guide
+        instance.event_log_storage.initialize_concurrency_limit_to_default("guide_model")
+        instance.event_log_storage.claim_concurrency_slot("guide_model", "other-build-run", "mined_triplets")
+    cmd = [sys.executable, "-m", "gistforge.cli", "build", "--no-finetune"]
+    waiting = "gistforge: waiting for pool 'guide_model': its slots are held by run(s) other-bu"
+
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(home, dagster_home), stdout=out, stderr=subprocess.STDOUT)
+        _wait_for_text(log, waiting, proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+    assert "gistforge: interrupted" in log.read_text()
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert not [r for r in instance.get_runs() if not r.is_finished], "no run left open"
+
+    log = tmp_path / "second.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(home, dagster_home), stdout=out, stderr=subprocess.STDOUT)
+        _wait_for_text(log, waiting, proc)
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            instance.event_log_storage.free_concurrency_slots_for_run("other-build-run")
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    assert "gistforge: published local/gistforge-medi-mteb-triplets@" in log.read_text()
