@@ -60,12 +60,14 @@ def mined_triplets(context: dg.AssetExecutionContext, gistforge: GistforgeResour
     cfg, ws = gistforge.config(), gistforge.workspace()
     report = stages.mine_task(cfg, ws, context.partition_key, lambda: guide.encoder(cfg, ws))
     context.log.info("%s: %s", context.partition_key, report["mining"])
+    recall = report["mining"].get("recall_at_10")  # approximate search only
     return dg.MaterializeResult(metadata={
         **reuse_metadata(report), **account_metadata(report["account"]),
         "mining": dg.MetadataValue.json(report["mining"]),
         "similarity_plot": dg.MetadataValue.md(png_markdown(report["plot"])),
         "texts_encoded": report["encode"]["encoded"], "texts_from_cache": report["encode"]["cached"],
         "guide_model": report["guide"]["name"], "guide_revision": report["guide"]["revision"],
+        **({"ivf_recall_at_10": recall} if recall is not None else {}),  # low: raise mining.ivf_nprobe
     })
 
 

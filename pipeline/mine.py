@@ -33,6 +33,8 @@ from pipeline.search import OtherLabelSearch, flat_index, search
 
 log = logging.getLogger(__name__)
 
+LOW_RECALL = 0.9  # below this, the approximate search is said to be missing too many neighbours
+
 
 @dataclass
 class MinedTriplets:
@@ -155,6 +157,9 @@ def mine_triplets(embeddings: np.ndarray, labels: np.ndarray, cfg: MiningConfig,
     stats["drops"] = {k: v for k, v in stats["drops"].items() if v}
     if recalls:
         stats["recall_at_10"] = round(sum(r * w for r, w in recalls) / sum(w for _, w in recalls), 4)
+        if stats["recall_at_10"] < LOW_RECALL:
+            log.warning("%s: IVF recall@10 is %s (nprobe %s): negatives are less hard than exact search would find; "
+                        "raise mining.ivf_nprobe", task, stats["recall_at_10"], cfg.ivf_nprobe)
     if not q_out:
         empty = np.empty(0, dtype=np.int64)
         stats["triplets"] = 0

@@ -101,3 +101,25 @@ def test_bad_source_fails_with_a_clear_message(tmp_path, capsys, monkeypatch):
         failure = failure.cause
     assert "mteb/banking77@0fd18e25b25c072e09e0d92ab615fda904d66300: this revision is not in the offline Hub cache" \
         in failure.message
+
+
+def test_a_task_mined_with_the_approximate_search_shows_its_recall(tmp_path):
+    import yaml
+
+    from assets.definitions import mined_triplets, mteb_test_texts, mteb_train_split
+    from assets.resources import GistforgeResource, GuideModelResource
+    from pipeline.config import embedded_profile
+
+    cfg = embedded_profile()
+    cfg = cfg.model_copy(update={"mining": cfg.mining.model_copy(update={"approx_above": 50, "ivf_nprobe": 4})})
+    path = tmp_path / "approx.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    resources = {"gistforge": GistforgeResource(config_path=str(path), home=str(tmp_path / "home")),
+                 "guide": GuideModelResource()}
+    with dg.instance_for_test() as instance:
+        dg.materialize([mteb_test_texts], resources=resources, instance=instance)
+        result = dg.materialize([mteb_train_split, mined_triplets], partition_key="Banking77Classification",
+                                resources=resources, instance=instance)
+    meta = result.asset_materializations_for_node("mined_triplets")[0].metadata
+    assert 0 < meta["ivf_recall_at_10"].value <= 1
+    assert meta["mining"].data["search"] == "ivf"

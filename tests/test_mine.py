@@ -159,3 +159,10 @@ def test_with_cuda_the_guide_encodes_in_fp16_on_it(monkeypatch):
     assert (load_encoder(ref).device, load_encoder(ref).dtype) == ("cuda", "fp16")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert (load_encoder(ref).device, load_encoder(ref).dtype) == ("cpu", "fp32")
+
+
+def test_low_ivf_recall_is_reported_with_what_to_change(caplog):
+    x, y = clustered(3000, 6, dim=32, seed=8, noise=2.0)  # diffuse clusters: one probe misses most neighbours
+    r = mine_triplets(x, y, MiningConfig(approx_above=1000, ivf_nprobe=1), 0, "Diffuse")
+    assert r.stats["recall_at_10"] < 0.9
+    assert any("Diffuse: IVF recall@10" in m and "ivf_nprobe" in m for m in caplog.messages)
