@@ -142,7 +142,7 @@ def token_lengths(model: Encoder, texts: Sequence[str]) -> np.ndarray:
     return np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
 
 
-def _encode_token_sorted(model: Encoder, texts: list[str], batch_size: int) -> np.ndarray:
+def _encode_token_sorted(model: Encoder, texts: list[str], batch_size: int, progress=None) -> np.ndarray:
     """Encode in batches of similar token count.
 
     sentence-transformers sorts by characters, which pads Banking77-like text by ~26% more tokens than
@@ -157,6 +157,8 @@ def _encode_token_sorted(model: Encoder, texts: list[str], batch_size: int) -> n
         if out is None:
             out = np.empty((len(texts), vecs.shape[1]), dtype=np.float32)
         out[idx] = vecs
+        if progress is not None:
+            progress.update(len(idx))
     assert out is not None
     return out
 
@@ -174,14 +176,16 @@ def embed_texts(model: Encoder, texts: Sequence[str], cache: EmbeddingCache | No
     todo = np.flatnonzero(~found)
     # chunks of similar length (by characters, cheap), token-sorted within each chunk
     todo = todo[np.argsort([-len(unique_texts[i]) for i in todo], kind="stable")]
-    for start in tqdm(range(0, len(todo), chunk_size), desc="encode", unit="chunk", disable=len(todo) <= chunk_size):
+    progress = tqdm(total=len(todo), desc="encode", unit="text", disable=len(todo) < 4096)
+    for start in range(0, len(todo), chunk_size):
         idx = todo[start:start + chunk_size]
-        vecs = _encode_token_sorted(model, [unique_texts[i] for i in idx], batch_size)
+        vecs = _encode_token_sorted(model, [unique_texts[i] for i in idx], batch_size, progress)
         if vectors is None:
             vectors = np.zeros((len(unique_texts), vecs.shape[1]), dtype=np.float32)
         vectors[idx] = vecs
         if cache is not None:
             cache.store(hashes[idx], vecs)
+    progress.close()
     if vectors is None:
         raise ValueError("embed_texts: no texts to embed")
     stats = EmbedStats(len(texts), len(unique_texts), int(found.sum()), int(len(todo)))
