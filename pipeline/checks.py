@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,11 +53,11 @@ def verify_build(folder: Path, excluded: dict[str, str], accounts: list[dict],
     folder = Path(folder)
     shards = sorted((folder / "data").glob("train-*.parquet"))
     schemas_ok = all(pq.read_schema(s).remove_metadata() == SCHEMA for s in shards)
-    totals = {"rows": 0, "bad_type": 0, "excluded_rows": 0, "same_label": 0, "empty": 0, "degenerate": 0, "leaks": 0}
+    totals: Counter[str] = Counter()
     for shard in shards:  # one shard in memory at a time: a full build is several GB
-        for key, value in _shard_counts(pl.read_parquet(shard), excluded, test_keys).items():
-            totals[key] += value
-    rows, bad_type, excluded_rows, same_label, empty, degenerate, leaks = totals.values()
+        totals.update(_shard_counts(pl.read_parquet(shard), excluded, test_keys))
+    rows, bad_type, excluded_rows = totals["rows"], totals["bad_type"], totals["excluded_rows"]
+    same_label, empty, degenerate, leaks = totals["same_label"], totals["empty"], totals["degenerate"], totals["leaks"]
     unbalanced = [a["source"] for a in accounts if a["rows_in"] != a["rows_out"] + sum(a["drops"].values())]
     card = _card_yaml(folder)
     card_rows = card.get("dataset_info", {}).get("splits", [{}])[0].get("num_examples")

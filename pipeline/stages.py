@@ -26,7 +26,6 @@ from pipeline.clean import clean_labelled, clean_medi
 from pipeline.config import BuildConfig, TaskSource
 from pipeline.embed import EmbeddingCache, embed_texts, fingerprint, load_encoder, resolve_model
 from pipeline import atomic, decontaminate, faults
-from pipeline.atomic import atomic_path
 from pipeline.mine import mine_triplets
 from pipeline.plots import similarity_histogram
 from pipeline.search import flat_index, search
@@ -80,7 +79,7 @@ class Workspace:
 
 
 def _write_parquet(df: pl.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
+    with atomic.atomic_path(path) as tmp:
         df.write_parquet(tmp)
 
 
