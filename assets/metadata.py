@@ -1,27 +1,28 @@
-"""Turn the library's plain report dicts into Dagster metadata (presentation only)."""
-
-from __future__ import annotations
+"""Typed stage reports as Dagster metadata (presentation only)."""
 
 import dagster as dg
 
-from pipeline.build import SCHEMA
-from pipeline.card import markdown_table
+from pipeline.common.accounting import RowAccount
+from pipeline.common.markdown import markdown_table
+from pipeline.road.build import TaskRows
+from pipeline.road.publish import RowDiff, diff_table
+from pipeline.schema import SCHEMA
+from pipeline.workspace import StageReport
 
 
-def account_metadata(account: dict) -> dict:
-    drops = account["drops"]
+def account_metadata(account: RowAccount) -> dict:
     return {
-        "dagster/row_count": account["rows_out"],
-        "rows_in": account["rows_in"],
-        "rows_dropped": sum(drops.values()),
+        "dagster/row_count": account.rows_out,
+        "rows_in": account.rows_in,
+        "rows_dropped": account.dropped,
         "drops": dg.MetadataValue.md(
-            markdown_table(["reason", "rows"], sorted(drops.items())) if drops else "no rows dropped"),
+            markdown_table(["reason", "rows"], sorted(account.drops.items())) if account.drops else "no rows dropped"),
     }
 
 
-def reuse_metadata(report: dict) -> dict:
+def reuse_metadata(report: StageReport) -> dict:
     """Whether the stage found its output up to date (same inputs and settings) and reused it."""
-    return {"reused": bool(report.get("reused")), "fingerprint": report.get("fingerprint") or "n/a"}
+    return {"reused": report.reused, "fingerprint": report.fingerprint}
 
 
 def schema_metadata() -> dict:
@@ -29,13 +30,10 @@ def schema_metadata() -> dict:
         columns=[dg.TableColumn(f.name, str(f.type)) for f in SCHEMA])}
 
 
-def tasks_table(tasks: list[dict]) -> dg.MetadataValue:
+def tasks_table(tasks: list[TaskRows]) -> dg.MetadataValue:
     return dg.MetadataValue.md(markdown_table(["task_type", "task_name", "rows"],
-                                              [[t["task_type"], t["task_name"], t["rows"]] for t in tasks]))
+                                              [[t.task_type, t.task_name, t.rows] for t in tasks]))
 
 
-def version_diff_table(diff: list[dict]) -> str:
-    if not diff:
-        return "unchanged: nothing published"
-    return markdown_table(["task_type", "task_name", "added", "removed", "kept"],
-                          [[d["task_type"], d["task_name"], d["added"], d["removed"], d["kept"]] for d in diff])
+def version_diff_table(diff: list[RowDiff]) -> str:
+    return diff_table(diff) if diff else "unchanged: nothing published"

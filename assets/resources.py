@@ -1,38 +1,41 @@
-"""Resources: the active build configuration and workspace, and the guide model (loaded once per process)."""
+"""Resources: the build (configuration + workspace), the guide model, and where versions are published."""
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import dagster as dg
 
-from pipeline.config import BuildConfig, load_config
-from pipeline.stages import GuideEncoder, Workspace, default_home
+from pipeline.config import BuildConfig
+from pipeline.road.embed import GuideEncoder, ModelRef, encoding_precision, resolve_model
+from pipeline.road.publish import HubPublisher, LocalHub, Publisher
+from pipeline.workspace import Workspace
 
 
-class GistforgeResource(dg.ConfigurableResource):
-    """Which configuration to build (profile or YAML file) and where its files go."""
+@functools.lru_cache(maxsize=8)
+def _parse(config_json: str) -> BuildConfig:
+    return BuildConfig.model_validate_json(config_json)
 
-    profile: str | None = None
-    config_path: str | None = None
-    home: str | None = None
+
+class BuildResource(dg.ConfigurableResource):
+    """The build configuration (as JSON, visible in the UI) and the home folder of its files."""
+
+    config_json: str
+    home: str
+
+    @classmethod
+    def of(cls, cfg: BuildConfig, home: Path) -> "BuildResource":
+        return cls(config_json=cfg.model_dump_json(), home=str(home))
 
     def config(self) -> BuildConfig:
-        return load_config(self.config_path, self.profile)
+        return _parse(self.config_json)
 
     def workspace(self) -> Workspace:
-        from pathlib import Path
-
-        home = Path(self.home).resolve() if self.home else default_home()
-        return Workspace(home, self.config().profile)
+        return Workspace(Path(self.home), self.config().profile)
 
 
 _GUIDES: dict[tuple, GuideEncoder] = {}
-
-
-def _guide(cfg: BuildConfig, ws: Workspace, device: str | None) -> GuideEncoder:
-    key = (cfg.guide_model, cfg.guide_revision, cfg.encode_batch_size, ws.embeddings, device)
-    if key not in _GUIDES:
-        _GUIDES[key] = GuideEncoder(cfg, ws, device)
-    return _GUIDES[key]
 
 
 class GuideModelResource(dg.ConfigurableResource):
@@ -40,50 +43,46 @@ class GuideModelResource(dg.ConfigurableResource):
 
     device: str | None = None
 
+    def ref(self, cfg: BuildConfig) -> ModelRef:
+        """Which model and exact revision, without loading it."""
+        return resolve_model(cfg.guide_model, cfg.guide_revision)
+
+    def precision(self) -> str:
+        return encoding_precision(self.device)
+
     def encoder(self, cfg: BuildConfig, ws: Workspace) -> GuideEncoder:
-        return _guide(cfg, ws, self.device)
+        """Loaded once per process and configuration."""
+        key = (cfg.guide_model, cfg.guide_revision, cfg.encode_batch_size, ws.embeddings, self.device)
+        if key not in _GUIDES:
+            _GUIDES[key] = GuideEncoder(cfg.guide_model, cfg.guide_revision, ws.embeddings, cfg.encode_batch_size,
+                                        self.device)
+        return _GUIDES[key]
 
 
 class PublisherResource(dg.ConfigurableResource):
-    """Where versions go. Two implementations, chosen by configuration (see `publisher_from_env`)."""
+    """Where versions go: a local Hub-cache folder or the Hugging Face Hub, chosen by the deployment."""
 
-    def publisher(self, ws: Workspace):
+    def publisher(self) -> Publisher:
         raise NotImplementedError
 
 
 class LocalHubPublisher(PublisherResource):
-    """A Hub-cache-layout folder (default: `<GISTFORGE_HOME>/hub`); offline, the default."""
+    """A Hub-cache-layout folder; offline, the default."""
 
-    root: str | None = None
+    root: str
 
-    def publisher(self, ws: Workspace):
-        from pathlib import Path
-
-        from pipeline.publish import LocalHub
-
-        return LocalHub(Path(self.root) if self.root else ws.hub)
+    def publisher(self) -> Publisher:
+        return LocalHub(Path(self.root))
 
 
 class HfHubPublisher(PublisherResource):
-    """The Hugging Face Hub; the token comes from the environment (HF_TOKEN) and is never logged."""
+    """The Hugging Face Hub; the token comes from `HF_TOKEN` through `dg.EnvVar` and is never logged."""
 
     token: str | None = None
     private: bool = True
     endpoint: str | None = None
 
-    def publisher(self, ws: Workspace):
+    def publisher(self) -> Publisher:
         from huggingface_hub import HfApi
 
-        from pipeline.publish import HubPublisher
-
         return HubPublisher(HfApi(endpoint=self.endpoint), self.token, private=self.private)
-
-
-def publisher_from_env() -> PublisherResource:
-    """`GISTFORGE_PUBLISH_TARGET=hub` publishes to the Hugging Face Hub; anything else to the local hub."""
-    import os
-
-    if os.environ.get("GISTFORGE_PUBLISH_TARGET", "local") == "hub":
-        return HfHubPublisher(token=dg.EnvVar("HF_TOKEN"),
-                              private=os.environ.get("GISTFORGE_HUB_PRIVATE", "1") != "0")
-    return LocalHubPublisher(root=os.environ.get("GISTFORGE_LOCAL_HUB") or None)

@@ -15,7 +15,7 @@ import socket
 
 import dagster as dg
 
-from pipeline.pids import alive
+from pipeline.common.pids import alive
 
 log = logging.getLogger(__name__)
 

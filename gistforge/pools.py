@@ -14,8 +14,9 @@ from typing import Callable, Iterable
 import dagster as dg
 
 
-def pools_of(assets: Iterable[dg.AssetsDefinition]) -> list[str]:
-    return sorted({a.op.pool for a in assets if getattr(a.op, "pool", None)})
+def pools_of(job: dg.JobDefinition) -> list[str]:
+    """The pools the job's steps run in."""
+    return sorted({op.pool for op in job.graph.iterate_op_defs() if getattr(op, "pool", None)})
 
 
 def busy(instance: dg.DagsterInstance, pool: str) -> list[str]:

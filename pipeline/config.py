@@ -1,8 +1,7 @@
 """Typed build configuration, in one place, and the two profiles (embedded default, full).
 
-A profile is plain data: the Dagster layer reads it, the library functions take its parts as arguments.
-Select one with `GISTFORGE_PROFILE` (`embedded` or `full`) or point `GISTFORGE_CONFIG` at a YAML file
-holding a `BuildConfig`.
+A profile is plain data, loaded once by whoever starts a build (the CLI, or the Dagster code location's
+loader in `assets`) and handed on explicitly: nothing here reads the environment.
 """
 
 from __future__ import annotations
@@ -85,7 +84,8 @@ class TaskSource(_Strict):
 
 
 class MiningConfig(_Strict):
-    """Knobs of the label-based triplet miner (see `pipeline.mine.mine_triplets`)."""
+    """Knobs of the label-based triplet miner: each field is a keyword of `pipeline.road.mine.mine_triplets`,
+    which documents it (a test keeps the two in step)."""
 
     positive_top_k: int = Field(100, ge=1, le=2047,  # FAISS on GPU returns at most 2048 neighbours (self + top-k)
                                 description="same-label neighbours the positive is drawn from")
@@ -94,7 +94,7 @@ class MiningConfig(_Strict):
     negative_depth: int = Field(64, ge=1, le=2048, description="other-label candidates retrieved per query")
     negative_top_k: int = Field(10, ge=1, description="pool size for `topk_random`")
     margin_type: Literal["relative", "absolute"] = "relative"
-    margin: float = Field(0.05, ge=0, description="keep sim(q,n) < sim(q,p)*(1-m) (relative) or < sim(q,p)-m")
+    margin: float = Field(0.05, ge=0, description="keep sim(q,n) < sim(q,p)-|sim(q,p)|*m (relative) or < sim(q,p)-m")
     fallback_tries: int = Field(64, ge=0, description="random other-label draws when no candidate passes")
     negatives_per_query: int = Field(1, ge=1, description="triplets per query, each with its own negative")
     approx_above: int = Field(250_000, ge=1, description="tasks with more texts search negatives with IVF")
@@ -218,15 +218,14 @@ PROFILES = {"embedded": embedded_profile, "full": full_profile}
 
 
 def load_config(path: str | os.PathLike | None = None, profile: str | None = None) -> BuildConfig:
-    """The active configuration: a YAML file if given (or `GISTFORGE_CONFIG`), else a named profile."""
-    path = path or os.environ.get("GISTFORGE_CONFIG")
+    """A YAML file holding a `BuildConfig` if `path` is given, else the named profile (default `embedded`)."""
     if path:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         try:
             return BuildConfig.model_validate(data)
         except Exception as exc:
             raise ValueError(f"invalid gistforge config {path}: {exc}") from None
-    name = profile or os.environ.get("GISTFORGE_PROFILE", "embedded")
+    name = profile or "embedded"
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)} or set GISTFORGE_CONFIG")
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)} or give a config file")
     return PROFILES[name]()

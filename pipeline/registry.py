@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.text import slug
+from pipeline.common.text import slug
 
 
 @dataclass(frozen=True)
@@ -19,9 +19,6 @@ class MtebTask:
     config: str | None
     train_rows: int
     n_labels: int
-    text_column: str = "text"
-    label_column: str = "label"
-    label_text_column: str = "label_text"
     split: str = "train"
     test_split: str = "test"
 

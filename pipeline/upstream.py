@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pydantic import BaseModel
+
 from pipeline.config import BuildConfig
 from pipeline.registry import get_task
 
@@ -20,15 +22,23 @@ def pinned_revisions(cfg: BuildConfig) -> dict[str, tuple[str, str]]:
     return pins
 
 
-def check_pins(api: Any, cfg: BuildConfig) -> list[dict]:
+class PinStatus(BaseModel):
+    source: str
+    repo_id: str
+    pinned: str
+    latest: str | None
+    status: str  # current | behind | unknown (<error type>)
+
+
+def check_pins(api: Any, cfg: BuildConfig) -> list[PinStatus]:
     """One row per pinned source: latest `main` sha on the Hub, and whether the pin is behind it."""
     rows = []
     for name, (repo, pinned) in pinned_revisions(cfg).items():
         try:
             latest = api.dataset_info(repo, revision="main").sha
-            rows.append({"source": name, "repo_id": repo, "pinned": pinned, "latest": latest,
-                         "status": "current" if latest == pinned else "behind"})
+            rows.append(PinStatus(source=name, repo_id=repo, pinned=pinned, latest=latest,
+                                  status="current" if latest == pinned else "behind"))
         except Exception as exc:  # noqa: BLE001 - reported per source; one unreachable repo must not hide others
-            rows.append({"source": name, "repo_id": repo, "pinned": pinned, "latest": None,
-                         "status": f"unknown ({type(exc).__name__})"})
+            rows.append(PinStatus(source=name, repo_id=repo, pinned=pinned, latest=None,
+                                  status=f"unknown ({type(exc).__name__})"))
     return rows

@@ -15,11 +15,10 @@ import polars as pl
 
 from pipeline.config import SAMPLE_DIR, MediSource, TaskSource
 from pipeline.registry import get_task
+from pipeline.schema import MEDI_COLUMNS
 
 log = logging.getLogger(__name__)
 
-MEDI_COLUMNS = ["query", "pos", "neg", "task_name", "query_instruct", "pos_instruct", "neg_instruct"]
-LABELLED_COLUMNS = ["text", "label", "label_text"]
 
 
 class SourceError(ValueError):
@@ -49,7 +48,30 @@ def hub_snapshot(repo_id: str, revision: str, cache_dir: Path | None = None, loc
         raise SourceError(f"{repo_id}@{revision}: Hub request failed: {exc}") from None
 
 
-def _load_folder(folder: Path, source: str, config: str | None, split: str) -> pl.DataFrame:
+def source_identity(src: TaskSource | MediSource) -> dict:
+    """What a source's content is pinned to, for fingerprints: the resolved Hub commit (a branch name moves;
+    the commit does not), or a local file's path, size and modification time."""
+    if isinstance(src, TaskSource) and src.kind == "local":
+        return {"file": _file_identity(src.path), "test": _file_identity(src.test_path) if src.test_path else {}}
+    if isinstance(src, MediSource) and src.kind == "json":
+        return {"file": _file_identity(src.path)}
+    if isinstance(src, TaskSource):
+        task = get_task(src.name)
+        repo_id, revision = task.hub_id, src.revision or task.revision
+    else:
+        repo_id, revision = src.repo_id, src.revision
+    snap = hub_snapshot(repo_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None)
+    return {"hub": repo_id, "commit": snap.name}
+
+
+def _file_identity(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    st = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def load_folder(folder: Path, source: str, config: str | None, split: str) -> pl.DataFrame:
     import datasets
 
     try:
@@ -73,7 +95,7 @@ def _utf8(path: Path, source: str) -> bytes:
     return data
 
 
-def _read_local(path: Path, source: str) -> pl.DataFrame:
+def read_local(path: Path, source: str) -> pl.DataFrame:
     if not path.exists():
         raise SourceError(f"{source}: file not found: {path}")
     suffix = "".join(path.suffixes[-1:]).lower()
@@ -151,13 +173,13 @@ def load_task_split(src: TaskSource) -> pl.DataFrame:
     """The train split of one labelled task, as `text, label, label_text`."""
     if src.kind == "local":
         source = f"local task {src.name} ({src.path})"
-        raw = _read_local(Path(src.path), source)
+        raw = read_local(Path(src.path), source)
     else:
         task = get_task(src.name)
         revision = src.revision or task.revision
         source = f"{src.name} ({task.hub_id}@{revision})"
         folder = hub_snapshot(task.hub_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None)
-        raw = _load_folder(folder, source, task.config, task.split)
+        raw = load_folder(folder, source, task.config, task.split)
     if raw.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     log.info("loaded %s rows from %s", raw.height, source)
@@ -196,7 +218,7 @@ def load_medi(src: MediSource) -> pl.DataFrame:
     else:
         source = f"MEDI ({src.repo_id}@{src.revision})"
         folder = hub_snapshot(src.repo_id, src.revision, src.cache_dir, local_files_only=src.cache_dir is not None)
-        df = _load_folder(folder, source, None, "train")
+        df = load_folder(folder, source, None, "train")
     if df.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     _require(df, {c: c for c in MEDI_COLUMNS}, source)

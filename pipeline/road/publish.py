@@ -21,15 +21,16 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Protocol
 
 import polars as pl
+from pydantic import BaseModel
 
-from pipeline import atomic, faults
-from pipeline.build import content_hash, read_build_hash
-from pipeline.card import markdown_table
+from pipeline.common import atomic, faults
+from pipeline.common.markdown import markdown_table
+from pipeline.road.build import content_hash, read_build_hash
+from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +43,58 @@ class PublishError(RuntimeError):
     """Publishing failed; the message never holds a token."""
 
 
-@dataclass(frozen=True)
-class PublishResult:
+class Location(BaseModel):
+    """Where versions live: a local hub folder (`local_hub`), or the Hugging Face Hub (`local_hub` None)."""
+
+    local_hub: str | None = None
+
+    @property
+    def is_hub(self) -> bool:
+        return self.local_hub is None
+
+    def __str__(self) -> str:
+        return "the Hugging Face Hub" if self.is_hub else f"local hub {self.local_hub}"
+
+
+HUB = Location()
+
+
+class RowDiff(BaseModel):
+    task_type: str
+    task_name: str
+    added: int
+    removed: int
+    kept: int
+
+
+class PublishResult(BaseModel):
+    """One publish: the version it made (or found unchanged), where it lives, and how it differs."""
+
     repo_id: str
     tag: str
     revision: str
-    status: str  # "published" | "unchanged"
-    location: str  # local hub root, or "hub"
+    status: Literal["published", "unchanged"]
+    location: Location
     content_hash: str
-    diff: list[dict] = field(default_factory=list)
+    diff: list[RowDiff] = []
     previous_tag: str | None = None
 
     def load_snippet(self) -> str:
-        return load_snippet(self.repo_id, self.tag, None if self.location == "hub" else self.location)
+        return load_snippet(self.repo_id, self.tag, self.location.local_hub)
+
+
+class Publisher(Protocol):
+    """A place versions are published to and read back from."""
+
+    location: Location
+
+    def publish(self, build_dir: Path, repo_id: str) -> PublishResult: ...
+
+    def latest(self, repo_id: str) -> str | None:
+        """The tag `main` points at: the version a trainer reads by default."""
+        ...
+
+    def publish_model(self, folder: Path, repo_id: str, tag: str) -> PublishResult: ...
 
 
 def load_snippet(repo_id: str, tag: str, cache_dir: str | None) -> str:
@@ -73,7 +113,7 @@ def make_tag(content_hash: str, today: dt.date | None = None) -> str:
     return f"{(today or dt.date.today()):%Y.%m.%d}-{content_hash[:8]}"
 
 
-def diff_versions(previous: pl.DataFrame | None, current: pl.DataFrame) -> list[dict]:
+def diff_versions(previous: pl.DataFrame | None, current: pl.DataFrame) -> list[RowDiff]:
     """Rows per task added / removed / kept, from the two versions' (task_type, task_name, row_hash) tables."""
     previous = previous if previous is not None else current.clear()
     key = ["task_type", "task_name"]
@@ -82,30 +122,42 @@ def diff_versions(previous: pl.DataFrame | None, current: pl.DataFrame) -> list[
     out = []
     for row in prev.join(cur, on=key, how="full", coalesce=True).sort(key).iter_rows(named=True):
         a, b = set(row["a"] or []), set(row["b"] or [])
-        out.append({"task_type": row["task_type"], "task_name": row["task_name"],
-                    "added": len(b - a), "removed": len(a - b), "kept": len(a & b)})
+        out.append(RowDiff(task_type=row["task_type"], task_name=row["task_name"],
+                           added=len(b - a), removed=len(a - b), kept=len(a & b)))
     return out
 
 
 def version_section(repo_id: str, tag: str, content_hash: str, cache_dir: str | None,
-                    previous_tag: str | None, diff: list[dict]) -> str:
-    changes = [d for d in diff if d["added"] or d["removed"]]
-    diff_text = (markdown_table(["task_type", "task_name", "added", "removed", "kept"],
-                                [[d["task_type"], d["task_name"], d["added"], d["removed"], d["kept"]] for d in changes])
-                 if changes else "No row changed.")
+                    previous_tag: str | None, diff: list[RowDiff]) -> str:
+    changes = [d for d in diff if d.added or d.removed]
+    diff_text = diff_table(changes) if changes else "No row changed."
     against = f"against `{previous_tag}`" if previous_tag else "(first version: every row is new)"
     return (f"\n## Version\n\nTag `{tag}`, content hash `{content_hash}`.\n\n"
             f"```python\n{load_snippet(repo_id, tag, cache_dir)}\n```\n\n"
             f"### Changes {against}\n\n{diff_text}\n")
 
 
-def _manifest(tag: str, content_hash: str, previous_tag: str | None, diff: list[dict]) -> str:
-    return json.dumps({"tag": tag, "content_hash": content_hash, "previous_tag": previous_tag, "diff": diff},
-                      indent=2, sort_keys=True)
+def diff_table(diff: list[RowDiff]) -> str:
+    return markdown_table(["task_type", "task_name", "added", "removed", "kept"],
+                          [[d.task_type, d.task_name, d.added, d.removed, d.kept] for d in diff])
+
+
+class Manifest(BaseModel):
+    """`.gistforge/manifest.json` in every version: what a rerun or a later version needs to know of it."""
+
+    tag: str
+    content_hash: str
+    previous_tag: str | None
+    diff: list[RowDiff]
+
+
+def _manifest(tag: str, content_hash: str, previous_tag: str | None, diff: list[RowDiff]) -> str:
+    return json.dumps(Manifest(tag=tag, content_hash=content_hash, previous_tag=previous_tag, diff=diff)
+                      .model_dump(mode="json"), indent=2, sort_keys=True)
 
 
 def _stage_version(build_dir: Path, dest: Path, repo_id: str, tag: str, content_hash: str, cache_dir: str | None,
-                   previous: pl.DataFrame | None, previous_tag: str | None) -> list[dict]:
+                   previous: pl.DataFrame | None, previous_tag: str | None) -> list[RowDiff]:
     """Copy a build into `dest` with its version section and manifest; returns the diff."""
     shutil.copytree(build_dir, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".gistforge-build.json"))
     diff = diff_versions(previous, pl.read_parquet(dest / ROW_HASHES))
@@ -121,6 +173,7 @@ class LocalHub:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.location = Location(local_hub=str(self.root))
 
     def repo_dir(self, repo_id: str) -> Path:
         return self.root / f"datasets--{repo_id.replace('/', '--')}"
@@ -143,7 +196,8 @@ class LocalHub:
         for tag, rev in tags.items():
             if rev == sha:
                 atomic.write_text(repo / "refs" / "main", sha)
-                return PublishResult(repo_id, tag, sha, "unchanged", str(self.root), content_hash)
+                return PublishResult(repo_id=repo_id, tag=tag, revision=sha, status="unchanged",
+                                     location=self.location, content_hash=content_hash)
         main = repo / "refs" / "main"
         prev_rev = main.read_text().strip() if main.exists() else None
         previous_tag = next((t for t, r in tags.items() if r == prev_rev), None)
@@ -151,8 +205,8 @@ class LocalHub:
         previous = pl.read_parquet(prev_hashes) if prev_hashes and prev_hashes.exists() else None
         snap = self._snapshot(repo_id, sha)
         if snap.exists():  # a rerun after a crash between the snapshot rename and the ref: reuse it
-            manifest = json.loads((snap / MANIFEST).read_text())
-            tag, diff, previous_tag = manifest["tag"], manifest["diff"], manifest["previous_tag"]
+            manifest = Manifest.model_validate_json((snap / MANIFEST).read_text())
+            tag, diff, previous_tag = manifest.tag, manifest.diff, manifest.previous_tag
         else:
             tag = make_tag(content_hash, today)
             with atomic.atomic_dir(snap) as tmp:
@@ -162,7 +216,15 @@ class LocalHub:
         atomic.write_text(repo / "refs" / tag, sha)
         atomic.write_text(main, sha)
         log.info("published %s@%s to %s", repo_id, tag, self.root)
-        return PublishResult(repo_id, tag, sha, "published", str(self.root), content_hash, diff, previous_tag)
+        return PublishResult(repo_id=repo_id, tag=tag, revision=sha, status="published", location=self.location,
+                             content_hash=content_hash, diff=diff, previous_tag=previous_tag)
+
+    def latest(self, repo_id: str) -> str | None:
+        main = self.repo_dir(repo_id) / "refs" / "main"
+        if not main.exists():
+            return None
+        sha = main.read_text().strip()
+        return next((t for t, r in sorted(self.tags(repo_id).items(), reverse=True) if r == sha), None)
 
 
     def publish_model(self, folder: Path, repo_id: str, tag: str) -> PublishResult:
@@ -176,7 +238,8 @@ class LocalHub:
                 shutil.copytree(folder, tmp, dirs_exist_ok=True)
         atomic.write_text(repo / "refs" / tag, digest[:40])
         atomic.write_text(repo / "refs" / "main", digest[:40])
-        return PublishResult(repo_id, tag, digest[:40], "published", str(self.root), digest)
+        return PublishResult(repo_id=repo_id, tag=tag, revision=digest[:40], status="published",
+                             location=self.location, content_hash=digest)
 
 
 # ---------------------------------------------------------------------------------------------- the Hub
@@ -208,6 +271,7 @@ class HubPublisher:
     def __init__(self, api: Any, token: str | None, private: bool = True, retries: int = 5,
                  backoff_s: float = 2.0, sleep: Callable[[float], None] = time.sleep):
         self.api, self.token, self.private = api, token, private
+        self.location = HUB
         self.retries, self.backoff_s, self.sleep = retries, backoff_s, sleep
 
     def _call(self, what: str, fn: Callable, *args, **kwargs):
@@ -248,17 +312,18 @@ class HubPublisher:
         for tag, commit in tags.items():
             if tag.endswith(content_hash[:8]):
                 manifest = self._download(repo_id, MANIFEST, tag)
-                if manifest and json.loads(manifest.read_text())["content_hash"] == content_hash:
-                    return PublishResult(repo_id, tag, commit, "unchanged", "hub", content_hash)
+                if manifest and Manifest.model_validate_json(manifest.read_text()).content_hash == content_hash:
+                    return PublishResult(repo_id=repo_id, tag=tag, revision=commit, status="unchanged", location=HUB,
+                                         content_hash=content_hash)
         head = next((b.target_commit for b in refs.branches if b.name == "main"), None)
         if head and head not in tags.values():  # a commit whose tag never landed (killed run): finish it
             manifest = self._download(repo_id, MANIFEST, head)
-            if manifest and json.loads(manifest.read_text())["content_hash"] == content_hash:
-                data = json.loads(manifest.read_text())
-                self._call(f"create_tag {repo_id}@{data['tag']}", self.api.create_tag, repo_id, tag=data["tag"],
+            data = Manifest.model_validate_json(manifest.read_text()) if manifest else None
+            if data and data.content_hash == content_hash:
+                self._call(f"create_tag {repo_id}@{data.tag}", self.api.create_tag, repo_id, tag=data.tag,
                            revision=head, repo_type="dataset", tag_message=f"content hash {content_hash}")
-                return PublishResult(repo_id, data["tag"], head, "published", "hub", content_hash, data["diff"],
-                                     data["previous_tag"])
+                return PublishResult(repo_id=repo_id, tag=data.tag, revision=head, status="published", location=HUB,
+                                     content_hash=content_hash, diff=data.diff, previous_tag=data.previous_tag)
         previous_tag = next((t for t, c in sorted(tags.items()) if c == head), None) or (max(tags) if tags else None)
         prev_path = self._download(repo_id, ROW_HASHES, previous_tag) if previous_tag else None
         previous = pl.read_parquet(prev_path) if prev_path else None
@@ -273,7 +338,13 @@ class HubPublisher:
         self._call(f"create_tag {repo_id}@{tag}", self.api.create_tag, repo_id, tag=tag, revision=commit.oid,
                    repo_type="dataset", tag_message=f"content hash {content_hash}")
         log.info("published %s@%s to the Hub", repo_id, tag)
-        return PublishResult(repo_id, tag, commit.oid, "published", "hub", content_hash, diff, previous_tag)
+        return PublishResult(repo_id=repo_id, tag=tag, revision=commit.oid, status="published", location=HUB,
+                             content_hash=content_hash, diff=diff, previous_tag=previous_tag)
+
+    def latest(self, repo_id: str) -> str | None:
+        refs = self._call(f"list_repo_refs {repo_id}", self.api.list_repo_refs, repo_id, repo_type="dataset")
+        head = next((b.target_commit for b in refs.branches if b.name == "main"), None)
+        return max((t.name for t in refs.tags if _TAG.match(t.name) and t.target_commit == head), default=None)
 
     def publish_model(self, folder: Path, repo_id: str, tag: str) -> PublishResult:
         """A model folder as one commit to a model repo, tagged like the dataset version it was trained on."""
@@ -288,4 +359,22 @@ class HubPublisher:
                             commit_message=f"gistforge model trained on {tag}", repo_type="model")
         self._call(f"create_tag {repo_id}@{tag}", self.api.create_tag, repo_id, tag=tag, revision=commit.oid,
                    repo_type="model", exist_ok=True)
-        return PublishResult(repo_id, tag, commit.oid, "published", "hub", content_hash(folder))
+        return PublishResult(repo_id=repo_id, tag=tag, revision=commit.oid, status="published", location=HUB,
+                             content_hash=content_hash(folder))
+
+
+# ------------------------------------------------------------------------------------------------ the stage
+
+
+def publish(ws: Workspace, repo_id: str, publisher: Publisher) -> PublishResult:
+    """Publish the workspace's current build; the result is kept in the workspace for the CLI and the fine-tune."""
+    result = publisher.publish(ws.build_dir(), repo_id)
+    atomic.write_text(ws.published(), result.model_dump_json(indent=2))
+    return result
+
+
+def last_published(ws: Workspace) -> PublishResult:
+    """What the last publish of this workspace made or found unchanged."""
+    if not ws.published().exists():
+        raise FileNotFoundError(f"{ws.published()} is missing: nothing was published from this workspace yet")
+    return PublishResult.model_validate_json(ws.published().read_text(encoding="utf-8"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from pipeline.accounting import RowAccount
-from pipeline.decontaminate import leaked
-from pipeline.text import normalised
+from pipeline.common.accounting import RowAccount
+from pipeline.common.text import leaked, normalised
 
-DROP_REASONS = {
+# The drops this stage makes (mining reuses the two label ones; other stages keep their own vocabularies).
+DROPS = {
     "empty_text": "text is missing, empty or whitespace only",
     "missing_label": "label is missing",
     "ambiguous_label": "the same (normalised) text appears under two or more labels",
@@ -18,9 +18,6 @@ DROP_REASONS = {
     "no_other_label": "the task has a single label, so no negative exists",
     "query_equals_pos_or_neg": "MEDI row whose query equals its positive or negative (normalised)",
     "duplicate_row": "MEDI row repeating an earlier (query, pos, neg, task_name)",
-    "no_negative": "no other-label text passed the margin guard",
-    "test_leak": "the text (for MEDI: query, pos or neg) equals an MTEB test-split text after normalisation",
-    "test_near_duplicate": "the guide model finds the text a near duplicate of a same-task test text",
 }
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
+from pydantic import BaseModel
 
-from pipeline.atomic import atomic_path
+from pipeline.common.atomic import atomic_path
 from pipeline.config import BUNDLED_MODEL
 
 log = logging.getLogger(__name__)
@@ -55,21 +56,32 @@ def resolve_model(name: str, revision: str | None = None) -> ModelRef:
     return ModelRef(name, path, Path(path).name)
 
 
+def _device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def encoding_precision(device: str | None = None) -> str:
+    """The dtype the guide encodes in on `device` (None: the best one here): float16 on CUDA, else float32."""
+    return "float16" if _device(device).startswith("cuda") else "float32"
+
+
 def load_encoder(ref: ModelRef, device: str | None = None):
     """A SentenceTransformer on the best device (CUDA with fp16 when present)."""
     from sentence_transformers import SentenceTransformer
-    import torch
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(device)
     model = SentenceTransformer(ref.path, device=device)
-    if device.startswith("cuda"):
+    if encoding_precision(device) == "float16":
         model.half()
     return model
 
 
-def fingerprint(ref: ModelRef, max_seq_length: int | None, normalize: bool = True) -> str:
-    """Cache key of an encoding setup: vectors are reusable only under the same one."""
-    key = f"{ref.name}|{ref.revision}|{max_seq_length}|normalize={normalize}"
+def cache_key(ref: ModelRef, max_seq_length: int | None, precision: str, normalize: bool = True) -> str:
+    """Cache key of an encoding setup: everything that changes the vectors (fp16 on CUDA and fp32 on the CPU
+    give different vectors, so precision is part of it); batch size and device index are not."""
+    key = f"{ref.name}|{ref.revision}|{max_seq_length}|normalize={normalize}|precision={precision}"
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
@@ -121,8 +133,9 @@ class EmbeddingCache:
             self._index[bytes(h)] = (final, i)
 
 
-@dataclass
-class EmbedStats:
+class EmbedStats(BaseModel):
+    """Texts asked for, unique among them, found in the cache, and encoded now."""
+
     texts: int
     unique: int
     cached: int
@@ -188,6 +201,26 @@ def embed_texts(model: Encoder, texts: Sequence[str], cache: EmbeddingCache | No
     progress.close()
     if vectors is None:
         raise ValueError("embed_texts: no texts to embed")
-    stats = EmbedStats(len(texts), len(unique_texts), int(found.sum()), int(len(todo)))
-    log.info("embedded %s texts (%s unique, %s from cache, %s encoded)", *vars(stats).values())
+    stats = EmbedStats(texts=len(texts), unique=len(unique_texts), cached=int(found.sum()), encoded=int(len(todo)))
+    log.info("embedded %s texts (%s unique, %s from cache, %s encoded)", stats.texts, stats.unique, stats.cached,
+             stats.encoded)
     return vectors[inverse], stats
+
+
+class GuideEncoder:
+    """The guide model, loaded once, with its embedding cache: what mining and decontamination embed with."""
+
+    def __init__(self, name: str, revision: str | None, cache_root: Path, batch_size: int = 64,
+                 device: str | None = None):
+        self.ref = resolve_model(name, revision)
+        self.model = load_encoder(self.ref, device)
+        self.precision = encoding_precision(device)
+        self.key = cache_key(self.ref, self.model.max_seq_length, self.precision)
+        self.cache = EmbeddingCache(cache_root, self.key)
+        self.batch_size = batch_size
+
+    def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, EmbedStats]:
+        return embed_texts(self.model, texts, self.cache, self.batch_size)
+
+    def vectors(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed(texts)[0]

@@ -11,8 +11,9 @@ import polars as pl
 import pyarrow.parquet as pq
 import yaml
 
-from pipeline.build import SCHEMA
-from pipeline.decontaminate import leaked
+from pipeline.common.accounting import RowAccount
+from pipeline.common.text import leaked
+from pipeline.schema import SCHEMA
 
 
 @dataclass
@@ -47,7 +48,7 @@ def _shard_counts(df: pl.DataFrame, excluded: dict[str, str], test_keys: np.ndar
     }
 
 
-def verify_build(folder: Path, excluded: dict[str, str], accounts: list[dict],
+def verify_build(folder: Path, excluded: dict[str, str], accounts: list[RowAccount],
                  test_keys: np.ndarray | None = None) -> list[CheckOutcome]:
     """Every rule the published data promises, checked on the files that will be published."""
     folder = Path(folder)
@@ -58,7 +59,7 @@ def verify_build(folder: Path, excluded: dict[str, str], accounts: list[dict],
         totals.update(_shard_counts(pl.read_parquet(shard), excluded, test_keys))
     rows, bad_type, excluded_rows = totals["rows"], totals["bad_type"], totals["excluded_rows"]
     same_label, empty, degenerate, leaks = totals["same_label"], totals["empty"], totals["degenerate"], totals["leaks"]
-    unbalanced = [a["source"] for a in accounts if a["rows_in"] != a["rows_out"] + sum(a["drops"].values())]
+    unbalanced = [a.source for a in accounts if not a.balanced]
     card = _card_yaml(folder)
     card_rows = card.get("dataset_info", {}).get("splits", [{}])[0].get("num_examples")
     n = len(shards)

@@ -1,4 +1,4 @@
-"""Text normalisation shared by deduplication, ambiguity checks and (later) decontamination."""
+"""Text identity: normalisation and 64-bit keys, shared by deduplication, ambiguity checks and decontamination."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 import re
 import unicodedata
 
+import numpy as np
 import polars as pl
 
 _WS = re.compile(r"\s+")
@@ -24,8 +25,21 @@ def normalised(expr: pl.Expr) -> pl.Expr:
     )
 
 
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def text_keys(texts: pl.Series) -> np.ndarray:
+    """64-bit keys of normalised texts (0 for a missing text, which never matches a real key).
+
+    A whole reference set (every test text of every task) fits in memory as one integer array.
+    """
+    out = np.zeros(len(texts), dtype=np.uint64)
+    for i, t in enumerate(texts.to_list()):
+        if t is not None:
+            out[i] = int.from_bytes(hashlib.blake2b(normalise(t).encode(), digest_size=8).digest(), "little") | 1
+    return out
+
+
+def leaked(texts: pl.Series, keys: np.ndarray) -> np.ndarray:
+    """Mask of texts that equal (after normalisation) a text of the reference `keys`."""
+    return np.isin(text_keys(texts), keys) if len(keys) else np.zeros(len(texts), dtype=bool)
 
 
 def slug(name: str) -> str:

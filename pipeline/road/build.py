@@ -6,6 +6,7 @@ within each task; the same inputs, config and seed give byte-identical shards an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -16,45 +17,21 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel
 
-from pipeline import atomic, faults
-from pipeline.config import TaskSource
-from pipeline.mine import MinedTriplets, task_rng
-from pipeline.text import slug
+from pipeline.common import atomic, faults
+from pipeline.common.accounting import RowAccount
+from pipeline.config import BuildConfig
+from pipeline.road import clean, decontaminate, mine
+from pipeline.road.card import render_card
+from pipeline.road.checks import CheckOutcome, verify_build
+from pipeline.road.ingest import MediReport, SplitReport
+from pipeline.road.mine import MineReport, task_rng
+from pipeline.road.sources import describe_medi_source
+from pipeline.schema import PL_SCHEMA, SCHEMA
+from pipeline.workspace import StageSpec, Workspace
 
-SCHEMA = pa.schema([
-    ("query", pa.string()), ("pos", pa.string()), ("neg", pa.string()),
-    ("task_name", pa.string()), ("task_type", pa.string()),
-    ("query_instruct", pa.string()), ("pos_instruct", pa.string()), ("neg_instruct", pa.string()),
-    ("symmetric", pa.bool_()),
-    ("source", pa.string()), ("query_label", pa.string()), ("neg_label", pa.string()),
-    ("pos_score", pa.float32()), ("neg_score", pa.float32()),
-])
-PL_SCHEMA = pl.Schema(pl.from_arrow(SCHEMA.empty_table()).schema)
 ROW_GROUP_SIZE = 10_000
-
-
-def task_type_of(src: TaskSource) -> str:
-    """`mteb_<slug>` for MTEB tasks and only them; `local_<slug>` for other labelled files."""
-    from pipeline.registry import MTEB_TASKS
-
-    return MTEB_TASKS[src.name].task_type if src.is_mteb else f"local_{slug(src.name)}"
-
-
-def triplet_frame(split: pl.DataFrame, mined: MinedTriplets, src: TaskSource) -> pl.DataFrame:
-    """Mined index triplets as rows of the published schema."""
-    text = split.get_column("text")
-    label = split.get_column("label_text")
-    n = len(mined.query)
-    return pl.DataFrame({
-        "query": text.gather(mined.query), "pos": text.gather(mined.pos), "neg": text.gather(mined.neg),
-        "task_name": [src.name] * n, "task_type": [task_type_of(src)] * n,
-        "query_instruct": [""] * n, "pos_instruct": [""] * n, "neg_instruct": [""] * n,
-        "symmetric": [True] * n,
-        "source": ["mteb" if src.is_mteb else "local"] * n,
-        "query_label": label.gather(mined.query), "neg_label": label.gather(mined.neg),
-        "pos_score": mined.pos_score.astype(np.float32), "neg_score": mined.neg_score.astype(np.float32),
-    }, schema=PL_SCHEMA)
 
 
 def medi_frame(medi: pl.DataFrame) -> pl.DataFrame:
@@ -147,3 +124,70 @@ def write_build(table: pa.Table, card: Callable[[int], str], dest: Path, max_sha
 
 def read_build_hash(folder: Path) -> str:
     return json.loads((Path(folder) / ".gistforge-build.json").read_text())["content_hash"]
+
+
+# ------------------------------------------------------------------------------------------------ the stage
+
+# Every row drop any stage makes, in the order the card lists them.
+DROP_REASONS = {**clean.DROPS, **mine.DROPS, **decontaminate.DROPS}
+# The build is always redone (it is cheap next to mining, and its checks must see the files it publishes);
+# its version is the asset's code version.
+SPEC = StageSpec("build", version="2")
+
+
+class TaskRows(BaseModel):
+    task_type: str
+    task_name: str
+    rows: int
+
+
+class BuildReport(BaseModel):
+    content_hash: str
+    rows: int
+    shards: list[str]
+    tasks: list[TaskRows]
+    accounts: list[RowAccount]
+    excluded: dict[str, str]
+    checks: list[CheckOutcome]
+
+
+def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
+    """Assemble MEDI + every included task's triplets into shards and a card (atomically), then check them."""
+    frames = [medi_frame(pl.read_parquet(ws.medi_rows()))]
+    accounts = [ws.load_report(ws.medi_rows(), MediReport).account]
+    sources: dict = {"medi": describe_medi_source(cfg.medi) if cfg.medi else None, "tasks": []}
+    guide = None
+    for src in cfg.included_tasks:
+        path = ws.triplets(src.name)
+        if not path.exists():
+            raise FileNotFoundError(f"no mined triplets for task {src.name!r} at {path}; materialise its partition first")
+        frames.append(pl.read_parquet(path))
+        ingest, mined = ws.load_report(ws.split(src.name), SplitReport), ws.load_report(path, MineReport)
+        accounts += [ingest.account, mined.account]
+        sources["tasks"].append(ingest.source)
+        guide = mined.guide
+    table = assemble(frames, cfg.seed)
+    tasks = per_task_counts(table)
+    reference = ws.load_report(ws.test_texts(), decontaminate.ReferenceReport) if ws.test_texts().exists() else None
+    card = functools.partial(
+        render_card, repo_id=cfg.dataset_repo_id, schema=SCHEMA, num_rows=table.num_rows, num_bytes=table.nbytes,
+        sources=sources, exclusions=cfg.exclusions,
+        guide={"name": guide.name, "revision": guide.revision} if guide else
+        {"name": cfg.guide_model, "revision": cfg.guide_revision or "n/a"},
+        mining=cfg.mining.model_dump(), seed=cfg.seed, tasks=tasks, accounts=accounts, drop_reasons=DROP_REASONS,
+        decontamination=cfg.decontamination, reference=reference,
+    )
+    digest = write_build(table, lambda size: card(download_size=size), ws.build_dir(), cfg.max_shard_bytes)
+    shards = sorted(p.name for p in (ws.build_dir() / "data").glob("*.parquet"))
+    checks = verify_build(ws.build_dir(), cfg.exclusions, accounts,
+                          decontaminate.reference_keys(ws, cfg.decontamination))
+    report = BuildReport(content_hash=digest, rows=table.num_rows, shards=shards,
+                         tasks=[TaskRows(**t) for t in tasks], accounts=accounts, excluded=cfg.exclusions,
+                         checks=checks)
+    atomic.write_text(ws.build_report(), report.model_dump_json(indent=2))
+    return report
+
+
+def last_build(ws: Workspace) -> BuildReport:
+    """The report of the workspace's current build."""
+    return BuildReport.model_validate_json(ws.build_report().read_text(encoding="utf-8"))

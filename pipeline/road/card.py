@@ -7,7 +7,10 @@ import json
 import pyarrow as pa
 import yaml
 
-from pipeline.clean import DROP_REASONS
+from pipeline.common.accounting import RowAccount
+from pipeline.common.markdown import markdown_table
+from pipeline.config import DecontaminationConfig
+from pipeline.road.decontaminate import ReferenceReport
 
 _DTYPES = {pa.string(): "string", pa.bool_(): "bool", pa.float32(): "float32"}
 
@@ -50,15 +53,10 @@ def _size_category(n: int) -> str:
     return "10M<n<100M"
 
 
-def markdown_table(headers: list[str], rows: list[list]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rows]
-    return "\n".join(out)
-
-
 def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: int, download_size: int,
                 sources: dict, exclusions: dict[str, str], guide: dict, mining: dict, seed: int,
-                tasks: list[dict], accounts: list[dict], decontamination: dict | None = None) -> str:
+                tasks: list[dict], accounts: list[RowAccount], drop_reasons: dict[str, str],
+                decontamination: DecontaminationConfig, reference: ReferenceReport | None) -> str:
     """Deterministic card text: no timestamps, sorted keys, only build inputs and results."""
     meta = yaml.safe_dump(card_yaml(schema, num_rows, num_bytes, download_size, repo_id), sort_keys=False)
     medi = sources.get("medi")
@@ -67,8 +65,8 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
                  for s in sources.get("tasks", [])]
     acc_rows = []
     for a in accounts:
-        drops = ", ".join(f"{k}: {v}" for k, v in sorted(a["drops"].items())) or "none"
-        acc_rows.append([a["source"], a["rows_in"], a["rows_out"], a["rows_in"] - a["rows_out"], drops])
+        drops = ", ".join(f"{k}: {v}" for k, v in sorted(a.drops.items())) or "none"
+        acc_rows.append([a.source, a.rows_in, a.rows_out, a.rows_in - a.rows_out, drops])
     parts = [
         f"---\n{meta}---\n",
         f"# {repo_id}\n",
@@ -95,28 +93,27 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
         markdown_table(["task_type", "task_name", "rows"], [[t["task_type"], t["task_name"], t["rows"]] for t in tasks]),
         f"\nTotal: {num_rows} rows.\n",
         "## Decontamination\n",
-        _decontamination(decontamination, accounts),
+        _decontamination(decontamination, reference, accounts),
         "## Row accounting\n",
         "For every source, rows in = rows out + rows dropped.\n",
         markdown_table(["stage / source", "rows in", "rows out", "dropped", "drops by reason"], acc_rows),
-        "\n" + markdown_table(["drop reason", "meaning"], [[k, v] for k, v in DROP_REASONS.items()]),
+        "\n" + markdown_table(["drop reason", "meaning"], [[k, v] for k, v in drop_reasons.items()]),
         "",
     ]
     return "\n".join(parts)
 
 
-def _decontamination(info: dict | None, accounts: list[dict]) -> str:
-    if not info or not info.get("reference"):
+def _decontamination(cfg: DecontaminationConfig, ref: ReferenceReport | None, accounts: list[RowAccount]) -> str:
+    if ref is None:
         return "No decontamination reference was built.\n"
-    ref, cfg = info["reference"], info["config"]
-    leaks = [[a["source"], a["drops"].get("test_leak", 0), a["drops"].get("test_near_duplicate", 0)] for a in accounts]
+    leaks = [[a.source, a.drops.get("test_leak", 0), a.drops.get("test_near_duplicate", 0)] for a in accounts]
     return "\n".join([
-        f"Training texts (MTEB and MEDI rows: query, pos and neg) equal to one of the {ref['test_texts']} MTEB "
+        f"Training texts (MTEB and MEDI rows: query, pos and neg) equal to one of the {ref.test_texts} MTEB "
         "test-split texts after normalisation (NFKC, case-fold, whitespace collapse) are removed"
         + (f"; task texts whose guide similarity to a same-task test text is at least "
-           f"{cfg['near_duplicate_threshold']} are removed too." if cfg.get("near_duplicate_threshold") else "."),
+           f"{cfg.near_duplicate_threshold} are removed too." if cfg.near_duplicate_threshold else "."),
         "",
-        markdown_table(["test split", "texts"], sorted(ref["per_task"].items())),
+        markdown_table(["test split", "texts"], sorted(ref.per_task.items())),
         "",
         markdown_table(["source / stage", "exact leaks removed", "near duplicates removed"], leaks),
         "",

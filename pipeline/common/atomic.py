@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.pids import alive
+from pipeline.common.pids import alive
 
 
 def sweep_stale(path: Path) -> list[Path]:

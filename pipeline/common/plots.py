@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import atomic_path
+from pipeline.common.atomic import atomic_path
 
 
 def similarity_histogram(pos_score: np.ndarray, neg_score: np.ndarray, title: str, path: Path) -> Path:

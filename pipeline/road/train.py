@@ -8,25 +8,27 @@ task with proportional sampling so that no batch mixes tasks, and no duplicate t
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from pydantic import BaseModel
 
+from pipeline.common import atomic
 from pipeline.config import TrainConfig
+from pipeline.road.embed import ModelRef, resolve_model
+from pipeline.road.publish import Location
+from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 
-def load_published(repo_id: str, tag: str, cache_dir: str | None = None):
-    """A published version, the way a trainer reads it (`cache_dir` = a local hub, or None for the Hub)."""
+def load_published(repo_id: str, tag: str, location: Location):
+    """A published version, the way a trainer reads it (from the Hub, or from a local hub folder)."""
     from datasets import load_dataset
     from huggingface_hub import snapshot_download
 
-    path = snapshot_download(repo_id, repo_type="dataset", revision=tag, cache_dir=cache_dir,
-                             local_files_only=cache_dir is not None)
+    path = snapshot_download(repo_id, repo_type="dataset", revision=tag, cache_dir=location.local_hub,
+                             local_files_only=not location.is_hub)
     return load_dataset(path, split="train")
 
 
@@ -57,7 +59,14 @@ def _last_checkpoint(out_dir: Path) -> str | None:
     return get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
 
 
-def train_encoder(train_sets: dict, base_path: str, guide_path: str, out_dir: Path, cfg: TrainConfig) -> dict:
+class TrainFacts(BaseModel):
+    global_step: int
+    resumed_from: str | None
+    train_loss: float
+    device: str
+
+
+def train_encoder(train_sets: dict, base_path: str, guide_path: str, out_dir: Path, cfg: TrainConfig):
     """Train (resuming from the last checkpoint in `out_dir` if there is one); returns the training facts."""
     import torch
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
@@ -87,60 +96,34 @@ def train_encoder(train_sets: dict, base_path: str, guide_path: str, out_dir: Pa
     if resume:
         log.info("resuming from %s", resume)
     result = trainer.train(resume_from_checkpoint=resume)
-    return {"model": model, "global_step": trainer.state.global_step, "resumed_from": resume,
-            "train_loss": float(result.training_loss), "device": "cuda" if cuda else "cpu"}
+    return model, TrainFacts(global_step=trainer.state.global_step, resumed_from=resume,
+                             train_loss=float(result.training_loss), device="cuda" if cuda else "cpu")
 
 
-# ------------------------------------------------------------------------------------------------ evaluation
+# ------------------------------------------------------------------------------------------------ the stage
 
 
-@dataclass
-class EvalSplit:
-    task: str
-    train_texts: list[str]
-    train_labels: list[str]
-    test_texts: list[str]
-    test_labels: list[str]
+class TrainReport(BaseModel):
+    """A fine-tuned model: where it is, what it was trained on and from, and how training went."""
+
+    model_dir: str
+    dataset_repo: str
+    tag: str
+    base: ModelRef
+    guide: ModelRef
+    facts: TrainFacts
 
 
-def probe_scores(model, splits: list[EvalSplit], batch_size: int = 64, k: int = 10) -> dict:
-    """MTEB-style probe: logistic regression on train-split embeddings scored on the test split, plus kNN."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-
-    per_task = {}
-    for s in splits:
-        enc = lambda texts: model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                         convert_to_numpy=True, show_progress_bar=False)
-        x_train, x_test = enc(s.train_texts), enc(s.test_texts)
-        lr = LogisticRegression(max_iter=1000).fit(x_train, s.train_labels)
-        knn = KNeighborsClassifier(n_neighbors=min(k, len(s.train_texts)), metric="cosine").fit(x_train, s.train_labels)
-        per_task[s.task] = {"logreg_accuracy": round(float(lr.score(x_test, s.test_labels)), 4),
-                            "knn_accuracy": round(float(knn.score(x_test, s.test_labels)), 4),
-                            "test_rows": len(s.test_texts)}
-    mean = {m: round(float(np.mean([v[m] for v in per_task.values()])), 4) if per_task else None
-            for m in ("logreg_accuracy", "knn_accuracy")}
-    return {"per_task": per_task, "mean": mean}
-
-
-def model_card_section(*, dataset_repo: str, tag: str, guide: str, base: str, cfg: TrainConfig, facts: dict,
-                       evaluation: dict) -> str:
-    rows = ["| task | base logreg | fine-tuned logreg | base kNN | fine-tuned kNN |", "|---|---|---|---|---|"]
-    for task, ft in evaluation["finetuned"]["per_task"].items():
-        b = evaluation["base"]["per_task"][task]
-        rows.append(f"| {task} | {b['logreg_accuracy']} | {ft['logreg_accuracy']} | {b['knn_accuracy']} | "
-                    f"{ft['knn_accuracy']} |")
-    bm, fm = evaluation["base"]["mean"], evaluation["finetuned"]["mean"]
-    rows.append(f"| **mean** | {bm['logreg_accuracy']} | {fm['logreg_accuracy']} | {bm['knn_accuracy']} | "
-                f"{fm['knn_accuracy']} |")
-    return "\n".join([
-        "\n## gistforge fine-tune\n",
-        f"- Training data: `{dataset_repo}` at tag `{tag}` (read with `snapshot_download` + `load_dataset`)",
-        f"- Base model: `{base}`; guide model (GISTEmbedLoss): `{guide}`",
-        f"- Steps: {facts['global_step']} on {facts['device']}"
-        + (f", resumed from `{Path(facts['resumed_from']).name}`" if facts.get("resumed_from") else ""),
-        "- Hyperparameters: `" + json.dumps(cfg.model_dump(), sort_keys=True) + "`",
-        "",
-        "### Evaluation (held-out test splits: logistic regression on train-split embeddings, kNN k=10)\n",
-        *rows, "",
-    ])
+def finetune(ws: Workspace, *, repo_id: str, tag: str, location: Location, training: TrainConfig,
+             base_model: str, guide_model: str, guide_revision: str | None) -> TrainReport:
+    """Fine-tune the base encoder on published version `tag`, read back as a trainer reads it."""
+    ds = load_published(repo_id, tag, location)
+    base = resolve_model(base_model)
+    guide = resolve_model(guide_model, guide_revision)
+    out = ws.model_dir(tag)
+    model, facts = train_encoder(task_datasets(ds, training), base.path, guide.path, out, training)
+    model_dir = out / "model"
+    model.save(str(model_dir))
+    report = TrainReport(model_dir=str(model_dir), dataset_repo=repo_id, tag=tag, base=base, guide=guide, facts=facts)
+    atomic.write_text(out / "train.json", report.model_dump_json(indent=2))
+    return report

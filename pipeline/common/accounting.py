@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from pydantic import BaseModel
 
 
-@dataclass
-class RowAccount:
+class RowAccount(BaseModel):
+    """Rows in, rows out and drops by reason for one source at one stage (saved inside stage reports)."""
+
     source: str
     rows_in: int
     rows_out: int = 0
-    drops: dict[str, int] = field(default_factory=dict)
+    drops: dict[str, int] = {}
 
     def drop(self, reason: str, n: int) -> None:
         if n:
@@ -32,10 +33,3 @@ class RowAccount:
                 f"{self.dropped} dropped {self.drops}"
             )
         return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "RowAccount":
-        return cls(**data)

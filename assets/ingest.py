@@ -1,0 +1,48 @@
+"""Ingest assets: the decontamination reference, MEDI, and each task's train split (one partition per task)."""
+import dagster as dg
+
+from assets.metadata import account_metadata, reuse_metadata
+from assets.resources import BuildResource, GuideModelResource
+from pipeline.road import decontaminate, ingest
+
+OWNERS = ["team:gistforge"]
+NETWORK_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+@dg.asset(group_name="ingest", kinds={"huggingface", "polars"}, owners=OWNERS,
+          code_version=decontaminate.SPEC.version, retry_policy=NETWORK_RETRY, tags={"network": "hub"},
+          description="The test splits of the included MTEB tasks: evaluation data that training must not contain.")
+def mteb_test_texts(context: dg.AssetExecutionContext, gistforge: BuildResource) -> dg.MaterializeResult:
+    report = decontaminate.collect_test_texts(gistforge.workspace(), gistforge.config().included_tasks)
+    context.log.info("decontamination reference: %s test texts", report.test_texts)
+    return dg.MaterializeResult(metadata={**reuse_metadata(report), "dagster/row_count": report.test_texts,
+                                          "per_task": dg.MetadataValue.json(report.per_task)})
+
+
+@dg.asset(group_name="ingest", kinds={"polars", "parquet"}, owners=OWNERS, code_version=ingest.MEDI_SPEC.version,
+          retry_policy=NETWORK_RETRY, tags={"network": "hub"}, deps=[mteb_test_texts],
+          description="MEDI instruction triplets at the pinned revision, cleaned and decontaminated (drops counted).")
+def medi_triplets(context: dg.AssetExecutionContext, gistforge: BuildResource,
+                  guide: GuideModelResource) -> dg.MaterializeResult:
+    cfg, ws = gistforge.config(), gistforge.workspace()
+    report = ingest.ingest_medi(ws, cfg.medi, cfg.decontamination, guide=f"{cfg.guide_model}@{cfg.guide_revision}",
+                                embed=lambda: guide.encoder(cfg, ws).vectors)
+    context.log.info("MEDI: %s", report.account)
+    return dg.MaterializeResult(metadata={**reuse_metadata(report), **account_metadata(report.account),
+                                          "medi_tasks": report.tasks})
+
+
+def train_split_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(group_name="ingest", partitions_def=partitions, kinds={"huggingface", "polars"}, owners=OWNERS,
+              code_version=ingest.TASK_SPEC.version, retry_policy=NETWORK_RETRY, tags={"network": "hub"},
+              deps=[mteb_test_texts],
+              description="One task's labelled train split at its pinned revision, cleaned for mining.")
+    def mteb_train_split(context: dg.AssetExecutionContext, gistforge: BuildResource) -> dg.MaterializeResult:
+        cfg = gistforge.config()
+        report = ingest.ingest_task(gistforge.workspace(), cfg.task(context.partition_key), cfg.decontamination,
+                                    cfg.exclusions)
+        context.log.info("%s: %s", context.partition_key, report.account)
+        return dg.MaterializeResult(metadata={**reuse_metadata(report), **account_metadata(report.account),
+                                              "labels": report.labels, "source": dg.MetadataValue.json(report.source)})
+
+    return mteb_train_split

@@ -1,0 +1,49 @@
+"""Build and publish assets: the dataset in the published schema with its blocking checks, then a version."""
+
+import dagster as dg
+
+from assets.ingest import NETWORK_RETRY, OWNERS, medi_triplets
+from assets.metadata import schema_metadata, tasks_table, version_diff_table
+from assets.resources import BuildResource, PublisherResource
+from pipeline.road import build, publish
+
+BUILD_CHECKS = ["output_schema", "task_type_rule", "no_excluded_task", "negative_label_differs", "no_empty_text",
+                "distinct_triplet_texts", "row_accounting", "no_test_leak", "shards_match_card"]
+
+
+def _json(value):
+    return dg.MetadataValue.json(value) if isinstance(value, (list, dict)) else value
+
+
+@dg.asset(group_name="publish", deps=[medi_triplets, "mined_triplets"], kinds={"parquet"}, owners=OWNERS,
+          code_version=build.SPEC.version, automation_condition=dg.AutomationCondition.eager(),
+          check_specs=[dg.AssetCheckSpec(name, asset="triplet_dataset", blocking=True) for name in BUILD_CHECKS],
+          description="MEDI + mined triplets in the published schema: shards and dataset card. Its checks block "
+                      "publishing.")
+def triplet_dataset(context: dg.AssetExecutionContext, gistforge: BuildResource) -> dg.MaterializeResult:
+    report = build.build_dataset(gistforge.workspace(), gistforge.config())
+    context.log.info("built %s rows, content hash %s", report.rows, report.content_hash)
+    return dg.MaterializeResult(check_results=[
+        dg.AssetCheckResult(check_name=c.name, passed=c.passed, description=c.description,
+                            metadata={k: _json(v) for k, v in c.metadata.items()})
+        for c in report.checks
+    ], metadata={
+        "dagster/row_count": report.rows, "content_hash": report.content_hash, "shards": report.shards,
+        "rows_per_task": tasks_table(report.tasks), "excluded_tasks": dg.MetadataValue.json(report.excluded),
+        **schema_metadata(),
+    })
+
+
+@dg.asset(group_name="publish", deps=[triplet_dataset], kinds={"huggingface"}, owners=OWNERS, code_version="2",
+          retry_policy=NETWORK_RETRY, pool="hub_publish", automation_condition=dg.AutomationCondition.eager(),
+          description="The build published as a tagged version (local Hub-cache folder by default).")
+def published_dataset(context: dg.AssetExecutionContext, gistforge: BuildResource,
+                      publisher: PublisherResource) -> dg.MaterializeResult:
+    result = publish.publish(gistforge.workspace(), gistforge.config().dataset_repo_id, publisher.publisher())
+    context.log.info("%s %s@%s in %s", result.status, result.repo_id, result.tag, result.location)
+    return dg.MaterializeResult(metadata={
+        "repo_id": result.repo_id, "tag": result.tag, "status": result.status, "location": str(result.location),
+        "content_hash": result.content_hash, "previous_tag": result.previous_tag or "",
+        "changes": dg.MetadataValue.md(version_diff_table(result.diff)),
+        "load_dataset": dg.MetadataValue.md(f"```python\n{result.load_snippet()}\n```"),
+    })

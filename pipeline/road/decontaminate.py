@@ -1,0 +1,114 @@
+"""Decontamination: training texts must not be texts of the MTEB test splits the model is evaluated on.
+
+This stage collects the reference (every included task's test texts, with their normalised 64-bit keys);
+`clean` drops exact matches (`test_leak`) during ingest, and `near_duplicates` finds paraphrases with any
+embedding function for the optional guide-model pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import polars as pl
+
+from pipeline.common.text import text_keys
+from pipeline.config import DecontaminationConfig, TaskSource
+from pipeline.registry import get_task
+from pipeline.road.sources import SourceError, hub_snapshot, labelled_frame, load_folder, read_local, source_identity
+from pipeline.workspace import StageReport, StageSpec, Workspace
+
+log = logging.getLogger(__name__)
+
+DROPS = {
+    "test_leak": "the text (for MEDI: query, pos or neg) equals an MTEB test-split text after normalisation",
+    "test_near_duplicate": "the guide model finds the text a near duplicate of a same-task test text",
+}
+
+SPEC = StageSpec("test_texts", version="1")
+
+
+class ReferenceReport(StageReport):
+    test_texts: int
+    per_task: dict[str, int]
+
+
+def load_test_split(src: TaskSource) -> pl.DataFrame | None:
+    """The task's held-out test split as `text, label, label_text`, or None when the source has none."""
+    if src.kind == "local":
+        if src.test_path is None:
+            return None
+        return labelled_frame(read_local(Path(src.test_path), f"local task {src.name} test"), src, src.name)
+    task = get_task(src.name)
+    revision = src.revision or task.revision
+    folder = hub_snapshot(task.hub_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None)
+    try:
+        raw = load_folder(folder, f"{src.name} ({task.hub_id}@{revision}) test", task.config, task.test_split)
+    except SourceError:
+        log.warning("%s has no %r split at %s; nothing to decontaminate against", src.name, task.test_split, revision)
+        return None
+    return labelled_frame(raw, src, src.name)
+
+
+def collect_test_texts(ws: Workspace, tasks: Sequence[TaskSource]) -> ReferenceReport:
+    """The decontamination reference: `task, text, key` of every given task's test split."""
+    fp = SPEC.fingerprint({"tasks": [src.model_dump(mode="json") for src in tasks]},
+                          {"sources": [source_identity(src) for src in tasks]})
+    if (done := ws.reuse(ws.test_texts(), fp, ReferenceReport)) is not None:
+        return done
+    frames = []
+    for src in tasks:
+        test = load_test_split(src)
+        if test is not None:
+            frames.append(test.select(pl.lit(src.name).alias("task"), "text").filter(pl.col("text").is_not_null()))
+    df = pl.concat(frames) if frames else pl.DataFrame(schema={"task": pl.String, "text": pl.String})
+    df = df.with_columns(key=pl.Series(text_keys(df.get_column("text")), dtype=pl.UInt64))
+    ws.write_parquet(df, ws.test_texts())
+    report = ReferenceReport(test_texts=df.height, per_task=dict(df.group_by("task").len().sort("task").iter_rows()),
+                             fingerprint=fp)
+    ws.save_report(report, ws.test_texts())
+    return report
+
+
+def reference_keys(ws: Workspace, cfg: DecontaminationConfig) -> np.ndarray | None:
+    """The reference's keys for exact decontamination; None when it is switched off."""
+    if not cfg.exact:
+        return None
+    if not ws.test_texts().exists():
+        raise FileNotFoundError(f"decontamination reference {ws.test_texts()} is missing: materialise "
+                                "`mteb_test_texts` first (or set decontamination.exact: false)")
+    return pl.read_parquet(ws.test_texts(), columns=["key"]).get_column("key").unique().to_numpy()
+
+
+def reference_fingerprint(ws: Workspace, cfg: DecontaminationConfig) -> str | None:
+    """What a stage that decontaminates depends on: the reference's fingerprint when it is used."""
+    used = cfg.exact or cfg.near_duplicate_threshold is not None
+    return ws.fingerprint_of(ws.test_texts()) if used else None
+
+
+def reference_texts(ws: Workspace, task: str | None = None) -> list[str]:
+    """The reference's texts (of one task, or all), for the near-duplicate pass."""
+    if not ws.test_texts().exists():
+        return []
+    df = pl.read_parquet(ws.test_texts(), columns=["task", "text"])
+    if task is not None:
+        df = df.filter(pl.col("task") == task)
+    return df.get_column("text").to_list()
+
+
+def near_duplicates(texts: Sequence[str], tests: Sequence[str], threshold: float,
+                    embed: Callable[[list[str]], np.ndarray], block: int = 4096) -> np.ndarray:
+    """Mask of `texts` whose cosine similarity to their nearest test text reaches `threshold`.
+
+    `embed` returns L2-normalised vectors (the guide's); exact search by blocks of matrix products, so
+    memory is one block of similarities.
+    """
+    if not len(texts) or not len(tests):
+        return np.zeros(len(texts), dtype=bool)
+    emb, test_emb = embed(list(texts)), embed(list(tests))
+    best = np.empty(len(texts), dtype=np.float32)
+    for s in range(0, len(texts), block):
+        best[s:s + block] = (emb[s:s + block] @ test_emb.T).max(axis=1)
+    return best >= threshold

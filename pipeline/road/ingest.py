@@ -1,0 +1,92 @@
+"""Ingest: read a source, clean it and drop its exact test leaks; MEDI optionally loses near duplicates too.
+
+Excluded tasks are refused, never read. Each stage writes one parquet file and its report.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import polars as pl
+
+from pipeline.common import faults
+from pipeline.common.accounting import RowAccount
+from pipeline.config import DecontaminationConfig, MediSource, TaskSource
+from pipeline.road.clean import clean_labelled, clean_medi
+from pipeline.road.decontaminate import near_duplicates, reference_fingerprint, reference_keys, reference_texts
+from pipeline.road.sources import describe_task_source, load_medi, load_task_split, source_identity
+from pipeline.schema import MEDI_COLUMNS
+from pipeline.workspace import StageReport, StageSpec, Workspace
+
+log = logging.getLogger(__name__)
+
+MEDI_SPEC = StageSpec("medi", version="2")
+TASK_SPEC = StageSpec("split", version="2")
+
+
+class MediReport(StageReport):
+    account: RowAccount
+    tasks: int
+
+
+class SplitReport(StageReport):
+    account: RowAccount
+    labels: int
+    source: dict
+
+
+Embed = Callable[[list[str]], np.ndarray]
+
+
+def ingest_medi(ws: Workspace, medi: MediSource | None, decontamination: DecontaminationConfig,
+                guide: str | None = None, embed: Callable[[], Embed] | None = None) -> MediReport:
+    """Load and clean MEDI (an empty frame when the profile has none).
+
+    For the optional near-duplicate pass, `guide` names the guide model (`name@revision`) and `embed` is a
+    factory of its embed function, called only when that pass runs: a reused stage never loads the model.
+    """
+    threshold = decontamination.near_duplicate_threshold
+    fp = MEDI_SPEC.fingerprint(
+        {"medi": medi, "decontamination": decontamination, "guide": guide if threshold is not None else None},
+        {"source": medi and source_identity(medi), "reference": reference_fingerprint(ws, decontamination)})
+    if (done := ws.reuse(ws.medi_rows(), fp, MediReport)) is not None:
+        return done
+    if medi is None:
+        df, acc = clean_medi(pl.DataFrame(schema={c: pl.String for c in MEDI_COLUMNS}), "MEDI (none configured)")
+    else:
+        df, acc = clean_medi(load_medi(medi), "MEDI", reference_keys(ws, decontamination))
+    tests = reference_texts(ws) if threshold is not None and df.height and embed is not None else []
+    if tests:
+        texts = pl.concat([df.get_column(c) for c in ("query", "pos", "neg")]).unique()
+        near = texts.filter(pl.Series(near_duplicates(texts.to_list(), tests, threshold, embed())))
+        flagged = df.select(pl.any_horizontal(pl.col(c).is_in(near) for c in ("query", "pos", "neg"))).to_series()
+        acc.drop("test_near_duplicate", int(flagged.sum()))
+        acc.rows_out -= int(flagged.sum())
+        df = df.filter(~flagged)
+    acc.check()
+    ws.write_parquet(df, ws.medi_rows())
+    report = MediReport(account=acc, tasks=df.get_column("task_name").n_unique(), fingerprint=fp)
+    ws.save_report(report, ws.medi_rows())
+    return report
+
+
+def ingest_task(ws: Workspace, src: TaskSource, decontamination: DecontaminationConfig,
+                exclusions: dict[str, str]) -> SplitReport:
+    """Load and clean one task's train split for mining."""
+    if src.name in exclusions:
+        raise ValueError(f"task {src.name!r} is excluded ({exclusions[src.name]}); it is never ingested")
+    fp = TASK_SPEC.fingerprint({"source": src, "decontamination.exact": decontamination.exact},
+                               {"source": source_identity(src),
+                                "reference": decontamination.exact and ws.fingerprint_of(ws.test_texts())})
+    if (done := ws.reuse(ws.split(src.name), fp, SplitReport)) is not None:
+        return done
+    keys = reference_keys(ws, decontamination)
+    df, acc = clean_labelled(load_task_split(src), f"{src.name} (ingest)", keys)
+    faults.point("ingest")
+    ws.write_parquet(df, ws.split(src.name))
+    report = SplitReport(account=acc, labels=df.get_column("label").n_unique(), source=describe_task_source(src),
+                         fingerprint=fp)
+    ws.save_report(report, ws.split(src.name))
+    return report

@@ -1,0 +1,358 @@
+"""Label-based triplet mining with FAISS, guided by embedding similarity; and the stage that runs it per task.
+
+For every text (the query) of a labelled split, `mine_triplets` picks a same-label positive and one or more
+other-label negatives. Texts are sorted by label so each label is one contiguous id range; positives come
+from an exact inner-product index over the label's own vectors, negatives from an index over every other
+label (exact, or IVF past `approx_above` texts: see `pipeline.road.search`). Memory grows with N·k (the
+results), never N² (no similarity matrix).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel
+from tqdm.auto import tqdm
+
+from pipeline.common import faults
+from pipeline.common.accounting import RowAccount
+from pipeline.common.plots import similarity_histogram
+from pipeline.config import DecontaminationConfig, MiningConfig, TaskSource
+from pipeline.road.decontaminate import near_duplicates, reference_texts
+from pipeline.road.embed import EmbedStats, GuideEncoder, ModelRef
+from pipeline.road.search import OtherLabelSearch, flat_index, search
+from pipeline.schema import PL_SCHEMA, task_type_of
+from pipeline.workspace import StageReport, StageSpec, Workspace
+
+log = logging.getLogger(__name__)
+
+LOW_RECALL = 0.9  # below this, the approximate search is said to be missing too many neighbours
+
+DROPS = {"no_negative": "no other-label text passed the margin guard"}
+
+
+class SimilaritySummary(BaseModel):
+    mean: float
+    p05: float
+    p50: float
+    p95: float
+
+
+class MiningStats(BaseModel):
+    """What the miner did with one task's rows; `drops` are the rows that gave no triplet, by reason."""
+
+    queries: int
+    search: Literal["exact", "ivf"]
+    margin_rejected: int = 0
+    fallback_random: int = 0
+    drops: dict[str, int] = {}
+    triplets: int = 0
+    queries_with_triplet: int = 0
+    recall_at_10: float | None = None
+    pos_sim: SimilaritySummary | None = None
+    neg_sim: SimilaritySummary | None = None
+
+
+@dataclass
+class MinedTriplets:
+    """Indices into the input arrays plus guide scores, and what happened on the way."""
+
+    query: np.ndarray
+    pos: np.ndarray
+    neg: np.ndarray
+    pos_score: np.ndarray
+    neg_score: np.ndarray
+    stats: MiningStats
+
+
+def task_rng(seed: int, task: str) -> np.random.Generator:
+    """A generator that depends only on the seed and the task, not on run order."""
+    return np.random.default_rng([seed, int.from_bytes(hashlib.sha256(task.encode()).digest()[:8], "little")])
+
+
+def margin_limit(pos_score: np.ndarray, margin: float, margin_type: str) -> np.ndarray:
+    """The guard: a negative must score strictly below this.
+
+    Relative: `pos - |pos| * margin`, which is always at or below the positive's score, also when that
+    score is negative (`pos * (1 - margin)` would rise above it there).
+    """
+    if margin_type == "relative":
+        return pos_score - np.abs(pos_score) * margin
+    return pos_score - margin
+
+
+def _other_label(rng: np.random.Generator, a: int, b: int, n_total: int, size) -> np.ndarray:
+    """Uniform ids outside [a, b) (the query's own label range)."""
+    r = rng.integers(0, n_total - (b - a), size=size)
+    return np.where(r < a, r, r + (b - a))
+
+
+def _sample_positives(queries: np.ndarray, a: int, top_k: int, temperature: float, batch: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """softmax(sim / T) over the top-k same-label neighbours, self excluded (Gumbel-max): (ids, scores)."""
+    size = len(queries)
+    k = min(top_k + 1, size)
+    d, i = search(flat_index(queries), queries, k, batch)
+    i = i + a
+    ok = (i >= a) & (i != np.arange(a, a + size)[:, None])
+    logits = np.where(ok, d / temperature, -np.inf)
+    pick = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+    rows = np.arange(size)
+    return i[rows, pick], d[rows, pick]
+
+
+def _pick_negatives(d: np.ndarray, i: np.ndarray, limit: np.ndarray, strategy: str, per_query: int, top_k: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    """Up to `per_query` retrieved candidates per row that pass the guard: (ids, scores, rejected); -1 = none."""
+    valid = (i >= 0) & (d < limit)
+    rejected = int(((i >= 0) & (d >= limit)).sum())
+    if strategy == "hard":
+        keys = np.where(valid, np.arange(i.shape[1], dtype=np.float64)[None, :], np.inf)
+    else:  # topk_random: random order among the first `top_k` that pass
+        pool = valid & (np.cumsum(valid, axis=1) <= top_k)
+        keys = np.where(pool, rng.random(i.shape), np.inf)
+    cols = np.argsort(keys, axis=1, kind="stable")[:, :per_query]
+    rows = np.arange(len(i))[:, None]
+    ok = np.isfinite(keys[rows, cols])
+    return np.where(ok, i[rows, cols], -1), np.where(ok, d[rows, cols], np.nan), rejected
+
+
+def _fallback(emb: np.ndarray, queries: np.ndarray, limit: np.ndarray, neg: np.ndarray, neg_score: np.ndarray,
+              a: int, b: int, tries: int, rng: np.random.Generator) -> int:
+    """For rows with no negative, the first of `tries` random other-label texts that passes the guard (in place)."""
+    missing = np.flatnonzero(neg[:, 0] < 0)
+    if not len(missing) or not tries:
+        return 0
+    draws = _other_label(rng, a, b, len(emb), (len(missing), tries))
+    sims = np.einsum("qd,qtd->qt", queries[missing], emb[draws])
+    passes = sims < limit[missing]
+    found = passes.any(axis=1)
+    first = np.argmax(passes, axis=1)
+    rows = missing[found]
+    neg[rows, 0] = draws[found, first[found]]
+    neg_score[rows, 0] = sims[found, first[found]]
+    return int(found.sum())
+
+
+def mine_triplets(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    *,
+    positive_top_k: int = 100,
+    positive_temperature: float = 0.05,
+    negative_strategy: Literal["hard", "topk_random", "uniform"] = "hard",
+    negative_depth: int = 64,
+    negative_top_k: int = 10,
+    margin_type: Literal["relative", "absolute"] = "relative",
+    margin: float = 0.05,
+    fallback_tries: int = 64,
+    negatives_per_query: int = 1,
+    approx_above: int = 250_000,
+    ivf_nlist: int | None = None,
+    ivf_nprobe: int = 32,
+    recall_sample: int = 200,
+    query_batch: int = 4096,
+    seed: int = 42,
+    task: str = "",
+) -> MinedTriplets:
+    """Mine up to `negatives_per_query` (query, positive, negative) triplets per row of a labelled set.
+
+    Unlike `sentence_transformers.util.mine_hard_negatives`, which is label-blind (most of its "hard
+    negatives" on a classification set share the query's label), every negative here has another label
+    than its query, and every positive the same label.
+
+    Args:
+        embeddings: (N, d) float32, L2-normalised: inner product is cosine similarity.
+        labels: (N,) integer label codes.
+        positive_top_k: the positive is drawn among the query's k nearest same-label texts (GIST: 100). A
+            small k gives positives the guide already finds close; a large one adds harder positives.
+        positive_temperature: draw probability softmax(sim / T) over those k (GIST: 0.05). T → 0 picks
+            the nearest; a large T samples them uniformly.
+        negative_strategy: `hard` takes the most similar other-label candidate that passes the guard;
+            `topk_random` draws uniformly among the first `negative_top_k` that pass (harder than random,
+            fewer false negatives than `hard`); `uniform` is GIST's recipe, a uniformly random other-label
+            text with no guard (easy negatives, no retrieval cost).
+        negative_depth: other-label candidates retrieved per query. Deeper costs more search, and finds a
+            candidate under the guard more often.
+        negative_top_k: the pool size for `topk_random`.
+        margin_type: `relative` keeps a candidate n only if sim(q, n) < sim(q, p) - |sim(q, p)| * margin
+            (NV-Retriever's TopK-PercPos, arXiv 2407.15831); `absolute` if sim(q, n) < sim(q, p) - margin.
+            A candidate nearly as close as the positive is more likely an unlabelled positive than a true
+            negative.
+        margin: the guard's margin (0 keeps anything strictly below the positive).
+        fallback_tries: when no retrieved candidate passes the guard, up to this many random other-label
+            texts are tried; a query with none left is dropped as `no_negative` and counted.
+        negatives_per_query: distinct negatives per query, each its own triplet row.
+        approx_above: tasks with more texts search negatives with an IVF index (CPU only; a GPU searches
+            exactly at any size).
+        ivf_nlist: IVF lists (default ~sqrt(N)).
+        ivf_nprobe: IVF lists probed per query: recall against speed (reported as `recall_at_10`).
+        recall_sample: queries per label re-searched exactly to measure the IVF's recall@10.
+        query_batch: queries per search call (memory only; never changes the result).
+        seed: with `task`, seeds every random draw: the result depends on neither run order nor batches.
+        task: the task's name, for the seed, messages and progress.
+
+    Returns:
+        Row ids of query, positive and negative (sorted by query) with their guide scores, and `MiningStats`
+        in which every row that gave no triplet is counted under a reason.
+    """
+    n = len(labels)
+    if embeddings.shape[0] != n:
+        raise ValueError(f"{task}: {embeddings.shape[0]} embeddings for {n} labels")
+    rng = task_rng(seed, task)
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    emb = np.ascontiguousarray(embeddings[order], dtype=np.float32)
+    bounds = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1], True])
+    others = None
+    if negative_strategy != "uniform":
+        others = OtherLabelSearch(emb, approx_above, ivf_nlist, ivf_nprobe, query_batch, seed)
+
+    m = negatives_per_query
+    q_out, p_out, n_out, ps_out, ns_out = [], [], [], [], []
+    stats = MiningStats(queries=n, search="ivf" if others is not None and others.approximate else "exact")
+    drops: dict[str, int] = {}
+    recalls = []
+    for a, b in tqdm(list(zip(bounds[:-1].tolist(), bounds[1:].tolist())), desc=f"mine {task}", unit="label",
+                     disable=len(bounds) < 50):
+        size = b - a
+        if size < 2 or size == n:
+            reason = "single_member_label" if size < 2 else "no_other_label"
+            drops[reason] = drops.get(reason, 0) + size
+            continue
+        queries = emb[a:b]
+        pos, pos_score = _sample_positives(queries, a, positive_top_k, positive_temperature, query_batch, rng)
+
+        if negative_strategy == "uniform":
+            neg = _other_label(rng, a, b, n, (size, m))
+            neg_score = np.einsum("qd,qtd->qt", queries, emb[neg])
+        else:
+            depth = min(negative_depth, n - size)
+            d, i = others.search(queries, a, b, depth)
+            limit = margin_limit(pos_score, margin, margin_type)[:, None]
+            neg, neg_score, rejected = _pick_negatives(d, i, limit, negative_strategy, m, negative_top_k, rng)
+            stats.margin_rejected += rejected
+            if recall_sample:
+                r = others.recall_at(queries, a, b, min(10, depth), recall_sample, rng)
+                if r is not None:
+                    recalls.append((r, size))
+            stats.fallback_random += _fallback(emb, queries, limit, neg, neg_score, a, b, fallback_tries, rng)
+
+        has = neg >= 0
+        drops["no_negative"] = drops.get("no_negative", 0) + int((~has.any(axis=1)).sum())
+        qi, j = np.nonzero(has)
+        ids = np.arange(a, b)
+        q_out.append(ids[qi]); p_out.append(pos[qi]); n_out.append(neg[qi, j])
+        ps_out.append(pos_score[qi]); ns_out.append(neg_score[qi, j])
+
+    stats.drops = {k: v for k, v in drops.items() if v}
+    if recalls:
+        stats.recall_at_10 = round(sum(r * w for r, w in recalls) / sum(w for _, w in recalls), 4)
+        if stats.recall_at_10 < LOW_RECALL:
+            log.warning("%s: IVF recall@10 is %s (nprobe %s): negatives are less hard than exact search would find; "
+                        "raise mining.ivf_nprobe", task, stats.recall_at_10, ivf_nprobe)
+    if not q_out:
+        empty = np.empty(0, dtype=np.int64)
+        return MinedTriplets(empty, empty, empty, empty.astype(np.float32), empty.astype(np.float32), stats)
+    # back to input row ids, in input order (deterministic, independent of label sort)
+    q, p, ng = (order[np.concatenate(x)] for x in (q_out, p_out, n_out))
+    ps, ns = np.concatenate(ps_out), np.concatenate(ns_out)
+    back = np.argsort(q, kind="stable")
+    result = MinedTriplets(q[back], p[back], ng[back], ps[back].astype(np.float32), ns[back].astype(np.float32), stats)
+    stats.triplets = int(len(result.query))
+    stats.queries_with_triplet = int(len(np.unique(result.query)))
+    stats.pos_sim, stats.neg_sim = summarise(result.pos_score), summarise(result.neg_score)
+    return result
+
+
+def summarise(scores: np.ndarray) -> SimilaritySummary | None:
+    """Mean and 5/50/95th percentiles of guide similarity."""
+    if not len(scores):
+        return None
+    qs = np.quantile(scores, [0.05, 0.5, 0.95])
+    return SimilaritySummary(mean=round(float(scores.mean()), 4), p05=round(float(qs[0]), 4),
+                             p50=round(float(qs[1]), 4), p95=round(float(qs[2]), 4))
+
+
+def triplet_frame(split: pl.DataFrame, mined: MinedTriplets, src: TaskSource) -> pl.DataFrame:
+    """Mined index triplets as rows of the published schema."""
+    text = split.get_column("text")
+    label = split.get_column("label_text")
+    n = len(mined.query)
+    return pl.DataFrame({
+        "query": text.gather(mined.query), "pos": text.gather(mined.pos), "neg": text.gather(mined.neg),
+        "task_name": [src.name] * n, "task_type": [task_type_of(src)] * n,
+        "query_instruct": [""] * n, "pos_instruct": [""] * n, "neg_instruct": [""] * n,
+        "symmetric": [True] * n,
+        "source": ["mteb" if src.is_mteb else "local"] * n,
+        "query_label": label.gather(mined.query), "neg_label": label.gather(mined.neg),
+        "pos_score": mined.pos_score.astype(np.float32), "neg_score": mined.neg_score.astype(np.float32),
+    }, schema=PL_SCHEMA)
+
+
+# ------------------------------------------------------------------------------------------------ the stage
+
+SPEC = StageSpec("triplets", version="3", ignore=frozenset({"mining.query_batch", "guide.batch_size"}))
+
+
+class GuideInfo(BaseModel):
+    name: str
+    revision: str
+    cache_key: str
+
+
+class MineReport(StageReport):
+    account: RowAccount
+    mining: MiningStats
+    encode: EmbedStats
+    plot: str
+    guide: GuideInfo
+
+
+def mine_task(ws: Workspace, src: TaskSource, *, mining: MiningConfig, seed: int,
+              decontamination: DecontaminationConfig, guide_ref: ModelRef, precision: str,
+              guide: Callable[[], GuideEncoder]) -> MineReport:
+    """Embed a cleaned split with the guide and mine its triplets.
+
+    `guide` is a factory, so that a rerun that finds the triplets up to date never loads the model;
+    `guide_ref` and `precision` say which vectors it will give, for the fingerprint.
+    """
+    task = src.name
+    threshold = decontamination.near_duplicate_threshold
+    fp = SPEC.fingerprint({"mining": mining, "seed": seed, "near_duplicate_threshold": threshold,
+                           "guide": {"name": guide_ref.name, "revision": guide_ref.revision, "precision": precision}},
+                          {"split": ws.fingerprint_of(ws.split(task)),
+                           "reference": threshold is not None and ws.fingerprint_of(ws.test_texts())})
+    if (done := ws.reuse(ws.triplets(task), fp, MineReport)) is not None:
+        return done
+    encoder = guide()
+    split = pl.read_parquet(ws.split(task))
+    acc = RowAccount(source=f"{task} (mine)", rows_in=split.height)
+    emb, enc_stats = encoder.embed(split.get_column("text").to_list())
+    faults.point("embed")
+    tests = reference_texts(ws, task) if threshold is not None else []
+    if tests:
+        keep = ~near_duplicates(split.get_column("text").to_list(), tests, threshold, encoder.vectors)
+        acc.drop("test_near_duplicate", int((~keep).sum()))
+        split, emb = split.filter(pl.Series(keep)), emb[keep]
+    codes = split.get_column("label").cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
+    mined = mine_triplets(emb, codes, **mining.model_dump(), seed=seed, task=task)
+    frame = triplet_frame(split, mined, src)
+    acc.rows_out = mined.stats.queries_with_triplet
+    for reason, n in mined.stats.drops.items():
+        acc.drop(reason, n)
+    acc.check()
+    faults.point("mine")
+    ws.write_parquet(frame, ws.triplets(task))
+    plot = similarity_histogram(mined.pos_score, mined.neg_score, f"{task}: guide similarity",
+                                ws.triplets(task).with_suffix(".png"))
+    report = MineReport(account=acc, mining=mined.stats, encode=enc_stats, plot=str(plot),
+                        guide=GuideInfo(name=encoder.ref.name, revision=encoder.ref.revision, cache_key=encoder.key),
+                        fingerprint=fp)
+    ws.save_report(report, ws.triplets(task))
+    return report

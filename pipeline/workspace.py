@@ -1,0 +1,159 @@
+"""Where a profile's files live, how a stage writes them, and when a rerun may reuse them.
+
+Every stage declares once, in a `StageSpec` beside its function, what its output depends on: its version
+and its settings, minus an explicit list of performance knobs that never change the output (in the spirit
+of `datasets`' `fingerprint_transform(version=..., ignore_kwargs=[...])`). The same version is the Dagster
+asset's `code_version`, so "stale in the UI" and "redone on rerun" always agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.common import atomic
+
+log = logging.getLogger(__name__)
+
+
+class StageReport(BaseModel):
+    """What a stage did, saved as JSON beside its output after the output is committed.
+
+    A report on disk therefore means the output is complete; `fingerprint` says what it was made from.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    fingerprint: str
+    reused: bool = False
+
+
+R = TypeVar("R", bound=StageReport)
+
+
+def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage's identity for reuse: bump `version` when its output changes for the same inputs.
+
+    `ignore` names settings (dotted, e.g. `mining.query_batch`) that only change speed or memory.
+    """
+
+    name: str
+    version: str
+    ignore: frozenset[str] = field(default_factory=frozenset)
+
+    def settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings the output depends on: every given one except the ignored knobs."""
+        flat = _flatten(settings)
+        return {k: v for k, v in flat.items() if k not in self.ignore}
+
+    def fingerprint(self, settings: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
+        """Hash of version, semantic settings and inputs (source identities, upstream fingerprints)."""
+        blob = json.dumps([self.name, self.version, self.settings(settings), _flatten(inputs)],
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A profile's intermediate files, embedding cache, local hub and models under one home folder."""
+
+    home: Path
+    profile: str
+
+    @property
+    def work(self) -> Path:
+        return self.home / "work" / self.profile
+
+    @property
+    def hub(self) -> Path:
+        return self.home / "hub"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.home / "embeddings"
+
+    def medi_rows(self) -> Path:
+        return self.work / "medi" / "rows.parquet"
+
+    def split(self, task: str) -> Path:
+        return self.work / "splits" / f"{task}.parquet"
+
+    def triplets(self, task: str) -> Path:
+        return self.work / "triplets" / f"{task}.parquet"
+
+    def test_texts(self) -> Path:
+        return self.work / "decontamination" / "test_texts.parquet"
+
+    def build_dir(self) -> Path:
+        return self.work / "build"
+
+    def build_report(self) -> Path:
+        return self.work / "build.json"
+
+    def published(self) -> Path:
+        """The report of the last publish (the version it published or found unchanged)."""
+        return self.work / "published.json"
+
+    def model_dir(self, tag: str) -> Path:
+        return self.home / "models" / self.profile / tag
+
+    # ------------------------------------------------------------------------------------------- IO
+
+    @staticmethod
+    def report_path(output: Path) -> Path:
+        return output.with_suffix(".json")
+
+    @staticmethod
+    def write_parquet(df: pl.DataFrame, path: Path) -> None:
+        with atomic.atomic_path(path) as tmp:
+            df.write_parquet(tmp)
+
+    def save_report(self, report: StageReport, output: Path) -> None:
+        """Commit `report` beside `output` (after the output itself: see `StageReport`)."""
+        atomic.write_text(self.report_path(output) if output.suffix != ".json" else output,
+                          json.dumps(report.model_dump(mode="json", exclude={"reused"}), indent=2, sort_keys=True))
+
+    def load_report(self, output: Path, kind: type[R]) -> R:
+        path = self.report_path(output) if output.suffix != ".json" else output
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: materialise the stage that writes {output.name} first")
+        return kind.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def fingerprint_of(self, output: Path) -> str | None:
+        """The committed fingerprint of an upstream output, or None when it was never made."""
+        path = self.report_path(output)
+        return json.loads(path.read_text()).get("fingerprint") if path.exists() else None
+
+    def reuse(self, output: Path, fingerprint: str, kind: type[R]) -> R | None:
+        """The committed report of `output` when it was made from the same inputs, so a rerun skips the work."""
+        path = self.report_path(output)
+        if output.exists() and path.exists():
+            try:
+                report = kind.model_validate_json(path.read_text(encoding="utf-8"))
+            except ValueError:  # a report of an older layout: redo the stage
+                return None
+            if report.fingerprint == fingerprint:
+                log.info("%s is up to date (fingerprint %s): reused, not redone", output.name, fingerprint)
+                return report.model_copy(update={"reused": True})
+        return None
