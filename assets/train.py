@@ -24,12 +24,11 @@ def finetuned_encoder(context: dg.AssetExecutionContext, gistforge: BuildResourc
     ev = evaluate.evaluate_finetune(ws, trained, cfg.included_tasks, cfg.training)
     pushed = target.publish_model(trained.model_dir, cfg.training.push_model_repo, tag) \
         if cfg.training.push_model_repo else None
-    context.log.info("fine-tuned on %s: %s -> %s", tag, ev.base.mean, ev.finetuned.mean)
+    context.log.info("fine-tuned on %s: %s -> %s", tag, ev.base.mean_accuracy, ev.finetuned.mean_accuracy)
     return dg.MaterializeResult(metadata={
         "model_dir": trained.model_dir, "dataset_tag": tag, "global_step": trained.facts.global_step,
         "resumed_from": trained.facts.resumed_from or "", "train_loss": trained.facts.train_loss,
-        "base_logreg": ev.base.mean.logreg_accuracy, "finetuned_logreg": ev.finetuned.mean.logreg_accuracy,
-        "base_knn": ev.base.mean.knn_accuracy, "finetuned_knn": ev.finetuned.mean.knn_accuracy,
+        "base_accuracy": ev.base.mean_accuracy, "finetuned_accuracy": ev.finetuned.mean_accuracy,
         "evaluation": dg.MetadataValue.json(ev.model_dump(mode="json")),
         "model_repo": dg.MetadataValue.json(pushed.model_dump(mode="json") if pushed else {}),
     })

@@ -12,6 +12,7 @@ Ends with one JSON line: base_logreg, gistforge_logreg, uniform_logreg and the k
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -37,11 +38,14 @@ def main() -> None:
     import polars as pl
     from sentence_transformers import SentenceTransformer
 
-    from pipeline import train
     from pipeline.config import BUNDLED_MODEL, BuildConfig, MiningConfig, TaskSource, TrainConfig
-    from pipeline.decontaminate import load_test_split
-    from pipeline.embed import resolve_model
-    from pipeline.stages import GuideEncoder, Workspace, collect_test_texts, ingest_task, mine_task
+    from pipeline.road import train
+    from pipeline.road.decontaminate import collect_test_texts, load_test_split
+    from pipeline.road.embed import GuideEncoder, encoding_precision, resolve_model
+    from pipeline.road.evaluate import EvalSplit, probe_scores
+    from pipeline.road.ingest import ingest_task
+    from pipeline.road.mine import mine_task
+    from pipeline.workspace import Workspace
 
     out = Path(args.out or tempfile.mkdtemp(prefix="gistforge-ft-"))
     ref = resolve_model(BUNDLED_MODEL)
@@ -53,28 +57,33 @@ def main() -> None:
         cfg = BuildConfig(profile=f"ft-{mode}", medi=None, guide_model=BUNDLED_MODEL, tasks=[TaskSource(name=task)],
                           mining=MiningConfig(negative_strategy=mode), training=tc)
         ws = Workspace(out, cfg.profile)
-        collect_test_texts(cfg, ws)
-        ingest_task(cfg, ws, task)
-        mine_task(cfg, ws, task, GuideEncoder(cfg, ws))
+        src = cfg.task(task)
+        guide = functools.partial(GuideEncoder, cfg.guide_model, cfg.guide_revision, ws.embeddings,
+                                  cfg.encode_batch_size)  # loaded only when the triplets are not up to date
+        collect_test_texts(ws, cfg.included_tasks)
+        ingest_task(ws, src, cfg.decontamination, cfg.exclusions)
+        mine_task(ws, src, mining=cfg.mining, seed=cfg.seed, decontamination=cfg.decontamination,
+                  guide_ref=resolve_model(cfg.guide_model, cfg.guide_revision), precision=encoding_precision(),
+                  guide=guide)
         triplets = pl.read_parquet(ws.triplets(task))
         sets = {task: datasets.Dataset.from_dict({"anchor": triplets["query"].to_list(),
                                                   "positive": triplets["pos"].to_list(),
                                                   "negative": triplets["neg"].to_list()})}
         t0 = time.time()
-        result = train.train_encoder(sets, ref.path, ref.path, out / f"model-{mode}", tc)
-        facts[mode] = {"steps": result["global_step"], "train_s": round(time.time() - t0, 1),
-                       "triplets": triplets.height, "loss": round(result["train_loss"], 4)}
+        model, trained = train.train_encoder(sets, ref.path, ref.path, out / f"model-{mode}", tc)
+        facts[mode] = {"steps": trained.global_step, "train_s": round(time.time() - t0, 1),
+                       "triplets": triplets.height, "loss": round(trained.train_loss, 4)}
         split = pl.read_parquet(ws.split(task))
-        test = load_test_split(cfg.task(task))
-        ev = train.EvalSplit(task, split["text"].to_list(), split["label"].to_list(), test["text"].to_list(),
-                             test["label"].to_list())
-        scores[mode] = train.probe_scores(result["model"], [ev])["mean"]
-    scores["base"] = train.probe_scores(SentenceTransformer(ref.path, device="cpu"), [ev])["mean"]
+        test = load_test_split(src)
+        ev = EvalSplit(task, split["text"].to_list(), split["label"].to_list(), test["text"].to_list(),
+                       test["label"].to_list())
+        scores[mode] = probe_scores(model, [ev]).mean
+    scores["base"] = probe_scores(SentenceTransformer(ref.path, device="cpu"), [ev]).mean
     print(json.dumps({
-        "base_logreg": scores["base"]["logreg_accuracy"], "gistforge_logreg": scores["hard"]["logreg_accuracy"],
-        "uniform_logreg": scores["uniform"]["logreg_accuracy"],
-        "base_knn": scores["base"]["knn_accuracy"], "gistforge_knn": scores["hard"]["knn_accuracy"],
-        "uniform_knn": scores["uniform"]["knn_accuracy"],
+        "base_logreg": scores["base"].logreg_accuracy, "gistforge_logreg": scores["hard"].logreg_accuracy,
+        "uniform_logreg": scores["uniform"].logreg_accuracy,
+        "base_knn": scores["base"].knn_accuracy, "gistforge_knn": scores["hard"].knn_accuracy,
+        "uniform_knn": scores["uniform"].knn_accuracy,
         "epochs": args.epochs, "lr": args.lr, "batch_size": tc.batch_size, "runs": facts,
         "train_rows": split.height, "test_rows": test.height,
     }))

@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def _load(data: Path):
-    from pipeline.clean import clean_labelled
     from pipeline.config import TaskSource
-    from pipeline.sources import load_task_split
+    from pipeline.road.clean import clean_labelled
+    from pipeline.road.sources import load_task_split
 
     df, _ = clean_labelled(load_task_split(TaskSource(name="Banking77Classification")), "bench")
     return df["text"].to_list(), df["label"].cast(int).to_numpy()
@@ -48,10 +48,17 @@ def _load(data: Path):
 
 def _model():
     from pipeline.config import BUNDLED_MODEL
-    from pipeline.embed import load_encoder, resolve_model
+    from pipeline.road.embed import load_encoder, resolve_model
 
     ref = resolve_model(BUNDLED_MODEL)
     return ref, load_encoder(ref, "cpu")
+
+
+def _cache(root: Path, ref, model):
+    """The embedding cache under the key the pipeline itself would use for this model on the CPU."""
+    from pipeline.road.embed import EmbeddingCache, cache_key, encoding_precision
+
+    return EmbeddingCache(root, cache_key(ref, model.max_seq_length, encoding_precision("cpu")))
 
 
 def _result(t0: float, **kw) -> dict:
@@ -61,17 +68,17 @@ def _result(t0: float, **kw) -> dict:
 
 def part_gistforge(data: Path, cache: Path, warm: bool) -> dict:
     from pipeline.config import MiningConfig
-    from pipeline.embed import EmbeddingCache, embed_texts, fingerprint
-    from pipeline.mine import mine_triplets
+    from pipeline.road.embed import embed_texts
+    from pipeline.road.mine import mine_triplets
 
     texts, labels = _load(data)
     ref, model = _model()
     t0 = time.time()
-    emb, stats = embed_texts(model, texts, EmbeddingCache(cache, fingerprint(ref, model.max_seq_length)), 64)
+    emb, stats = embed_texts(model, texts, _cache(cache, ref, model), 64)
     encode_s = time.time() - t0
     cfg = MiningConfig(negative_strategy="topk_random" if warm else "hard", margin=0.05)
     t1 = time.time()
-    r = mine_triplets(emb, labels, cfg, 42, "Banking77Classification")
+    r = mine_triplets(emb, labels, **cfg.model_dump(), seed=42, task="Banking77Classification")
     mine_s = time.time() - t1
     return _result(t0, encode_s=round(encode_s, 2), mine_s=round(mine_s, 2), texts_encoded=stats.encoded,
                    triplets=int(len(r.query)), eligible=len(texts),
@@ -142,7 +149,7 @@ def synthetic_vectors(n: int, labels: int = 5, dim: int = 768, seed: int = 0) ->
 
 def part_search(n: int, nprobe: int | None = None) -> dict:
     from pipeline.config import MiningConfig
-    from pipeline.search import OtherLabelSearch
+    from pipeline.road.search import OtherLabelSearch
 
     cfg = MiningConfig(**({"ivf_nprobe": nprobe} if nprobe else {}))
     x, labels = synthetic_vectors(n)
@@ -165,12 +172,12 @@ def part_real_recall(data: Path, cache: Path) -> dict:
 
     Banking77 is far below `approx_above`, so the IVF is forced here: ~sqrt(N) lists, as at full scale.
     """
-    from pipeline.embed import EmbeddingCache, embed_texts, fingerprint
-    from pipeline.search import OtherLabelSearch
+    from pipeline.road.embed import embed_texts
+    from pipeline.road.search import OtherLabelSearch
 
     texts, labels = _load(data)
     ref, model = _model()
-    emb, stats = embed_texts(model, texts, EmbeddingCache(cache, fingerprint(ref, model.max_seq_length)), 64)
+    emb, stats = embed_texts(model, texts, _cache(cache, ref, model), 64)
     order = np.argsort(labels, kind="stable")
     x, y = emb[order], labels[order]
     bounds = np.flatnonzero(np.r_[True, y[1:] != y[:-1], True])

@@ -27,8 +27,9 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.build import PL_SCHEMA, assemble, write_build  # noqa: E402
-from pipeline.publish import LocalHub  # noqa: E402
+from pipeline.road.build import assemble, write_build  # noqa: E402
+from pipeline.road.publish import LocalHub  # noqa: E402
+from pipeline.schema import PL_SCHEMA  # noqa: E402
 
 WORDS = np.array("the of and to in is was for on that with as by at from his her an be this are which or have "
                  "card payment account transfer movie review great terrible bank money query document passage "
@@ -69,8 +70,8 @@ def synthetic(rows: int, seed: int = 0) -> pl.DataFrame:
 
 
 VERIFY = """
-from pipeline.checks import verify_build
-outcomes = verify_build(folder, {}, [])
+from pipeline.road.checks import verify_build
+outcomes = verify_build(folder, excluded={}, accounts=[], test_keys=None)
 result = {"passed": f"{sum(o.passed for o in outcomes)}/{len(outcomes)}"}
 """
 READ_ALL = """

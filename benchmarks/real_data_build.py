@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CONFIG = ROOT / "configs" / "shared-data.yaml"
 
 
 def main() -> int:
@@ -26,31 +28,34 @@ def main() -> int:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--home", default=None)
     args = p.parse_args()
-    home = Path(args.home or tempfile.mkdtemp(prefix="gistforge-real-"))
+    home = Path(args.home or tempfile.mkdtemp(prefix="gistforge-real-")).resolve()  # the CLI runs in ROOT
     env = {**os.environ, "HF_HUB_CACHE": str(Path(args.data) / "hf-hub-cache"), "HF_HUB_OFFLINE": "1",
            "GISTFORGE_HOME": str(home)}
     t0 = time.time()
-    subprocess.run([sys.executable, "-m", "gistforge.cli", "build", "--config", str(ROOT / "configs/shared-data.yaml")],
+    subprocess.run([sys.executable, "-m", "gistforge.cli", "build", "--config", str(CONFIG)],
                    cwd=ROOT, env=env, check=True)
     build_s = time.time() - t0
 
     os.environ.update(env)
     from datasets import load_dataset
     from huggingface_hub import snapshot_download
-    from pipeline.publish import LocalHub
+    from pipeline.config import load_config
+    from pipeline.road.build import last_build
+    from pipeline.road.ingest import SplitReport
+    from pipeline.road.publish import last_published
+    from pipeline.workspace import Workspace
 
-    repo = "local/gistforge-medi-mteb-triplets"
-    tags = LocalHub(home / "hub").tags(repo)
-    tag = sorted(tags)[-1]
-    path = snapshot_download(repo, repo_type="dataset", revision=tag, cache_dir=str(home / "hub"))
+    cfg = load_config(CONFIG)
+    ws = Workspace(home, cfg.profile)
+    published = last_published(ws)  # what this build published (or found unchanged), as the CLI reports it
+    repo, tag = published.repo_id, published.tag
+    path = snapshot_download(repo, repo_type="dataset", revision=tag, cache_dir=published.location.local_hub,
+                             local_files_only=not published.location.is_hub)
     ds = load_dataset(path, split="train").to_polars()
 
-    work = home / "work" / "shared-data"
-    reports = [json.loads(p.read_text()) for p in sorted(work.rglob("*.json")) if not p.name.startswith(".")
-               and "decontamination" not in p.parts]
-    accounts = [r["account"] for r in reports if "account" in r]
-    balanced = all(a["rows_in"] == a["rows_out"] + sum(a["drops"].values()) for a in accounts)
-    eligible = json.loads((work / "splits/Banking77Classification.json").read_text())["account"]["rows_out"]
+    accounts = last_build(ws).accounts  # every source's account at every stage, as the build checked them
+    balanced = all(a.balanced for a in accounts)
+    eligible = ws.load_report(ws.split("Banking77Classification"), SplitReport).account.rows_out
     import polars as pl
 
     banking = ds.filter(pl.col("task_name") == "Banking77Classification", pl.col("source") == "mteb")
@@ -59,15 +64,16 @@ def main() -> int:
     excluded = int((ds["task_name"] == "AmazonPolarityClassification").sum())
     non_mteb_tagged = int(ds.filter(pl.col("source") != "mteb")["task_type"].str.starts_with("mteb_").sum())
     figures = {
-        "tag": tag, "rows": ds.height, "build_s": round(build_s, 1),
+        "tag": tag, "status": published.status, "location": str(published.location), "rows": ds.height,
+        "build_s": round(build_s, 1),
         "banking77_eligible": eligible, "banking77_triplets": banking.height,
         "banking77_coverage": round(banking.height / eligible, 4),
         "imdb_triplets": int((ds["task_name"] == "ImdbClassification").sum()),
         "medi_rows": int((ds["source"] == "medi").sum()),
-        "test_leaks_removed": {a["source"]: a["drops"].get("test_leak", 0) for a in accounts},
+        "test_leaks_removed": {a.source: a.drops.get("test_leak", 0) for a in accounts},
         "same_label_negatives": same_label, "excluded_task_rows": excluded,
         "non_mteb_rows_tagged_mteb": non_mteb_tagged, "accounts_balanced": balanced,
-        "accounts": {a["source"]: {"in": a["rows_in"], "out": a["rows_out"], "drops": a["drops"]} for a in accounts},
+        "accounts": {a.source: {"in": a.rows_in, "out": a.rows_out, "drops": a.drops} for a in accounts},
     }
     ok = banking.height == eligible and same_label == 0 and excluded == 0 and balanced and non_mteb_tagged == 0
     print(json.dumps({**figures, "ok": ok}))

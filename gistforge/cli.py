@@ -74,8 +74,8 @@ def build(argv: list[str] | None = None) -> int:
     if not args.no_finetune:
         trained, ev = last_finetune(ws, published.tag)
         print(f"\ngistforge: fine-tuned encoder ({trained.facts.global_step} steps) in {trained.model_dir}: "
-              f"logreg accuracy {ev.base.mean.logreg_accuracy} -> {ev.finetuned.mean.logreg_accuracy}, "
-              f"kNN {ev.base.mean.knn_accuracy} -> {ev.finetuned.mean.knn_accuracy} (base -> fine-tuned)")
+              f"{ev.evaluator} accuracy {ev.base.mean_accuracy} -> {ev.finetuned.mean_accuracy} (base -> fine-tuned, "
+              f"mean over {', '.join(ev.finetuned.per_task)})")
     print(f"\ngistforge: {published.status} {published.repo_id}@{published.tag} ({built.rows} rows) "
           f"in {published.location}")
     print("Read it back with:\n")

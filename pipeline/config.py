@@ -128,8 +128,9 @@ class TrainConfig(_Strict):
     save_total_limit: int = 2
     seed: int = 42
     max_rows_per_task: int | None = None
-    probe_train_rows: int = Field(5000, ge=10, description="train rows per task for the evaluation probe")
-    probe_test_rows: int = Field(2000, ge=10, description="test rows per task for the evaluation probe")
+    eval_test_rows: int | None = Field(None, ge=10, description="test rows per task for the MTEB evaluation "
+                                       "(None: the whole pinned test split, comparable with published results)")
+    eval_experiments: int = Field(10, ge=1, description="MTEB classification experiments (MTEB's default: 10)")
     push_model_repo: str | None = Field(None, description="publish the model as 'org/name' through the publisher")
 
     @field_validator("push_model_repo")
@@ -205,7 +206,7 @@ def embedded_profile() -> BuildConfig:
         ],
         guide_model=BUNDLED_MODEL,
         encode_batch_size=32,
-        training=TrainConfig(max_steps=4, save_steps=2, batch_size=16),
+        training=TrainConfig(max_steps=4, save_steps=2, batch_size=16, eval_experiments=3),
     )
 
 

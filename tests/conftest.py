@@ -1,4 +1,8 @@
-"""Shared fixtures: tiny Hub caches and labelled files built in temp folders, offline."""
+"""Shared fixtures: tiny Hub caches and labelled files built in temp folders, offline; the embedded build, once.
+
+Tiers: tests marked `slow` (a whole build, a subprocess, a browser, training) run in CI; `pytest -m "not slow"`
+is the fast tier a developer runs (under a minute on 2 cores) and still touches every library module.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,61 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BANKING_REV = "0fd18e25b25c072e09e0d92ab615fda904d66300"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch):
+    """No test sees another's (or the developer's) gistforge settings."""
+    for key in [k for k in os.environ if k.startswith("GISTFORGE_")]:
+        monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def embedded_build(tmp_path_factory):
+    """The README's first command (`gistforge build`, fine-tune included), run once per test session."""
+    from gistforge.cli import build
+
+    home = tmp_path_factory.mktemp("embedded-home")
+    assert build(["build", "--home", str(home)]) == 0
+    return home
+
+
+class Road:
+    """The library's stages over one configuration and workspace, called the way the assets call them."""
+
+    def __init__(self, cfg, ws):
+        self.cfg, self.ws = cfg, ws
+
+    def guide(self):
+        from pipeline.road.embed import GuideEncoder
+
+        return GuideEncoder(self.cfg.guide_model, self.cfg.guide_revision, self.ws.embeddings,
+                            self.cfg.encode_batch_size)
+
+    def test_texts(self):
+        from pipeline.road.decontaminate import collect_test_texts
+
+        return collect_test_texts(self.ws, self.cfg.included_tasks)
+
+    def medi(self, embed=None):
+        from pipeline.road.ingest import ingest_medi
+
+        return ingest_medi(self.ws, self.cfg.medi, self.cfg.decontamination, guide=self.cfg.guide_model,
+                           embed=embed or (lambda: self.guide().vectors))
+
+    def split(self, task):
+        from pipeline.road.ingest import ingest_task
+
+        return ingest_task(self.ws, self.cfg.task(task), self.cfg.decontamination, self.cfg.exclusions)
+
+    def mine(self, task, guide=None):
+        from pipeline.road.embed import encoding_precision, resolve_model
+        from pipeline.road.mine import mine_task
+
+        return mine_task(self.ws, self.cfg.task(task), mining=self.cfg.mining, seed=self.cfg.seed,
+                         decontamination=self.cfg.decontamination,
+                         guide_ref=resolve_model(self.cfg.guide_model, self.cfg.guide_revision),
+                         precision=encoding_precision(), guide=guide or self.guide)
 
 
 def make_hub_repo(cache: Path, repo_id: str, revision: str, files: dict[str, str | bytes], ref: str = "main") -> Path:

@@ -8,7 +8,7 @@ import pytest
 
 from assets import defs
 from gistforge.cli import build
-from pipeline.publish import LocalHub
+from pipeline.road.publish import LocalHub
 
 
 def test_definitions_load_and_graph_is_wired():

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from pipeline import atomic
+from pipeline.common import atomic
 
 
 def _dead_pid() -> int:

@@ -5,9 +5,9 @@ import json
 import polars as pl
 import pytest
 
-from pipeline.clean import clean_labelled
+from pipeline.road.clean import clean_labelled
 from pipeline.config import TaskSource
-from pipeline.sources import SourceError, load_task_split
+from pipeline.road.sources import SourceError, load_task_split
 
 
 def _local(tmp_path, name: str, content: bytes, **kw) -> TaskSource:
@@ -41,7 +41,8 @@ def test_renamed_column_and_none_values(tmp_path):
 def test_very_long_text_is_kept_intact(tmp_path):
     """Truncated only inside the encoder; the published text is the whole text."""
     from pipeline.config import BuildConfig
-    from pipeline.stages import GuideEncoder, Workspace, ingest_task, mine_task
+    from pipeline.workspace import Workspace
+    from tests.conftest import Road
 
     long = "a very long review " * 6000  # 114k characters
     rows = [{"text": long, "label": 0}] + [{"text": f"short text {i}", "label": i % 2} for i in range(7)]
@@ -51,8 +52,9 @@ def test_very_long_text_is_kept_intact(tmp_path):
                       decontamination={"exact": False},
                       tasks=[TaskSource(name="Long", kind="local", path=path, label_text_column=None)])
     ws = Workspace(tmp_path / "home", "t")
-    ingest_task(cfg, ws, "Long")
-    mine_task(cfg, ws, "Long", GuideEncoder(cfg, ws))
+    road = Road(cfg, ws)
+    road.split("Long")
+    road.mine("Long")
     df = pl.read_parquet(ws.triplets("Long"))
     kept = df.filter(pl.col("query").str.len_chars() > 100_000)
     assert kept.height == 1 and kept["query"][0] == long

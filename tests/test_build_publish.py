@@ -6,10 +6,11 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.build import SCHEMA, assemble, content_hash, medi_frame, triplet_frame, write_build
 from pipeline.config import TaskSource
-from pipeline.mine import MinedTriplets
-from pipeline.publish import LocalHub, make_tag
+from pipeline.road.build import assemble, content_hash, medi_frame, write_build
+from pipeline.road.mine import MinedTriplets, MiningStats, triplet_frame
+from pipeline.schema import SCHEMA
+from pipeline.road.publish import LocalHub, make_tag
 
 
 def _frames(seed_rows=30):
@@ -18,7 +19,7 @@ def _frames(seed_rows=30):
                           "label_text": [f"L{i % 3}" for i in range(seed_rows)]})
     q = np.arange(seed_rows)
     mined = MinedTriplets(q, (q + 3) % seed_rows, (q + 1) % seed_rows, np.full(seed_rows, 0.9, np.float32),
-                          np.full(seed_rows, 0.5, np.float32))
+                          np.full(seed_rows, 0.5, np.float32), MiningStats(queries=seed_rows, search="exact"))
     mteb = triplet_frame(split, mined, TaskSource(name="Banking77Classification"))
     local = triplet_frame(split, mined, TaskSource(name="MyTask", kind="local", path="x.csv"))
     medi = medi_frame(pl.DataFrame({c: [f"{c}{i}" for i in range(10)] for c in
@@ -81,7 +82,7 @@ def test_local_hub_versions_load_back_by_tag(tmp_path, monkeypatch):
 
 
 def test_checks_read_one_shard_at_a_time_and_add_up_over_shards(tmp_path):
-    from pipeline.checks import verify_build
+    from pipeline.road.checks import verify_build
 
     df = pl.from_arrow(assemble(_frames(), seed=1))
     mined = np.flatnonzero((df["source"] != "medi").to_numpy())

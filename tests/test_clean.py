@@ -1,6 +1,6 @@
 import polars as pl
 
-from pipeline.clean import clean_labelled, clean_medi
+from pipeline.road.clean import clean_labelled, clean_medi
 
 
 def test_labelled_cleaning_counts_every_drop_with_a_reason():

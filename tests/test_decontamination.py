@@ -3,7 +3,8 @@ import json
 import polars as pl
 
 from pipeline.config import BuildConfig, MediSource, TaskSource
-from pipeline.stages import GuideEncoder, Workspace, collect_test_texts, ingest_medi, ingest_task, mine_task
+from pipeline.workspace import Workspace
+from tests.conftest import Road
 
 
 def _task(tmp_path, train, test, threshold):
@@ -22,15 +23,16 @@ def test_exact_and_near_duplicate_leaks_are_removed_and_counted(tmp_path):
              ("my card hasn't arrived yet, where is it", 0)]
     test = [("How do I reset my PIN?", 0), ("Where is my card? It hasn't arrived yet.", 0)]
     cfg, ws = _task(tmp_path, train, test, threshold=0.9)
-    assert collect_test_texts(cfg, ws)["per_task"] == {"Intents": 2}
-    ingest = ingest_task(cfg, ws, "Intents")
-    assert ingest["account"]["drops"] == {"test_leak": 2}  # both spellings of the exact leak
-    mined = mine_task(cfg, ws, "Intents", GuideEncoder(cfg, ws))
-    assert mined["account"]["drops"].get("test_near_duplicate", 0) >= 1
+    road = Road(cfg, ws)
+    assert road.test_texts().per_task == {"Intents": 2}
+    ingest = road.split("Intents")
+    assert ingest.account.drops == {"test_leak": 2}  # both spellings of the exact leak
+    mined = road.mine("Intents")
+    assert mined.account.drops.get("test_near_duplicate", 0) >= 1
     out = pl.read_parquet(ws.triplets("Intents"))
     texts = set(out["query"]) | set(out["pos"]) | set(out["neg"])
     assert "Where is my card, it has not arrived yet" not in texts
-    assert mined["account"]["rows_in"] == mined["account"]["rows_out"] + sum(mined["account"]["drops"].values())
+    assert mined.account.balanced
 
 
 def test_medi_rows_get_the_near_duplicate_pass_against_every_task(tmp_path):
@@ -47,16 +49,17 @@ def test_medi_rows_get_the_near_duplicate_pass_against_every_task(tmp_path):
     ]
     (tmp_path / "medi-data.json").write_text(json.dumps(medi))
     cfg = cfg.model_copy(update={"medi": MediSource(kind="json", path=tmp_path / "medi-data.json")})
-    collect_test_texts(cfg, ws)
+    Road(cfg, ws).test_texts()
     loads = []
 
-    def guide():
+    def embed():
         loads.append(1)
-        return GuideEncoder(cfg, ws)
+        return Road(cfg, ws).guide().vectors
 
-    report = ingest_medi(cfg, ws, guide)
-    assert report["account"] == {"source": "MEDI", "rows_in": 3, "rows_out": 1, "drops": {"test_near_duplicate": 2}}
+    report = Road(cfg, ws).medi(embed)
+    assert report.account.model_dump() == {"source": "MEDI", "rows_in": 3, "rows_out": 1,
+                                           "drops": {"test_near_duplicate": 2}}
     assert pl.read_parquet(ws.medi_rows())["neg"].to_list() == ["the stock market fell today"]
     assert loads == [1]
     off = cfg.model_copy(update={"decontamination": cfg.decontamination.model_copy(update={"near_duplicate_threshold": None})})
-    assert ingest_medi(off, ws, guide)["account"]["rows_out"] == 3 and loads == [1], "no pass, no model load"
+    assert Road(off, ws).medi(embed).account.rows_out == 3 and loads == [1], "no pass, no model load"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import BUNDLED_MODEL
-from pipeline.embed import EmbeddingCache, embed_texts, fingerprint, load_encoder, resolve_model, token_lengths
+from pipeline.road.embed import EmbeddingCache, cache_key, embed_texts, load_encoder, resolve_model, token_lengths
 
 SAMPLE = Path(__file__).resolve().parents[1] / "pipeline" / "sample" / "hf-hub-cache"
 
@@ -50,7 +50,7 @@ def test_vectors_match_plain_encode_and_each_text_is_encoded_once(minilm, tmp_pa
     texts = _sample_texts()
     texts = texts + texts[:50]  # duplicates are encoded once and mapped back
     rec = Recording(model)
-    vecs, stats = embed_texts(rec, texts, EmbeddingCache(tmp_path, fingerprint(ref, model.max_seq_length)), 16)
+    vecs, stats = embed_texts(rec, texts, EmbeddingCache(tmp_path, cache_key(ref, model.max_seq_length, "float32")), 16)
     plain = model.encode(texts, batch_size=16, normalize_embeddings=True, convert_to_numpy=True)
     assert vecs.shape == plain.shape and vecs.dtype == np.float32
     assert float((vecs * plain).sum(1).min()) > 0.9999
@@ -63,7 +63,7 @@ def test_vectors_match_plain_encode_and_each_text_is_encoded_once(minilm, tmp_pa
     assert _padded(model, rec.batches) <= _padded(model, [by_chars[i:i + 16] for i in range(0, len(by_chars), 16)])
     # a second pass reads everything from the cache
     rec.batches.clear()
-    again, stats = embed_texts(rec, texts, EmbeddingCache(tmp_path, fingerprint(ref, model.max_seq_length)), 16)
+    again, stats = embed_texts(rec, texts, EmbeddingCache(tmp_path, cache_key(ref, model.max_seq_length, "float32")), 16)
     assert rec.batches == [] and stats.cached == stats.unique and np.array_equal(again, vecs)
 
 
@@ -89,3 +89,13 @@ def test_encoders_without_a_tokenizer_are_sorted_by_characters():
     vecs, stats = embed_texts(fake, texts, None, 2)
     assert fake.batches == [["dddd", "ccc"], ["bb", "a"]] and stats.encoded == 4
     assert np.allclose(vecs[0], vecs[4]) and np.allclose(np.linalg.norm(vecs, axis=1), 1)
+
+
+def test_cache_key_separates_what_changes_vectors():
+    from pipeline.road.embed import ModelRef
+
+    ref = ModelRef("m", "/models/m", "r1")
+    key = cache_key(ref, 256, "float32")
+    assert cache_key(ref, 256, "float16") != key, "fp16 (CUDA) and fp32 (CPU) vectors never share a key"
+    assert cache_key(ref, 128, "float32") != key and cache_key(ModelRef("m", "/x", "r2"), 256, "float32") != key
+    assert cache_key(ModelRef("m", "/elsewhere/m", "r1"), 256, "float32") == key, "the folder is not the model"

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from pipeline.faults import POINTS
+from pipeline.common.faults import POINTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTINEL = "hf_LEAKCANARY0123456789abcdef"

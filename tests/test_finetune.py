@@ -5,7 +5,7 @@ import shutil
 from sentence_transformers import SentenceTransformer
 
 from pipeline.config import TrainConfig, embedded_profile
-from pipeline.publish import LocalHub
+from pipeline.road.publish import LocalHub
 from pipeline.stages import Workspace, finetune
 from tests.test_assets import embedded_build  # noqa: F401 - shared module fixture
 

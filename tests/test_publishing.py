@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 from huggingface_hub.errors import HfHubHTTPError
 
-from pipeline import publish as publish_mod
-from pipeline.build import assemble, write_build
-from pipeline.publish import HubPublisher, LocalHub, PublishError
+from pipeline.road import publish as publish_mod
+from pipeline.road.build import assemble, write_build
+from pipeline.road.publish import HubPublisher, LocalHub, PublishError
 from tests.test_build_publish import _frames
 
 TOKEN = "hf_SECRETtoken1234567890"
@@ -30,30 +30,33 @@ def test_diff_against_previous_version_in_card_and_manifest(tmp_path):
     hub = LocalHub(tmp_path / "hub")
     first = hub.publish(_build(tmp_path, 1, rows=30), "org/ds", today=dt.date(2026, 1, 1))
     second = hub.publish(_build(tmp_path, 1, rows=36), "org/ds", today=dt.date(2026, 1, 2))
-    assert first.previous_tag is None and all(d["added"] > 0 and d["kept"] == 0 for d in first.diff)
+    assert first.previous_tag is None and all(d.added > 0 and d.kept == 0 for d in first.diff)
     assert second.previous_tag == first.tag
-    by_task = {d["task_name"]: d for d in second.diff}
-    assert by_task["Banking77Classification"]["added"] > 0 and by_task["Banking77Classification"]["kept"] > 0
-    assert by_task["nq"] == {"task_type": "medi", "task_name": "nq", "added": 0, "removed": 0, "kept": 5}
+    by_task = {d.task_name: d for d in second.diff}
+    assert by_task["Banking77Classification"].added > 0 and by_task["Banking77Classification"].kept > 0
+    assert by_task["nq"].model_dump() == {"task_type": "medi", "task_name": "nq", "added": 0, "removed": 0, "kept": 5}
     snap = hub.repo_dir("org/ds") / "snapshots" / second.revision
     card = (snap / "README.md").read_text()
     assert f"Changes against `{first.tag}`" in card and f"revision='{second.tag}'" in card
-    assert json.loads((snap / ".gistforge/manifest.json").read_text())["diff"] == second.diff
+    assert json.loads((snap / ".gistforge/manifest.json").read_text())["diff"] == [d.model_dump() for d in second.diff]
 
 
 def test_card_parses_and_streaming_works(tmp_path):
     from datasets import load_dataset
     from huggingface_hub import DatasetCard, snapshot_download
 
-    from pipeline.card import render_card
-    from pipeline.build import SCHEMA
+    from pipeline.config import DecontaminationConfig
+    from pipeline.road.build import DROP_REASONS
+    from pipeline.road.card import render_card
+    from pipeline.schema import SCHEMA
 
     table = assemble(_frames(), seed=1)
     card = lambda size: render_card(repo_id="org/ds", schema=SCHEMA, num_rows=table.num_rows, num_bytes=table.nbytes,
                                     download_size=size, sources={"medi": None, "tasks": []},
                                     exclusions={"AmazonPolarityClassification": "GIST"},
                                     guide={"name": "m", "revision": "r"}, mining={"margin": 0.05}, seed=1,
-                                    tasks=[], accounts=[])
+                                    tasks=[], accounts=[], drop_reasons=DROP_REASONS,
+                                    decontamination=DecontaminationConfig(), reference=None)
     write_build(table, card, tmp_path / "b", 1 << 20)
     result = LocalHub(tmp_path / "hub").publish(tmp_path / "b", "org/ds")
     path = snapshot_download("org/ds", repo_type="dataset", revision=result.tag, cache_dir=str(tmp_path / "hub"),
@@ -159,7 +162,7 @@ def test_hub_publish_is_one_commit_plus_one_tag_per_version(tmp_path, caplog):
     assert {"README.md", "data/train-00000-of-00001.parquet", ".gistforge/manifest.json",
             ".gistforge/row_hashes.parquet"} <= files
     assert api.commits[1]["parent"] == first.revision, "second commit guarded by parent_commit"
-    assert second.previous_tag == first.tag and any(d["kept"] for d in second.diff)
+    assert second.previous_tag == first.tag and any(d.kept for d in second.diff)
     create = [kw for name, kw in api.calls if name == "create_repo"][0]
     assert create == {"repo_type": "dataset", "exist_ok": True, "private": True, "token": TOKEN}
 

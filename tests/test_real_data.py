@@ -4,9 +4,9 @@ import pytest
 import polars as pl
 
 from pipeline.config import BuildConfig, TaskSource
-from pipeline.sources import load_task_split
-from pipeline.stages import GuideEncoder, Workspace, collect_test_texts, ingest_task, mine_task
-from tests.conftest import SHARED_DATA
+from pipeline.road.sources import load_task_split
+from pipeline.workspace import Workspace
+from tests.conftest import SHARED_DATA, Road
 
 CACHE = SHARED_DATA / "hf-hub-cache"
 pytestmark = pytest.mark.skipif(not (CACHE / "datasets--mteb--banking77").is_dir(),
@@ -17,13 +17,13 @@ def test_every_eligible_banking77_row_yields_a_triplet(tmp_path):
     cfg = BuildConfig(profile="real", medi=None, guide_model="bundled:all-MiniLM-L6-v2",
                       tasks=[TaskSource(name="Banking77Classification", cache_dir=CACHE)])
     ws = Workspace(tmp_path, cfg.profile)
-    assert collect_test_texts(cfg, ws)["per_task"] == {"Banking77Classification": 3080}
-    ingest = ingest_task(cfg, ws, "Banking77Classification")
-    assert ingest["account"]["rows_in"] == 10_003 and ingest["labels"] == 77
-    report = mine_task(cfg, ws, "Banking77Classification", GuideEncoder(cfg, ws))
-    acc = report["account"]
-    assert acc["rows_in"] == ingest["account"]["rows_out"]
-    assert acc["rows_out"] == acc["rows_in"] and acc["drops"] == {}
+    road = Road(cfg, ws)
+    assert road.test_texts().per_task == {"Banking77Classification": 3080}
+    ingest = road.split("Banking77Classification")
+    assert ingest.account.rows_in == 10_003 and ingest.labels == 77
+    acc = road.mine("Banking77Classification").account
+    assert acc.rows_in == ingest.account.rows_out
+    assert acc.rows_out == acc.rows_in and acc.drops == {}
     df = pl.read_parquet(ws.triplets("Banking77Classification"))
     assert (df["query_label"] != df["neg_label"]).sum() == df.height
     assert df["task_type"].unique().to_list() == ["mteb_banking77"]
@@ -36,8 +36,7 @@ def test_planted_test_texts_are_removed_and_counted(tmp_path):
     import json
 
     from pipeline.config import MediSource
-    from pipeline.stages import ingest_medi
-    from pipeline.text import normalise
+    from pipeline.common.text import normalise
     from tests.conftest import make_hub_repo
 
     cache = tmp_path / "cache"
@@ -66,19 +65,20 @@ def test_planted_test_texts_are_removed_and_counted(tmp_path):
                       tasks=[TaskSource(name="Banking77Classification", cache_dir=cache),
                              TaskSource(name="ImdbClassification", cache_dir=cache)])
     ws = Workspace(tmp_path / "home", cfg.profile)
-    ref = collect_test_texts(cfg, ws)
-    assert ref["per_task"] == {"Banking77Classification": 3080, "ImdbClassification": 25000}
+    road = Road(cfg, ws)
+    ref = road.test_texts()
+    assert ref.per_task == {"Banking77Classification": 3080, "ImdbClassification": 25000}
     all_tests = tests_by_repo["mteb/banking77"] | tests_by_repo["mteb/imdb"]
     for task, repo in (("Banking77Classification", "mteb/banking77"), ("ImdbClassification", "mteb/imdb")):
-        report = ingest_task(cfg, ws, task)
+        report = road.split(task)
         raw = load_task_split(cfg.task(task))
         expected = sum(normalise(t) in all_tests for t in raw["text"].to_list())
         assert expected >= len(planted[repo]) == 25
-        assert report["account"]["drops"]["test_leak"] == expected
+        assert report.account.drops["test_leak"] == expected
         kept = {normalise(t) for t in pl.read_parquet(ws.split(task))["text"].to_list()}
         assert not kept & all_tests
-    medi_report = ingest_medi(cfg, ws)
+    medi_report = road.medi()
     rows = pl.read_parquet(ws.medi_rows())
-    assert medi_report["account"]["drops"]["test_leak"] >= 6
+    assert medi_report.account.drops["test_leak"] >= 6
     for col in ("query", "pos", "neg"):
         assert not {normalise(t) for t in rows[col].to_list()} & all_tests

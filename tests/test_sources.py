@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 
 from pipeline.config import MediSource, TaskSource
-from pipeline.sources import SourceError, load_medi, load_task_split
+from pipeline.road.sources import SourceError, load_medi, load_task_split
 from tests.conftest import BANKING_REV, jsonl, make_hub_repo
 
 
@@ -97,7 +97,7 @@ def test_medi_hub_parquet_from_cache(tmp_path):
 
 def test_only_the_shipped_sample_is_called_a_sample(tmp_path):
     from pipeline.config import SAMPLE_DIR
-    from pipeline.sources import describe_task_source
+    from pipeline.road.sources import describe_task_source
 
     shipped = TaskSource(name="Banking77Classification", cache_dir=SAMPLE_DIR / "hf-hub-cache")
     user = TaskSource(name="Banking77Classification", cache_dir=tmp_path / "sample" / "hub")  # "sample" in the path

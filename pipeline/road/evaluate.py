@@ -1,87 +1,103 @@
-"""Scoring a fine-tuned encoder against its base on the included tasks' held-out test splits.
+"""Scoring a fine-tuned encoder against its base with the field's own evaluator: the `mteb` package.
 
-The probe is MTEB's classification protocol in small: logistic regression on train-split embeddings,
-accuracy on the test split; kNN accuracy beside it.
+Each included MTEB task's classification evaluation runs on its pinned test split, read offline from the
+same Hub-cache snapshot the build read (mteb's own loader cannot read a Hub cache offline, so the split is
+loaded here and handed to the task), so scores compare with published MTEB results. Local tasks have no
+MTEB evaluation and are listed as not evaluated.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import polars as pl
 from pydantic import BaseModel
 
 from pipeline.common import atomic
 from pipeline.config import TaskSource, TrainConfig
-from pipeline.road.decontaminate import load_test_split
+from pipeline.registry import get_task
+from pipeline.road.sources import hub_snapshot
 from pipeline.road.train import TrainReport
 from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class EvalSplit:
-    task: str
-    train_texts: list[str]
-    train_labels: list[str]
-    test_texts: list[str]
-    test_labels: list[str]
-
-
 class TaskScore(BaseModel):
-    logreg_accuracy: float
-    knn_accuracy: float
+    """MTEB's classification scores on one task's test split (accuracy is its main score)."""
+
+    accuracy: float
+    f1: float
     test_rows: int
-
-
-class MeanScore(BaseModel):
-    logreg_accuracy: float | None
-    knn_accuracy: float | None
+    dataset_revision: str
 
 
 class Scores(BaseModel):
     per_task: dict[str, TaskScore]
-    mean: MeanScore
+    mean_accuracy: float | None
+    not_evaluated: dict[str, str] = {}
 
 
 class EvalReport(BaseModel):
     base: Scores
     finetuned: Scores
+    evaluator: str  # e.g. "mteb 2.26.24"
+    experiments: int
 
 
-def probe_scores(model, splits: list[EvalSplit], batch_size: int = 64, k: int = 10) -> Scores:
-    """Logistic regression on train-split embeddings scored on the test split, plus kNN (k=10)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
+def _mteb_task(src: TaskSource, test_rows: int | None, experiments: int):
+    """mteb's task object with its pinned data loaded from the Hub cache."""
+    import datasets
+    import mteb
 
-    per_task = {}
-    for s in splits:
-        enc = lambda texts: model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                         convert_to_numpy=True, show_progress_bar=False)
-        x_train, x_test = enc(s.train_texts), enc(s.test_texts)
-        lr = LogisticRegression(max_iter=1000).fit(x_train, s.train_labels)
-        knn = KNeighborsClassifier(n_neighbors=min(k, len(s.train_texts)), metric="cosine").fit(x_train, s.train_labels)
-        per_task[s.task] = TaskScore(logreg_accuracy=round(float(lr.score(x_test, s.test_labels)), 4),
-                                     knn_accuracy=round(float(knn.score(x_test, s.test_labels)), 4),
-                                     test_rows=len(s.test_texts))
-    mean = {m: round(float(np.mean([getattr(v, m) for v in per_task.values()])), 4) if per_task else None
-            for m in ("logreg_accuracy", "knn_accuracy")}
-    return Scores(per_task=per_task, mean=MeanScore(**mean))
+    meta = get_task(src.name)
+    revision = src.revision or meta.revision
+    task = mteb.get_task(src.name)
+    if task.metadata.dataset["revision"] != revision:
+        log.warning("%s: mteb pins %s, this build reads %s: scores are for the build's revision", src.name,
+                    task.metadata.dataset["revision"], revision)
+    folder = hub_snapshot(meta.hub_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None)
+    data = datasets.load_dataset(str(folder), name=meta.config)
+    if test_rows is not None and len(data[meta.test_split]) > test_rows:
+        data[meta.test_split] = data[meta.test_split].select(range(test_rows))
+    rows = len(data[meta.test_split])
+    if task.metadata.is_multilingual:  # mteb keys a multilingual task's data by subset (the language config)
+        task.hf_subsets = [meta.config]
+        data = {meta.config: data}
+    task.dataset, task.data_loaded, task.n_experiments = data, True, experiments
+    return task, revision, rows
+
+
+def mteb_scores(model, tasks: Sequence[TaskSource], *, test_rows: int | None = None, experiments: int = 10,
+                batch_size: int = 64) -> Scores:
+    """MTEB classification (logistic regression on sampled train embeddings, `experiments` draws) per task."""
+    import mteb
+
+    per_task: dict[str, TaskScore] = {}
+    skipped = {src.name: "not an MTEB task: no MTEB evaluation" for src in tasks if not src.is_mteb}
+    for src in (s for s in tasks if s.is_mteb):
+        task, revision, rows = _mteb_task(src, test_rows, experiments)
+        result = mteb.evaluate(model, task, cache=None, co2_tracker=False, show_progress_bar=False,
+                               encode_kwargs={"batch_size": batch_size})
+        score = result.task_results[0].scores["test"][0]
+        per_task[src.name] = TaskScore(accuracy=round(float(score["accuracy"]), 4), f1=round(float(score["f1"]), 4),
+                                       test_rows=rows, dataset_revision=revision)
+    mean = round(float(np.mean([s.accuracy for s in per_task.values()])), 4) if per_task else None
+    return Scores(per_task=per_task, mean_accuracy=mean, not_evaluated=skipped)
 
 
 def model_card_section(trained: TrainReport, cfg: TrainConfig, evaluation: EvalReport) -> str:
-    rows = ["| task | base logreg | fine-tuned logreg | base kNN | fine-tuned kNN |", "|---|---|---|---|---|"]
+    rows = ["| task | revision | test rows | base accuracy | fine-tuned accuracy | base F1 | fine-tuned F1 |",
+            "|---|---|---|---|---|---|---|"]
     for task, ft in evaluation.finetuned.per_task.items():
         b = evaluation.base.per_task[task]
-        rows.append(f"| {task} | {b.logreg_accuracy} | {ft.logreg_accuracy} | {b.knn_accuracy} | {ft.knn_accuracy} |")
-    bm, fm = evaluation.base.mean, evaluation.finetuned.mean
-    rows.append(f"| **mean** | {bm.logreg_accuracy} | {fm.logreg_accuracy} | {bm.knn_accuracy} | {fm.knn_accuracy} |")
+        rows.append(f"| {task} | `{ft.dataset_revision[:12]}` | {ft.test_rows} | {b.accuracy} | {ft.accuracy} | "
+                    f"{b.f1} | {ft.f1} |")
+    rows.append(f"| **mean** | | | {evaluation.base.mean_accuracy} | {evaluation.finetuned.mean_accuracy} | | |")
+    rows += [f"\nNot evaluated: {task} ({why})." for task, why in evaluation.finetuned.not_evaluated.items()]
     facts = trained.facts
     return "\n".join([
         "\n## gistforge fine-tune\n",
@@ -93,7 +109,8 @@ def model_card_section(trained: TrainReport, cfg: TrainConfig, evaluation: EvalR
         + (f", resumed from `{Path(facts.resumed_from).name}`" if facts.resumed_from else ""),
         "- Hyperparameters: `" + json.dumps(cfg.model_dump(), sort_keys=True) + "`",
         "",
-        "### Evaluation (held-out test splits: logistic regression on train-split embeddings, kNN k=10)\n",
+        f"### Evaluation ({evaluation.evaluator} classification, {evaluation.experiments} experiments, on the "
+        "pinned test splits)\n",
         *rows, "",
     ])
 
@@ -102,20 +119,17 @@ def model_card_section(trained: TrainReport, cfg: TrainConfig, evaluation: EvalR
 
 
 def evaluate_finetune(ws: Workspace, trained: TrainReport, tasks: Sequence[TaskSource], cfg: TrainConfig) -> EvalReport:
-    """Base vs fine-tuned on every included task with a test split; the model card gets the table."""
+    """Base vs fine-tuned on every included task MTEB knows; the model card gets the table."""
+    from importlib.metadata import version
+
     from sentence_transformers import SentenceTransformer
 
-    splits = []
-    for src in tasks:
-        test = load_test_split(src)
-        if test is None or not ws.split(src.name).exists():
-            continue
-        tr = pl.read_parquet(ws.split(src.name)).head(cfg.probe_train_rows)
-        te = test.filter(pl.col("text").is_not_null()).head(cfg.probe_test_rows)
-        splits.append(EvalSplit(src.name, tr["text"].to_list(), tr["label"].to_list(),
-                                te["text"].to_list(), te["label"].to_list()))
-    evaluation = EvalReport(base=probe_scores(SentenceTransformer(trained.base.path, device="cpu"), splits),
-                            finetuned=probe_scores(SentenceTransformer(trained.model_dir, device="cpu"), splits))
+    def scores(path: str) -> Scores:
+        return mteb_scores(SentenceTransformer(path, device="cpu"), tasks, test_rows=cfg.eval_test_rows,
+                           experiments=cfg.eval_experiments)
+
+    evaluation = EvalReport(base=scores(trained.base.path), finetuned=scores(trained.model_dir),
+                            evaluator=f"mteb {version('mteb')}", experiments=cfg.eval_experiments)
     atomic.write_text(Path(trained.model_dir).parent / "evaluation.json", evaluation.model_dump_json(indent=2))
     card = Path(trained.model_dir) / "README.md"
     card.write_text((card.read_text(encoding="utf-8") if card.exists() else "")
