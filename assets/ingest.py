@@ -1,19 +1,32 @@
 """Ingest assets: the decontamination reference, MEDI, and each task's train split (one partition per task)."""
+from contextlib import contextmanager
+
 import dagster as dg
 
 from assets.metadata import account_metadata, reuse_metadata
 from assets.resources import BuildResource, GuideModelResource
 from pipeline.road import decontaminate, ingest
+from pipeline.road.sources import SourceError
 
 OWNERS = ["team:gistforge"]
 NETWORK_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+@contextmanager
+def fail_fast():
+    """A bad or missing source (a `SourceError`) can never succeed on retry: fail the step at once."""
+    try:
+        yield
+    except SourceError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
 
 @dg.asset(group_name="ingest", kinds={"huggingface", "polars"}, owners=OWNERS,
           code_version=decontaminate.SPEC.version, retry_policy=NETWORK_RETRY, tags={"network": "hub"},
           description="The test splits of the included MTEB tasks: evaluation data that training must not contain.")
 def mteb_test_texts(context: dg.AssetExecutionContext, gistforge: BuildResource) -> dg.MaterializeResult:
-    report = decontaminate.collect_test_texts(gistforge.workspace(), gistforge.config().included_tasks)
+    with fail_fast():
+        report = decontaminate.collect_test_texts(gistforge.workspace(), gistforge.config().included_tasks)
     context.log.info("decontamination reference: %s test texts", report.test_texts)
     return dg.MaterializeResult(metadata={**reuse_metadata(report), "dagster/row_count": report.test_texts,
                                           "per_task": dg.MetadataValue.json(report.per_task)})
@@ -25,8 +38,9 @@ def mteb_test_texts(context: dg.AssetExecutionContext, gistforge: BuildResource)
 def medi_triplets(context: dg.AssetExecutionContext, gistforge: BuildResource,
                   guide: GuideModelResource) -> dg.MaterializeResult:
     cfg, ws = gistforge.config(), gistforge.workspace()
-    report = ingest.ingest_medi(ws, cfg.medi, cfg.decontamination, guide=f"{cfg.guide_model}@{cfg.guide_revision}",
-                                embed=lambda: guide.encoder(cfg, ws).vectors)
+    with fail_fast():
+        report = ingest.ingest_medi(ws, cfg.medi, cfg.decontamination, guide=f"{cfg.guide_model}@{cfg.guide_revision}",
+                                    embed=lambda: guide.encoder(cfg, ws).vectors)
     context.log.info("MEDI: %s", report.account)
     return dg.MaterializeResult(metadata={**reuse_metadata(report), **account_metadata(report.account),
                                           "medi_tasks": report.tasks})
@@ -39,8 +53,9 @@ def train_split_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
               description="One task's labelled train split at its pinned revision, cleaned for mining.")
     def mteb_train_split(context: dg.AssetExecutionContext, gistforge: BuildResource) -> dg.MaterializeResult:
         cfg = gistforge.config()
-        report = ingest.ingest_task(gistforge.workspace(), cfg.task(context.partition_key), cfg.decontamination,
-                                    cfg.exclusions)
+        with fail_fast():
+            report = ingest.ingest_task(gistforge.workspace(), cfg.task(context.partition_key), cfg.decontamination,
+                                        cfg.exclusions)
         context.log.info("%s: %s", context.partition_key, report.account)
         return dg.MaterializeResult(metadata={**reuse_metadata(report), **account_metadata(report.account),
                                               "labels": report.labels, "source": dg.MetadataValue.json(report.source)})

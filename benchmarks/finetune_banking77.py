@@ -1,12 +1,13 @@
 """Does the data help? Fine-tune the bundled MiniLM for one epoch on Banking77 triplets, two ways, and score.
 
-Usage: python benchmarks/finetune_banking77.py [DATA] [--epochs 1] [--out DIR]
+Usage: python benchmarks/finetune_banking77.py [DATA] [--epochs 1] [--out DIR] [--test-rows N]
 
 (a) gistforge's default triplets (softmax top-k positive, margin-guarded hard negative) and (b) the
 miner's GIST-exact `uniform` mode, both mined from Banking77 train (decontaminated against its test
 split) with the bundled model as guide, then trained with gistforge's trainer (GISTEmbedLoss, GIST's
-hyperparameters) and scored with the MTEB-style probe on the Banking77 test split, next to the base model.
-Ends with one JSON line: base_logreg, gistforge_logreg, uniform_logreg and the kNN figures.
+hyperparameters) and scored with the `mteb` package's classification evaluator (logistic regression, 10
+experiments) on Banking77's pinned test split, next to the base model. Ends with one JSON line:
+base_accuracy, gistforge_accuracy, uniform_accuracy, the F1 figures and the evaluator's version.
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=5e-6)
     p.add_argument("--out", default=None)
+    p.add_argument("--test-rows", type=int, default=None, help="test rows scored (default: the whole test split)")
     args = p.parse_args()
     os.environ.update({"HF_HUB_CACHE": str(Path(args.data) / "hf-hub-cache"), "HF_HUB_OFFLINE": "1",
                        "TOKENIZERS_PARALLELISM": "false"})
+
+    from importlib.metadata import version
 
     import datasets
     import polars as pl
@@ -40,19 +44,24 @@ def main() -> None:
 
     from pipeline.config import BUNDLED_MODEL, BuildConfig, MiningConfig, TaskSource, TrainConfig
     from pipeline.road import train
-    from pipeline.road.decontaminate import collect_test_texts, load_test_split
+    from pipeline.road.decontaminate import collect_test_texts
     from pipeline.road.embed import GuideEncoder, encoding_precision, resolve_model
-    from pipeline.road.evaluate import EvalSplit, probe_scores
+    from pipeline.road.evaluate import mteb_scores
     from pipeline.road.ingest import ingest_task
     from pipeline.road.mine import mine_task
     from pipeline.workspace import Workspace
 
     out = Path(args.out or tempfile.mkdtemp(prefix="gistforge-ft-"))
     ref = resolve_model(BUNDLED_MODEL)
-    tc = TrainConfig(epochs=args.epochs, learning_rate=args.lr, save_steps=10_000)
+    tc = TrainConfig(epochs=args.epochs, learning_rate=args.lr, save_steps=10_000, eval_test_rows=args.test_rows)
     task = "Banking77Classification"
     scores, facts = {}, {}
-    split = test = None
+    split = src = None
+
+    def evaluate(model, src: TaskSource):
+        """MTEB's classification scores on the task's pinned test split."""
+        return mteb_scores(model, [src], test_rows=tc.eval_test_rows, experiments=tc.eval_experiments).per_task[task]
+
     for mode in ("hard", "uniform"):
         cfg = BuildConfig(profile=f"ft-{mode}", medi=None, guide_model=BUNDLED_MODEL, tasks=[TaskSource(name=task)],
                           mining=MiningConfig(negative_strategy=mode), training=tc)
@@ -74,18 +83,16 @@ def main() -> None:
         facts[mode] = {"steps": trained.global_step, "train_s": round(time.time() - t0, 1),
                        "triplets": triplets.height, "loss": round(trained.train_loss, 4)}
         split = pl.read_parquet(ws.split(task))
-        test = load_test_split(src)
-        ev = EvalSplit(task, split["text"].to_list(), split["label"].to_list(), test["text"].to_list(),
-                       test["label"].to_list())
-        scores[mode] = probe_scores(model, [ev]).mean
-    scores["base"] = probe_scores(SentenceTransformer(ref.path, device="cpu"), [ev]).mean
+        scores[mode] = evaluate(model, src)
+    scores["base"] = evaluate(SentenceTransformer(ref.path, device="cpu"), src)
     print(json.dumps({
-        "base_logreg": scores["base"].logreg_accuracy, "gistforge_logreg": scores["hard"].logreg_accuracy,
-        "uniform_logreg": scores["uniform"].logreg_accuracy,
-        "base_knn": scores["base"].knn_accuracy, "gistforge_knn": scores["hard"].knn_accuracy,
-        "uniform_knn": scores["uniform"].knn_accuracy,
+        "base_accuracy": scores["base"].accuracy, "gistforge_accuracy": scores["hard"].accuracy,
+        "uniform_accuracy": scores["uniform"].accuracy,
+        "base_f1": scores["base"].f1, "gistforge_f1": scores["hard"].f1, "uniform_f1": scores["uniform"].f1,
+        "evaluator": f"mteb {version('mteb')}", "experiments": tc.eval_experiments,
+        "dataset_revision": scores["base"].dataset_revision,
         "epochs": args.epochs, "lr": args.lr, "batch_size": tc.batch_size, "runs": facts,
-        "train_rows": split.height, "test_rows": test.height,
+        "train_rows": split.height, "test_rows": scores["base"].test_rows,
     }))
 
 

@@ -11,8 +11,13 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from pipeline.common.faults import POINTS
+from pipeline.road.mine import MineReport
+from pipeline.workspace import Workspace
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTINEL = "hf_LEAKCANARY0123456789abcdef"
@@ -66,7 +71,8 @@ def test_build_killed_at_every_stage_resumes_and_no_token_leaks(tmp_path):
     # finished work was not redone: the split (committed before the embed kill) and the triplets (committed
     # after the mine kill) kept their files, and the texts embedded before the kill were not encoded again
     assert {p: p.stat().st_mtime_ns for p in (split, triplets)} == stamps
-    assert json.loads(triplets.with_suffix(".json").read_text())["encode"]["encoded"] == 0
+    ws = Workspace(home, "embedded")
+    assert ws.load_report(triplets, MineReport).encode.encoded == 0
     # every killed run was closed and its pool slot freed, else a rerun would have waited for it forever
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         statuses = [r.status for r in instance.get_runs()]

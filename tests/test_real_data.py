@@ -9,8 +9,8 @@ from pipeline.workspace import Workspace
 from tests.conftest import SHARED_DATA, Road
 
 CACHE = SHARED_DATA / "hf-hub-cache"
-pytestmark = pytest.mark.skipif(not (CACHE / "datasets--mteb--banking77").is_dir(),
-                                reason="../shared/data is not present")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (CACHE / "datasets--mteb--banking77").is_dir(),
+                                                   reason="../shared/data is not present")]
 
 
 def test_every_eligible_banking77_row_yields_a_triplet(tmp_path):

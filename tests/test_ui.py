@@ -20,7 +20,7 @@ import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")]
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ["mteb_test_texts", "medi_triplets", "mteb_train_split", "mined_triplets", "triplet_dataset", "published_dataset"]
 
@@ -55,7 +55,8 @@ def dagster_ui(tmp_path_factory):
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("GISTFORGE_CONFIG", None)
     log = open(home / "dagster-dev.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-m", "assets", "-h", "127.0.0.1", "-p", str(port)],
+    dg_cli = str(Path(sys.executable).parent / "dg")  # Dagster's current CLI, as the README's UI section says
+    proc = subprocess.Popen([dg_cli, "dev", "--use-active-venv", "--host", "127.0.0.1", "--port", str(port)],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -66,7 +67,7 @@ def dagster_ui(tmp_path_factory):
                 break
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"dagster dev did not start: {(home / 'dagster-dev.log').read_text()[-3000:]}")
+                    raise RuntimeError(f"dg dev did not start: {(home / 'dagster-dev.log').read_text()[-3000:]}")
                 time.sleep(2)
         yield url, home
     finally:
