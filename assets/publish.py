@@ -39,7 +39,10 @@ def triplet_dataset(context: dg.AssetExecutionContext, gistforge: BuildResource)
           description="The build published as a tagged version (local Hub-cache folder by default).")
 def published_dataset(context: dg.AssetExecutionContext, gistforge: BuildResource,
                       publisher: PublisherResource) -> dg.MaterializeResult:
-    result = publish.publish(gistforge.workspace(), gistforge.config().dataset_repo_id, publisher.publisher())
+    try:
+        result = publish.publish(gistforge.workspace(), gistforge.config().dataset_repo_id, publisher.publisher())
+    except publish.PublishError as exc:  # refused credentials, a missing repo...: a retry cannot help
+        raise dg.Failure(description=str(exc), allow_retries=exc.transient) from exc
     context.log.info("%s %s@%s in %s", result.status, result.repo_id, result.tag, result.location)
     return dg.MaterializeResult(metadata={
         "repo_id": result.repo_id, "tag": result.tag, "status": result.status, "location": str(result.location),

@@ -132,3 +132,17 @@ def test_a_task_mined_with_the_approximate_search_shows_its_recall(tmp_path):
     meta = result.asset_materializations_for_node("mined_triplets")[0].metadata
     assert 0.5 <= meta["ivf_recall_at_10"].value <= 1
     assert meta["mining"].data["search"] == "ivf"
+
+
+def test_no_configuration_is_read_at_import_time(tmp_path):
+    """Importing the Dagster layer reads nothing; the code location's loader reads the environment when called."""
+    import subprocess
+    import sys
+
+    code = ("import assets, assets.definitions, gistforge.cli\n"
+            "try:\n    assets.defs()\nexcept FileNotFoundError as e:\n    print('loader read', e.filename)\n")
+    env = {"PATH": "", "GISTFORGE_CONFIG": str(tmp_path / "absent.yaml"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"loader read {tmp_path / 'absent.yaml'}" in done.stdout

@@ -1,4 +1,7 @@
-"""A build killed at any stage resumes on rerun; and a token in the environment leaks nowhere."""
+"""A build killed at any stage resumes on rerun, and a waiting build stops cleanly.
+
+(The token leak check runs where the token is read: the Hub target, in test_publishing.py.)
+"""
 
 import json
 import os
@@ -20,12 +23,11 @@ from pipeline.workspace import Workspace
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-SENTINEL = "hf_LEAKCANARY0123456789abcdef"
 
 
 def _env(home: Path, dagster_home: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GISTFORGE_")}
-    env.update({"GISTFORGE_HOME": str(home), "DAGSTER_HOME": str(dagster_home), "HF_TOKEN": SENTINEL,
+    env.update({"GISTFORGE_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
                 "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     return env
 
@@ -47,7 +49,7 @@ def _assert_nothing_half_written(home: Path) -> None:
             json.loads(p.read_text())
 
 
-def test_build_killed_at_every_stage_resumes_and_no_token_leaks(tmp_path):
+def test_build_killed_at_every_stage_resumes(tmp_path):
     """SIGKILL mid-ingest, mid-embed, mid-mine, mid-write and mid-publish, one run each, then a clean rerun."""
     home, dagster_home = tmp_path / "home", tmp_path / "dagster_home"
     dagster_home.mkdir()
@@ -55,12 +57,11 @@ def test_build_killed_at_every_stage_resumes_and_no_token_leaks(tmp_path):
     cmd = [sys.executable, "-m", "gistforge.cli", "build"]
     work = home / "work" / "embedded"
     split, triplets = work / "splits" / "Banking77Classification.parquet", work / "triplets" / "Banking77Classification.parquet"
-    texts, stamps = [], {}
+    stamps = {}
     for point in POINTS:
         killed = subprocess.run(cmd, cwd=ROOT, env={**_env(home, dagster_home), "GISTFORGE_KILL_AT": point},
                                 capture_output=True, text=True, timeout=600)
         assert killed.returncode == -signal.SIGKILL, f"not killed at {point}: {killed.stderr[-3000:]}"
-        texts += [killed.stdout, killed.stderr]
         _assert_nothing_half_written(home)
         for path in (split, triplets):  # when each was first committed
             if path.exists() and path not in stamps:
@@ -80,14 +81,6 @@ def test_build_killed_at_every_stage_resumes_and_no_token_leaks(tmp_path):
     assert not _claimed_slots(dagster_home)
     # and the temporaries the killed runs were writing were swept by the rerun's writes
     assert not [p for p in home.rglob(".*") if re.fullmatch(r"\..+\.\d+\..+", p.name)]
-    texts += [done.stdout, done.stderr]
-
-    # the token was in the environment of every run: it must appear in no output, file, card or event log
-    for root in (home, dagster_home):
-        for p in root.rglob("*"):
-            if p.is_file():
-                texts.append(p.read_bytes().decode("utf-8", "replace"))
-    assert texts and all(SENTINEL not in t for t in texts)
 
 
 def _wait_for_text(path: Path, text: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:

@@ -186,7 +186,7 @@ def test_hub_retries_a_503_and_fails_fast_and_clean_on_a_401(tmp_path, caplog):
     api.fail = {"create_tag": [500] * 10}
     with pytest.raises(PublishError) as err2:
         pub.publish(_build(tmp_path, 3), "org/ds")
-    assert "HTTP 500" in str(err2.value)
+    assert "HTTP 500" in str(err2.value) and err2.value.transient and not err.value.transient
     assert err.value.__cause__ is None and err.value.__context__ is None and err2.value.__context__ is None
     for text in [str(err.value), str(err2.value), caplog.text]:
         assert TOKEN not in text
@@ -216,3 +216,45 @@ def test_model_folders_publish_with_a_tag_locally_and_to_the_hub(tmp_path):
     assert set(api.commits[0]["files"]) == {"config.json", "1_Pooling/config.json"}
     assert api.tags == {"2026.01.01-abcdef12": hub.revision}
     assert [kw.get("repo_type") for n, kw in api.calls if n != "hf_hub_download"] == ["model"] * 3
+
+
+@pytest.mark.slow
+def test_hub_target_reads_the_token_through_the_resource_and_leaks_it_nowhere(embedded_build, tmp_path, monkeypatch,
+                                                                               capfd):
+    """The deployment's Hub target: `HF_TOKEN` reaches the API through `dg.EnvVar`, and no event, metadata,
+    log line or workspace file holds it, also when the Hub answers with an error quoting it."""
+    import shutil
+
+    import dagster as dg
+    import huggingface_hub
+
+    from assets import build_definitions
+    from assets.settings import Deployment
+    from pipeline.config import embedded_profile
+
+    home = tmp_path / "home"
+    shutil.copytree(embedded_build, home, ignore=shutil.ignore_patterns("models"))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    apis = []
+
+    def fake_api(endpoint=None):
+        api = FakeHfApi(tmp_path)
+        api.fail = {"create_tag": [403]}  # refused, with the token in the error text: fails at once, no retry
+        apis.append(api)
+        return api
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", fake_api)
+    defs = build_definitions(embedded_profile(), Deployment(home=home, publish_target="hub"))
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("build_and_publish").execute_in_process(instance=instance, raise_on_error=False)
+        records = instance.get_event_records(dg.EventRecordsFilter(event_type=dg.DagsterEventType.STEP_FAILURE))
+        events = [str(r.event_log_entry) for r in instance.get_event_records(
+            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION))] + \
+            [str(r.event_log_entry) for r in records]
+    assert not result.success and len(records) == 1, "the Hub refused: the publish step failed, without retry"
+    used = {kw.get("token") for api in apis for _, kw in api.calls}
+    assert used == {TOKEN}, "every Hub call carried the token from the environment"
+    out, err = capfd.readouterr()
+    texts = events + [out, err] + [p.read_text(errors="replace") for p in home.rglob("*")
+                                   if p.is_file() and p.suffix in (".json", ".md", ".txt", ".log")]
+    assert all(TOKEN not in t for t in texts)

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -8,7 +10,7 @@ from pipeline.registry import DEFAULT_EXCLUSIONS, MTEB_TASKS, get_task
 def test_registry_has_the_twelve_mteb_v1_classification_tasks_pinned():
     assert len(MTEB_TASKS) == 12
     for task in MTEB_TASKS.values():
-        assert len(task.revision) == 40 and int(task.revision, 16) >= 0
+        assert re.fullmatch(r"[0-9a-f]{40}", task.revision), f"{task.name}: pin is not a commit sha"
         assert task.task_type.startswith("mteb_")
     assert get_task("Banking77Classification").task_type == "mteb_banking77"
     assert get_task("MTOPDomainClassification").task_type == "mteb_mtop_domain"

@@ -40,7 +40,11 @@ _TAG = re.compile(r"^\d{4}\.\d{2}\.\d{2}-[0-9a-f]{8}$")
 
 
 class PublishError(RuntimeError):
-    """Publishing failed; the message never holds a token."""
+    """Publishing failed; the message never holds a token. `transient`: a retry later may succeed."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class Location(BaseModel):
@@ -281,7 +285,8 @@ class HubPublisher:
             except Exception as exc:  # noqa: BLE001 - classified below, re-raised without the token
                 status = _status(exc)
                 message = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, self.token)
-                retry = _transient(exc) and attempt < self.retries
+                transient = _transient(exc)
+                retry = transient and attempt < self.retries
             if retry:
                 delay = self.backoff_s * 2**attempt * (1 + random.random() / 4)
                 log.warning("%s failed (%s); retry %s/%s in %.1fs", what, message, attempt + 1, self.retries, delay)
@@ -292,7 +297,8 @@ class HubPublisher:
             if status in (401, 403):
                 raise PublishError(f"{what}: the Hub refused the credentials (HTTP {status}); set HF_TOKEN to a "
                                    "token with write access to this repo")
-            raise PublishError(f"{what} failed{f' (HTTP {status})' if status else ''}: {message}")
+            raise PublishError(f"{what} failed{f' (HTTP {status})' if status else ''}: {message}",
+                               transient=transient)
 
     def _download(self, repo_id: str, filename: str, revision: str) -> Path | None:
         try:
