@@ -20,7 +20,9 @@ class MtebTask:
     train_rows: int
     n_labels: int
     split: str = "train"
-    test_split: str = "test"
+    test_split: str | None = "test"  # None: the task has no test split (it is then not decontaminated)
+    # The snapshot layout this task's loading was checked against ("unverified": not read by any test or run)
+    verified_layout: str = "unverified"
 
     @property
     def slug(self) -> str:
@@ -36,17 +38,21 @@ MTEB_TASKS: dict[str, MtebTask] = {
     t.name: t
     for t in [
         MtebTask("AmazonCounterfactualClassification", "mteb/amazon_counterfactual",
-                 "e8379541af4e31359cca9fbcf4b00f2671dba205", "en", 4_018, 2),
+                 "e8379541af4e31359cca9fbcf4b00f2671dba205", "en", 4_018, 2,
+                 verified_layout="per-config folders en/{train,validation,test}.jsonl beside a loading script: a "
+                                 "test fixture laid out as that snapshot is described, not the real files"),
         MtebTask("AmazonPolarityClassification", "mteb/amazon_polarity",
                  "e2d317d38cd51312af73b3d32a06d1a08b442046", None, 3_600_000, 2),
         MtebTask("AmazonReviewsClassification", "mteb/amazon_reviews_multi",
                  "1399c76144fd37290681b995c656ef9b2e06e26d", "en", 200_000, 5),
         MtebTask("Banking77Classification", "mteb/banking77",
-                 "0fd18e25b25c072e09e0d92ab615fda904d66300", None, 10_003, 77),
+                 "0fd18e25b25c072e09e0d92ab615fda904d66300", None, 10_003, 77,
+                 verified_layout="root-level train.jsonl/test.jsonl: the real snapshot (shared data, tests)"),
         MtebTask("EmotionClassification", "mteb/emotion",
                  "4f58c6b202a23cf9a4da393831edf4f9183cad37", None, 16_000, 6),
         MtebTask("ImdbClassification", "mteb/imdb",
-                 "3d86128a09e091d6018b6d26cad27f2739fc2db7", None, 25_000, 2),
+                 "3d86128a09e091d6018b6d26cad27f2739fc2db7", None, 25_000, 2,
+                 verified_layout="root-level train.jsonl/test.jsonl: the real snapshot (shared data, tests)"),
         MtebTask("MTOPDomainClassification", "mteb/mtop_domain",
                  "d80d48c1eb48d3562165c59d59d0034df9fff0bf", "en", 15_667, 11),
         MtebTask("MTOPIntentClassification", "mteb/mtop_intent",

@@ -117,4 +117,6 @@ def _decontamination(cfg: DecontaminationConfig, ref: ReferenceReport | None, ac
         "",
         markdown_table(["source / stage", "exact leaks removed", "near duplicates removed"], leaks),
         "",
+        *([markdown_table(["task not decontaminated", "why"], sorted(ref.not_decontaminated.items())), ""]
+          if ref.not_decontaminated else []),
     ])

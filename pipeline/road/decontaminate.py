@@ -17,7 +17,7 @@ import polars as pl
 from pipeline.common.text import text_keys
 from pipeline.config import DecontaminationConfig, TaskSource
 from pipeline.registry import get_task
-from pipeline.road.sources import SourceError, hub_snapshot, labelled_frame, load_folder, read_local, source_identity
+from pipeline.road.sources import hub_snapshot, labelled_frame, load_split, read_local, source_identity
 from pipeline.workspace import StageReport, StageSpec, Workspace
 
 log = logging.getLogger(__name__)
@@ -27,29 +27,39 @@ DROPS = {
     "test_near_duplicate": "the guide model finds the text a near duplicate of a same-task test text",
 }
 
-SPEC = StageSpec("test_texts", version="1")
+SPEC = StageSpec("test_texts", version="2")
 
 
 class ReferenceReport(StageReport):
     test_texts: int
     per_task: dict[str, int]
+    not_decontaminated: dict[str, str] = {}  # task -> why it has no test split to check against
+
+
+def no_test_split(src: TaskSource) -> str | None:
+    """Why a task truly has no test split (said so by its config or the registry); None when it has one."""
+    if src.kind == "local":
+        return None if src.test_path else "local task with no `test_path` in the config"
+    if get_task(src.name).test_split is None:
+        return "the registry records no test split for this task"
+    return None
 
 
 def load_test_split(src: TaskSource) -> pl.DataFrame | None:
-    """The task's held-out test split as `text, label, label_text`, or None when the source has none."""
+    """The task's held-out test split as `text, label, label_text`; None only when it truly has none.
+
+    A test split that should exist but cannot be read fails (a `SourceError`): a leak check that quietly
+    checks less must never happen.
+    """
+    if no_test_split(src):
+        return None
     if src.kind == "local":
-        if src.test_path is None:
-            return None
         return labelled_frame(read_local(Path(src.test_path), f"local task {src.name} test"), src, src.name)
     task = get_task(src.name)
     revision = src.revision or task.revision
+    source = f"{src.name} ({task.hub_id}@{revision}) test"
     folder = hub_snapshot(task.hub_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None)
-    try:
-        raw = load_folder(folder, f"{src.name} ({task.hub_id}@{revision}) test", task.config, task.test_split)
-    except SourceError:
-        log.warning("%s has no %r split at %s; nothing to decontaminate against", src.name, task.test_split, revision)
-        return None
-    return labelled_frame(raw, src, src.name)
+    return labelled_frame(load_split(folder, source, task.config, task.test_split), src, source)
 
 
 def collect_test_texts(ws: Workspace, tasks: Sequence[TaskSource]) -> ReferenceReport:
@@ -66,8 +76,11 @@ def collect_test_texts(ws: Workspace, tasks: Sequence[TaskSource]) -> ReferenceR
     df = pl.concat(frames) if frames else pl.DataFrame(schema={"task": pl.String, "text": pl.String})
     df = df.with_columns(key=pl.Series(text_keys(df.get_column("text")), dtype=pl.UInt64))
     ws.write_parquet(df, ws.test_texts())
+    missing = {src.name: why for src in tasks if (why := no_test_split(src))}
+    for task, why in missing.items():
+        log.warning("%s is not decontaminated: %s", task, why)
     report = ReferenceReport(test_texts=df.height, per_task=dict(df.group_by("task").len().sort("task").iter_rows()),
-                             fingerprint=fp)
+                             not_decontaminated=missing, fingerprint=fp)
     ws.save_report(report, ws.test_texts())
     return report
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pipeline.common import atomic
 from pipeline.config import TaskSource, TrainConfig
 from pipeline.registry import get_task
-from pipeline.road.sources import hub_snapshot
+from pipeline.road.sources import hub_snapshot, split_dataset
 from pipeline.road.train import TrainReport
 from pipeline.workspace import Workspace
 
@@ -60,10 +60,12 @@ def _mteb_task(src: TaskSource, test_rows: int | None, experiments: int):
         log.warning("%s: mteb pins %s, this build reads %s: scores are for the build's revision", src.name,
                     task.metadata.dataset["revision"], revision)
     folder = hub_snapshot(meta.hub_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None)
-    data = datasets.load_dataset(str(folder), name=meta.config)
-    if test_rows is not None and len(data[meta.test_split]) > test_rows:
-        data[meta.test_split] = data[meta.test_split].select(range(test_rows))
-    rows = len(data[meta.test_split])
+    source = f"{src.name} ({meta.hub_id}@{revision})"
+    test = split_dataset(folder, f"{source} test", meta.config, meta.test_split)
+    if test_rows is not None and len(test) > test_rows:
+        test = test.select(range(test_rows))
+    data = datasets.DatasetDict({"train": split_dataset(folder, source, meta.config, meta.split), "test": test})
+    rows = len(test)
     if task.metadata.is_multilingual:  # mteb keys a multilingual task's data by subset (the language config)
         task.hf_subsets = [meta.config]
         data = {meta.config: data}
@@ -78,7 +80,8 @@ def mteb_scores(model, tasks: Sequence[TaskSource], *, test_rows: int | None = N
 
     per_task: dict[str, TaskScore] = {}
     skipped = {src.name: "not an MTEB task: no MTEB evaluation" for src in tasks if not src.is_mteb}
-    for src in (s for s in tasks if s.is_mteb):
+    skipped |= {src.name: "no test split" for src in tasks if src.is_mteb and get_task(src.name).test_split is None}
+    for src in (s for s in tasks if s.name not in skipped):
         task, revision, rows = _mteb_task(src, test_rows, experiments)
         result = mteb.evaluate(model, task, cache=None, co2_tracker=False, show_progress_bar=False,
                                encode_kwargs={"batch_size": batch_size})

@@ -1,7 +1,9 @@
 """Read MEDI and labelled classification splits into polars frames with canonical columns.
 
-Hub sources go through `snapshot_download` + `load_dataset(folder)`, so one code path serves online
-runs and a pre-filled (offline) Hub cache. Every error names the source and what was expected.
+Hub sources go through `snapshot_download`, so one code path serves online runs and a pre-filled (offline)
+Hub cache; `find_split` then finds a split's files in whichever layout the snapshot uses (see there), and
+`datasets`' packaged readers (json, csv, parquet) read them: a loading script is never executed. Every
+error names the source and what was expected.
 """
 
 from __future__ import annotations
@@ -9,16 +11,17 @@ from __future__ import annotations
 import io
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import yaml
 
 from pipeline.config import SAMPLE_DIR, MediSource, TaskSource
 from pipeline.registry import get_task
 from pipeline.schema import MEDI_COLUMNS
 
 log = logging.getLogger(__name__)
-
 
 
 class SourceError(ValueError):
@@ -71,14 +74,114 @@ def _file_identity(path: Path | None) -> dict:
     return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def load_folder(folder: Path, source: str, config: str | None, split: str) -> pl.DataFrame:
+# Data files the packaged readers take, by extension (a `.gz` suffix is read through).
+_READERS = {".parquet": "parquet", ".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".tsv": "csv"}
+LAYOUTS = ("the card's `configs:` data_files (README.md)", "per-config folder `<config>/<split>.<ext>` or "
+           "`<config>/<split>-*.parquet`", "the Hub's parquet conversion `<config>/<split>/*.parquet`",
+           "root-level `<split>.<ext>` or `data/<split>-*` (config-less repos)")
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    """Where a split's data sits in a snapshot, and which layout found it."""
+
+    layout: str
+    files: tuple[Path, ...]
+
+
+def _ext(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz")
+    return Path(name).suffix
+
+
+def _data_files(paths) -> list[Path]:
+    return sorted({p for p in paths if p.is_file() and _ext(p) in _READERS})
+
+
+def _card_configs(folder: Path) -> list[dict]:
+    card = folder / "README.md"
+    if not card.is_file():
+        return []
+    text = card.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return []
+    try:
+        meta = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError:
+        return []
+    configs = meta.get("configs") if isinstance(meta, dict) else None
+    return [c for c in configs if isinstance(c, dict)] if isinstance(configs, list) else []
+
+
+def _card_patterns(entry: dict, split: str) -> list[str]:
+    """The path patterns a card config gives for `split` (a bare pattern or list means the train split)."""
+    files = entry.get("data_files")
+    if isinstance(files, (str, list)) and not (isinstance(files, list) and files and isinstance(files[0], dict)):
+        return ([files] if isinstance(files, str) else list(files)) if split == "train" else []
+    if isinstance(files, dict):
+        files = [{"split": k, "path": v} for k, v in files.items()]
+    patterns: list[str] = []
+    for item in files or []:
+        if isinstance(item, dict) and item.get("split") == split:
+            path = item.get("path")
+            patterns += [path] if isinstance(path, str) else list(path or [])
+    return patterns
+
+
+def find_split(folder: Path, config: str | None, split: str) -> SplitFiles | None:
+    """A split's files, by the first layout that has them (the order of `LAYOUTS`); None when none does."""
+    folder = Path(folder)
+    wanted = config or "default"
+    for entry in _card_configs(folder):
+        if entry.get("config_name", "default") == wanted:
+            files = _data_files(p for pattern in _card_patterns(entry, split) for p in folder.glob(pattern))
+            if files:
+                return SplitFiles(LAYOUTS[0], tuple(files))
+    if config:
+        sub = folder / config
+        files = _data_files([*sub.glob(f"{split}.*"), *sub.glob(f"{split}-*.parquet")])
+        if files:
+            return SplitFiles(LAYOUTS[1], tuple(files))
+    files = _data_files((folder / wanted / split).glob("*.parquet"))
+    if files:
+        return SplitFiles(LAYOUTS[2], tuple(files))
+    if config is None:
+        files = _data_files([*folder.glob(f"{split}.*"), *(folder / "data").glob(f"{split}-*"),
+                             *(folder / "data").glob(f"{split}.*")])
+        if files:
+            return SplitFiles(LAYOUTS[3], tuple(files))
+    return None
+
+
+def load_split(folder: Path, source: str, config: str | None, split: str) -> pl.DataFrame:
+    """Read one split of a snapshot; an error lists the layouts tried and the files the snapshot holds."""
+    return pl.from_arrow(split_dataset(folder, source, config, split).data.table)
+
+
+def split_dataset(folder: Path, source: str, config: str | None, split: str):
+    """One split of a snapshot as a `datasets.Dataset` (what `load_split` and the MTEB evaluation read)."""
     import datasets
 
+    found = find_split(folder, config, split)
+    if found is None:
+        held = sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*")
+                      if p.is_file() and not p.name.startswith("."))
+        shown = ", ".join(held[:40]) + (f" (+{len(held) - 40} more)" if len(held) > 40 else "")
+        tried = "; ".join(LAYOUTS if config else [LAYOUTS[0], LAYOUTS[2], LAYOUTS[3]])
+        raise SourceError(f"{source}: no data file for split {split!r} (config {config!r}) in the snapshot; "
+                          f"layouts tried: {tried}; the snapshot holds: {shown or 'no files'}")
+    readers = {_READERS[_ext(p)] for p in found.files}
+    if len(readers) > 1:
+        raise SourceError(f"{source}: split {split!r} mixes file types: {[p.name for p in found.files]}")
+    reader = readers.pop()
+    options = {"delimiter": "\t"} if reader == "csv" and all(_ext(p) == ".tsv" for p in found.files) else {}
     try:
-        ds = datasets.load_dataset(str(folder), name=config, split=split)
-    except ValueError as exc:
-        raise SourceError(f"{source}: cannot read split {split!r} (config {config!r}) from {folder}: {exc}") from None
-    return pl.from_arrow(ds.data.table)
+        ds = datasets.load_dataset(reader, data_files={split: [str(p) for p in found.files]}, split=split, **options)
+    except (ValueError, datasets.exceptions.DatasetGenerationError) as exc:
+        raise SourceError(f"{source}: cannot read split {split!r} from {[p.name for p in found.files]} "
+                          f"({found.layout}): {exc}") from None
+    log.info("%s: split %r from %s (%s)", source, split, [p.name for p in found.files], found.layout)
+    return ds
 
 
 def _utf8(path: Path, source: str) -> bytes:
@@ -179,7 +282,7 @@ def load_task_split(src: TaskSource) -> pl.DataFrame:
         revision = src.revision or task.revision
         source = f"{src.name} ({task.hub_id}@{revision})"
         folder = hub_snapshot(task.hub_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None)
-        raw = load_folder(folder, source, task.config, task.split)
+        raw = load_split(folder, source, task.config, task.split)
     if raw.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     log.info("loaded %s rows from %s", raw.height, source)
@@ -218,7 +321,7 @@ def load_medi(src: MediSource) -> pl.DataFrame:
     else:
         source = f"MEDI ({src.repo_id}@{src.revision})"
         folder = hub_snapshot(src.repo_id, src.revision, src.cache_dir, local_files_only=src.cache_dir is not None)
-        df = load_folder(folder, source, None, "train")
+        df = load_split(folder, source, None, "train")
     if df.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     _require(df, {c: c for c in MEDI_COLUMNS}, source)
