@@ -1,5 +1,5 @@
-"""gistforge's command line. The library is `pipeline`, the Dagster layer is `assets`.
+"""gistforge's command line (`gistforge build`). The library is `pipeline`, the Dagster layer is `assets`.
 
-Kept outside `assets` so that the configuration flags can be set before the Dagster definitions (whose
-task partitions derive from the configuration) are imported.
+Kept outside both: the CLI chooses a configuration and a Dagster instance, then runs the jobs `assets`
+defines, in the order `assets.automation.rebuild_plan` gives.
 """
