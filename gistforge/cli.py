@@ -35,13 +35,18 @@ def build(argv: list[str] | None = None) -> int:
     from assets.settings import Deployment
     from gistforge.orphans import recover_orphaned_runs, run_tags
     from gistforge.pools import pools_of, wait_for_pools
-    from pipeline.config import load_config
+    from pipeline.config import ConfigError, load_config
     from pipeline.road.build import last_build
     from pipeline.road.evaluate import last_finetune
     from pipeline.road.publish import last_published
 
-    cfg = load_config(args.config or os.environ.get("GISTFORGE_CONFIG"),
-                      args.profile or os.environ.get("GISTFORGE_PROFILE"))
+    try:
+        cfg = load_config(args.config or os.environ.get("GISTFORGE_CONFIG"),
+                          args.profile or os.environ.get("GISTFORGE_PROFILE"))
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"gistforge: {line}", file=sys.stderr)
+        return 2
     deployment = Deployment.from_env(home=args.home)
     defs = build_definitions(cfg, deployment)
     included = [t.name for t in cfg.included_tasks]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.registry import DEFAULT_EXCLUSIONS, MTEB_TASKS
 
@@ -218,15 +218,26 @@ def full_profile() -> BuildConfig:
 PROFILES = {"embedded": embedded_profile, "full": full_profile}
 
 
+class ConfigError(ValueError):
+    """A configuration that can never build: one line per problem, naming the file and field."""
+
+
 def load_config(path: str | os.PathLike | None = None, profile: str | None = None) -> BuildConfig:
     """A YAML file holding a `BuildConfig` if `path` is given, else the named profile (default `embedded`)."""
     if path:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not Path(path).is_file():
+            raise ConfigError(f"config file {path} does not exist: give the path of a YAML BuildConfig "
+                              "(see configs/shared-data.yaml)")
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
         try:
             return BuildConfig.model_validate(data)
-        except Exception as exc:
-            raise ValueError(f"invalid gistforge config {path}: {exc}") from None
+        except ValidationError as exc:
+            raise ConfigError("\n".join(f"config file {path}: {'.'.join(map(str, e['loc'])) or '(top level)'}: "
+                                        f"{e['msg']}" for e in exc.errors())) from None
     name = profile or "embedded"
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)} or give a config file")
+        raise ConfigError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)} or give a config file")
     return PROFILES[name]()

@@ -58,3 +58,40 @@ def test_very_long_text_is_kept_intact(tmp_path):
     df = pl.read_parquet(ws.triplets("Long"))
     kept = df.filter(pl.col("query").str.len_chars() > 100_000)
     assert kept.height == 1 and kept["query"][0] == long
+
+
+def test_missing_value_markers_in_a_csv_label_are_missing_labels(tmp_path):
+    rows = "text,label\n" + "".join(f"text {i},{lab}\n" for i, lab in
+                                    enumerate(["a", "NaN", "a", "NA", "b", "null", "b", "None", "", " nan "]))
+    out, acc = clean_labelled(load_task_split(_local(tmp_path, "marks.csv", rows.encode())), "T")
+    assert acc.drops == {"missing_label": 6} and acc.balanced
+    assert sorted(set(out["label"].to_list())) == ["a", "b"]
+
+
+def test_a_task_left_with_no_eligible_row_mines_nothing_and_the_build_goes_on(tmp_path):
+    """One label only: ingest counts every row as `no_other_label`; mining yields no triplets instead of crashing."""
+    from pipeline.config import BuildConfig
+    from pipeline.road.build import EmptyBuildError, build_dataset
+    from pipeline.workspace import Workspace
+    from tests.conftest import Road
+
+    (tmp_path / "one.jsonl").write_text("".join(json.dumps({"text": f"t{i}", "label": 0}) + "\n" for i in range(5)))
+    (tmp_path / "two.jsonl").write_text("".join(json.dumps({"text": f"u{i}", "label": i % 2}) + "\n" for i in range(6)))
+    cfg = BuildConfig(profile="d", medi=None, guide_model="bundled:all-MiniLM-L6-v2", decontamination={"exact": False},
+                      tasks=[TaskSource(name="One", kind="local", path=tmp_path / "one.jsonl", label_text_column=None),
+                             TaskSource(name="Two", kind="local", path=tmp_path / "two.jsonl", label_text_column=None)])
+    ws = Workspace(tmp_path / "home", "d")
+    road = Road(cfg, ws)
+    road.medi()
+    assert road.split("One").account.drops == {"no_other_label": 5}
+    loads = []
+    empty = road.mine("One", guide=lambda: loads.append(1))
+    assert empty.account.rows_in == 0 and empty.mining.triplets == 0 and loads == [], "no model for no rows"
+    road.split("Two")
+    road.mine("Two")
+    report = build_dataset(ws, cfg)
+    assert {t.task_name for t in report.tasks} == {"Two"} and all(c.passed for c in report.checks)
+
+    only_one = cfg.model_copy(update={"tasks": cfg.tasks[:1]})
+    with pytest.raises(EmptyBuildError, match="no rows to publish"):
+        build_dataset(ws, only_one)

@@ -48,7 +48,7 @@ def test_config_file_round_trip_and_clear_errors(tmp_path):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"profile": "x", "tasks": [{"name": "../evil", "kind": "local", "path": "x.csv"}]}))
-    with pytest.raises(ValueError, match=r"(?s)invalid gistforge config .*bad.yaml.*task name '../evil'"):
+    with pytest.raises(ValueError, match=r"config file .*bad.yaml: tasks.0.name: Value error, task name .\.\./evil."):
         load_config(bad)
     with pytest.raises(ValueError, match="unknown profile 'nope'"):
         load_config(profile="nope")
@@ -63,3 +63,19 @@ def test_config_file_round_trip_and_clear_errors(tmp_path):
     deep.write_text(yaml.safe_dump({"profile": "x", "tasks": [], "mining": {"positive_top_k": 5000}}))
     with pytest.raises(ValueError, match=r"(?s)deep.yaml.*positive_top_k.*2047"):
         load_config(deep)
+
+
+def test_config_mistakes_are_one_line_each_from_the_cli(tmp_path, capsys):
+    from gistforge.cli import build
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"profile": "x", "tasks": [{"name": "Nope"}], "minig": {}}))
+    assert build(["build", "--config", str(bad), "--home", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith(f"gistforge: config file {bad}: ") for line in err), err
+    assert any("tasks.0: Value error, unknown MTEB task 'Nope'" in line for line in err)
+    assert any("minig: Extra inputs are not permitted" in line for line in err)
+    assert build(["build", "--config", str(tmp_path / "absent.yaml"), "--home", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"gistforge: config file {tmp_path / 'absent.yaml'} does not exist: give the path of a YAML BuildConfig " \
+        "(see configs/shared-data.yaml)"

@@ -128,6 +128,10 @@ def read_build_hash(folder: Path) -> str:
 
 # ------------------------------------------------------------------------------------------------ the stage
 
+class EmptyBuildError(ValueError):
+    """Every source came out empty: there is nothing to publish."""
+
+
 # Every row drop any stage makes, in the order the card lists them.
 DROP_REASONS = {**clean.DROPS, **mine.DROPS, **decontaminate.DROPS}
 # The build is always redone (it is cheap next to mining, and its checks must see the files it publishes);
@@ -167,6 +171,9 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
         sources["tasks"].append(ingest.source)
         guide = mined.guide
     table = assemble(frames, cfg.seed)
+    if table.num_rows == 0:
+        raise EmptyBuildError(f"profile {cfg.profile!r}: no rows to publish (no MEDI rows and no mined triplets; "
+                              "see each source's drops): an empty version is never published")
     tasks = per_task_counts(table)
     reference = ws.load_report(ws.test_texts(), decontaminate.ReferenceReport) if ws.test_texts().exists() else None
     card = functools.partial(

@@ -204,6 +204,10 @@ def mine_triplets(
     n = len(labels)
     if embeddings.shape[0] != n:
         raise ValueError(f"{task}: {embeddings.shape[0]} embeddings for {n} labels")
+    if n == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return MinedTriplets(empty, empty, empty, empty.astype(np.float32), empty.astype(np.float32),
+                             MiningStats(queries=0, search="exact"))
     rng = task_rng(seed, task)
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
@@ -330,9 +334,11 @@ def mine_task(ws: Workspace, src: TaskSource, *, mining: MiningConfig, seed: int
                            "reference": threshold is not None and ws.fingerprint_of(ws.test_texts())})
     if (done := ws.reuse(ws.triplets(task), fp, MineReport)) is not None:
         return done
-    encoder = guide()
     split = pl.read_parquet(ws.split(task))
     acc = RowAccount(source=f"{task} (mine)", rows_in=split.height)
+    if split.height == 0:  # ingest dropped every row (and counted why): nothing to embed or mine
+        return _empty_task(ws, src, acc, guide_ref, fp)
+    encoder = guide()
     emb, enc_stats = encoder.embed(split.get_column("text").to_list())
     faults.point("embed")
     tests = reference_texts(ws, task) if threshold is not None else []
@@ -355,4 +361,21 @@ def mine_task(ws: Workspace, src: TaskSource, *, mining: MiningConfig, seed: int
                         guide=GuideInfo(name=encoder.ref.name, revision=encoder.ref.revision, cache_key=encoder.key),
                         fingerprint=fp)
     ws.save_report(report, ws.triplets(task))
+    return report
+
+
+def _empty_task(ws: Workspace, src: TaskSource, acc: RowAccount, guide_ref: ModelRef, fp: str) -> MineReport:
+    """A task with no eligible row yields no triplets; its ingest report says why, the build goes on."""
+    log.warning("%s: no eligible rows after cleaning (see its ingest drops): no triplets", src.name)
+    empty = np.empty(0, dtype=np.int64)
+    mined = MinedTriplets(empty, empty, empty, empty.astype(np.float32), empty.astype(np.float32),
+                          MiningStats(queries=0, search="exact"))
+    ws.write_parquet(triplet_frame(pl.DataFrame(schema={"text": pl.String, "label_text": pl.String}), mined, src),
+                     ws.triplets(src.name))
+    plot = similarity_histogram(mined.pos_score, mined.neg_score, f"{src.name}: no triplets",
+                                ws.triplets(src.name).with_suffix(".png"))
+    report = MineReport(account=acc.check(), mining=mined.stats, encode=EmbedStats(texts=0, unique=0, cached=0, encoded=0),
+                        plot=str(plot), guide=GuideInfo(name=guide_ref.name, revision=guide_ref.revision, cache_key=""),
+                        fingerprint=fp)
+    ws.save_report(report, ws.triplets(src.name))
     return report

@@ -74,6 +74,9 @@ def _file_identity(path: Path | None) -> dict:
     return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+# How CSV/TSV files spell a missing value (pandas' and R's convention): such a label is `missing_label`.
+MISSING_LABEL_MARKERS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
+
 # Data files the packaged readers take, by extension (a `.gz` suffix is read through).
 _READERS = {".parquet": "parquet", ".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".tsv": "csv"}
 LAYOUTS = ("the card's `configs:` data_files (README.md)", "per-config folder `<config>/<split>.<ext>` or "
@@ -286,7 +289,12 @@ def load_task_split(src: TaskSource) -> pl.DataFrame:
     if raw.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     log.info("loaded %s rows from %s", raw.height, source)
-    return labelled_frame(raw, src, source)
+    df = labelled_frame(raw, src, source)
+    if src.kind == "local" and Path(src.path).suffix.lower() in (".csv", ".tsv"):
+        # a CSV has no null: these spellings of "missing" are missing labels, never classes
+        df = df.with_columns(pl.when(pl.col("label").str.strip_chars().is_in(MISSING_LABEL_MARKERS))
+                             .then(None).otherwise(pl.col("label")).alias("label"))
+    return df
 
 
 def _medi_json(path: Path, source: str) -> pl.DataFrame:
