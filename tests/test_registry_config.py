@@ -79,3 +79,26 @@ def test_config_mistakes_are_one_line_each_from_the_cli(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == \
         f"gistforge: config file {tmp_path / 'absent.yaml'} does not exist: give the path of a YAML BuildConfig " \
         "(see configs/shared-data.yaml)"
+
+
+def test_the_road_runs_forward_and_the_library_has_no_dagster():
+    """Each `pipeline/road` module imports only modules before it (nothing doubles back); no Dagster below `assets`."""
+    import ast
+    from pathlib import Path
+
+    from pipeline.road import ROAD
+
+    root = Path(__file__).resolve().parents[1] / "pipeline"
+    assert sorted(ROAD) == sorted(p.stem for p in (root / "road").glob("*.py") if p.stem != "__init__")
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names] + \
+                [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+        assert not [n for n in names if n.split(".")[0] == "dagster"], f"{path} imports Dagster"
+        if path.parent.name == "road" and path.stem in ROAD:
+            here = ROAD.index(path.stem)
+            used = {n.split(".")[2] for n in names if n.startswith("pipeline.road.")}
+            used |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "pipeline.road"
+                     for a in n.names}
+            later = sorted(u for u in used if u in ROAD and ROAD.index(u) >= here)
+            assert not later, f"road/{path.stem} reaches forward to {later}"

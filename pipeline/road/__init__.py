@@ -1,0 +1,8 @@
+"""The data's road, one module per step, in order: each module imports only modules before it.
+
+A stage is one function in its module: it takes a `Workspace` and narrow, named settings, declares what
+its output depends on in a `StageSpec`, and returns a typed report.
+"""
+
+ROAD = ("sources", "clean", "decontaminate", "ingest", "embed", "search", "mine", "card", "checks", "build",
+        "publish", "train", "evaluate")
