@@ -33,7 +33,7 @@ def test_finetuned_model_loads_encodes_and_carries_its_card(embedded_build):
     assert banking.accuracy > 0.6 and ev.finetuned.per_task["Banking77Classification"].accuracy > 0.6
 
 
-def test_a_resumed_run_continues_from_its_checkpoint(embedded_build, tmp_path):
+def test_finetune_is_reused_redone_from_the_base_or_resumed_as_its_inputs_say(embedded_build, tmp_path):
     home = tmp_path / "home"
     shutil.copytree(embedded_build, home, ignore=shutil.ignore_patterns("models"))
     tag = next(iter(LocalHub(home / "hub").tags("local/gistforge-medi-mteb-triplets")))
@@ -45,7 +45,23 @@ def test_a_resumed_run_continues_from_its_checkpoint(embedded_build, tmp_path):
         return train.finetune(ws, repo_id=base.dataset_repo_id, tag=tag, location=hub.location, training=training,
                               base_model=base.guide_model, guide_model=base.guide_model, guide_revision=None)
 
+    def checkpoints():
+        return sorted(p.relative_to(ws.model_dir(tag)).as_posix() for p in ws.model_dir(tag).glob("runs/*/checkpoints/checkpoint-*"))
+
     first = finetune(TrainConfig(max_steps=2, save_steps=1, batch_size=8))
-    assert first.facts.global_step == 2 and first.facts.resumed_from is None
-    second = finetune(TrainConfig(max_steps=4, save_steps=1, batch_size=8))
-    assert second.facts.global_step == 4 and second.facts.resumed_from.endswith("checkpoint-2")
+    assert first.facts.global_step == 2 and first.facts.resumed_from is None and not first.reused
+    before = checkpoints()
+    again = finetune(TrainConfig(max_steps=2, save_steps=5, batch_size=8))  # checkpoint cadence: not a change
+    assert again.reused and again.facts.global_step == 2 and checkpoints() == before, "nothing trained again"
+
+    longer = finetune(TrainConfig(max_steps=4, save_steps=1, batch_size=8))  # a real change: from the base
+    assert not longer.reused and longer.facts.global_step == 4 and longer.facts.resumed_from is None
+
+    # killed after checkpoint-3 of these settings: the rerun resumes there and ends at max_steps, not past it
+    run = next(p for p in (ws.model_dir(tag) / "runs").iterdir() if p.name == longer.fingerprint)
+    shutil.rmtree(run / "checkpoints" / "checkpoint-4")
+    shutil.rmtree(ws.model_dir(tag) / "model")
+    (ws.model_dir(tag) / "model.json").unlink()
+    resumed = finetune(TrainConfig(max_steps=4, save_steps=1, batch_size=8))
+    assert resumed.facts.global_step == 4 and resumed.facts.resumed_from.endswith("checkpoint-3")
+    assert not [c for c in checkpoints() if c.endswith("checkpoint-5")]

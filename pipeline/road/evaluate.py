@@ -21,7 +21,7 @@ from pipeline.config import TaskSource, TrainConfig
 from pipeline.registry import get_task
 from pipeline.road.sources import hub_snapshot, split_dataset
 from pipeline.road.train import TrainReport
-from pipeline.workspace import Workspace
+from pipeline.workspace import StageReport, StageSpec, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,10 @@ class Scores(BaseModel):
     not_evaluated: dict[str, str] = {}
 
 
-class EvalReport(BaseModel):
+EVAL_SPEC = StageSpec("evaluate", version="1")
+
+
+class EvalReport(StageReport):
     base: Scores
     finetuned: Scores
     evaluator: str  # e.g. "mteb 2.26.24"
@@ -92,6 +95,9 @@ def mteb_scores(model, tasks: Sequence[TaskSource], *, test_rows: int | None = N
     return Scores(per_task=per_task, mean_accuracy=mean, not_evaluated=skipped)
 
 
+CARD_SECTION = "\n## gistforge fine-tune\n"
+
+
 def model_card_section(trained: TrainReport, cfg: TrainConfig, evaluation: EvalReport) -> str:
     rows = ["| task | revision | test rows | base accuracy | fine-tuned accuracy | base F1 | fine-tuned F1 |",
             "|---|---|---|---|---|---|---|"]
@@ -103,7 +109,7 @@ def model_card_section(trained: TrainReport, cfg: TrainConfig, evaluation: EvalR
     rows += [f"\nNot evaluated: {task} ({why})." for task, why in evaluation.finetuned.not_evaluated.items()]
     facts = trained.facts
     return "\n".join([
-        "\n## gistforge fine-tune\n",
+        CARD_SECTION,
         f"- Training data: `{trained.dataset_repo}` at tag `{trained.tag}` (read with `snapshot_download` + "
         "`load_dataset`)",
         f"- Base model: `{trained.base.name}@{trained.base.revision}`; guide model (GISTEmbedLoss): "
@@ -122,26 +128,32 @@ def model_card_section(trained: TrainReport, cfg: TrainConfig, evaluation: EvalR
 
 
 def evaluate_finetune(ws: Workspace, trained: TrainReport, tasks: Sequence[TaskSource], cfg: TrainConfig) -> EvalReport:
-    """Base vs fine-tuned on every included task MTEB knows; the model card gets the table."""
+    """Base vs fine-tuned on every included task MTEB knows; the model card gets the table (replacing an older one)."""
     from importlib.metadata import version
 
     from sentence_transformers import SentenceTransformer
+
+    fp = EVAL_SPEC.fingerprint({"test_rows": cfg.eval_test_rows, "experiments": cfg.eval_experiments,
+                                "tasks": [t.model_dump(mode="json") for t in tasks], "mteb": version("mteb")},
+                               {"model": trained.fingerprint})
+    output = Path(trained.model_dir).parent / "evaluation.json"
+    if (done := ws.reuse(output, fp, EvalReport)) is not None:
+        return done
 
     def scores(path: str) -> Scores:
         return mteb_scores(SentenceTransformer(path, device="cpu"), tasks, test_rows=cfg.eval_test_rows,
                            experiments=cfg.eval_experiments)
 
     evaluation = EvalReport(base=scores(trained.base.path), finetuned=scores(trained.model_dir),
-                            evaluator=f"mteb {version('mteb')}", experiments=cfg.eval_experiments)
-    atomic.write_text(Path(trained.model_dir).parent / "evaluation.json", evaluation.model_dump_json(indent=2))
+                            evaluator=f"mteb {version('mteb')}", experiments=cfg.eval_experiments, fingerprint=fp)
     card = Path(trained.model_dir) / "README.md"
-    card.write_text((card.read_text(encoding="utf-8") if card.exists() else "")
-                    + model_card_section(trained, cfg, evaluation), encoding="utf-8")
+    text = card.read_text(encoding="utf-8").split(CARD_SECTION)[0] if card.exists() else ""
+    atomic.write_text(card, text + model_card_section(trained, cfg, evaluation))
+    ws.save_report(evaluation, output)
     return evaluation
 
 
 def last_finetune(ws: Workspace, tag: str) -> tuple[TrainReport, EvalReport]:
     """The fine-tune on version `tag` in this workspace, and its evaluation."""
     out = ws.model_dir(tag)
-    return (TrainReport.model_validate_json((out / "train.json").read_text(encoding="utf-8")),
-            EvalReport.model_validate_json((out / "evaluation.json").read_text(encoding="utf-8")))
+    return ws.load_report(out / "model", TrainReport), ws.load_report(out / "evaluation.json", EvalReport)

@@ -17,7 +17,7 @@ from pipeline.common import atomic
 from pipeline.config import TrainConfig
 from pipeline.road.embed import ModelRef, resolve_model
 from pipeline.road.publish import Location
-from pipeline.workspace import Workspace
+from pipeline.workspace import StageReport, StageSpec, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,13 @@ def train_encoder(train_sets: dict, base_path: str, guide_path: str, out_dir: Pa
 # ------------------------------------------------------------------------------------------------ the stage
 
 
-class TrainReport(BaseModel):
+# Checkpoint cadence and the evaluation's settings never change the trained weights.
+SPEC = StageSpec("finetune", version="2", ignore=frozenset({
+    "training.save_steps", "training.save_total_limit", "training.eval_test_rows", "training.eval_experiments",
+    "training.push_model_repo"}))
+
+
+class TrainReport(StageReport):
     """A fine-tuned model: where it is, what it was trained on and from, and how training went."""
 
     model_dir: str
@@ -116,14 +122,24 @@ class TrainReport(BaseModel):
 
 def finetune(ws: Workspace, *, repo_id: str, tag: str, location: Location, training: TrainConfig,
              base_model: str, guide_model: str, guide_revision: str | None) -> TrainReport:
-    """Fine-tune the base encoder on published version `tag`, read back as a trainer reads it."""
-    ds = load_published(repo_id, tag, location)
+    """Fine-tune the base encoder on published version `tag`, read back as a trainer reads it.
+
+    The same version and training settings reuse the model already trained; a build killed mid-training
+    resumes from the last checkpoint of the same settings; other settings train again from the base.
+    """
     base = resolve_model(base_model)
     guide = resolve_model(guide_model, guide_revision)
+    fp = SPEC.fingerprint({"training": training, "base": [base.name, base.revision],
+                           "guide": [guide.name, guide.revision]}, {"dataset": [repo_id, tag]})
     out = ws.model_dir(tag)
-    model, facts = train_encoder(task_datasets(ds, training), base.path, guide.path, out, training)
     model_dir = out / "model"
-    model.save(str(model_dir))
-    report = TrainReport(model_dir=str(model_dir), dataset_repo=repo_id, tag=tag, base=base, guide=guide, facts=facts)
-    atomic.write_text(out / "train.json", report.model_dump_json(indent=2))
+    if (done := ws.reuse(model_dir, fp, TrainReport)) is not None:
+        return done
+    ds = load_published(repo_id, tag, location)
+    model, facts = train_encoder(task_datasets(ds, training), base.path, guide.path, out / "runs" / fp, training)
+    with atomic.atomic_dir(model_dir) as tmp:
+        model.save(str(tmp))
+    report = TrainReport(model_dir=str(model_dir), dataset_repo=repo_id, tag=tag, base=base, guide=guide, facts=facts,
+                         fingerprint=fp)
+    ws.save_report(report, model_dir)
     return report
