@@ -89,12 +89,15 @@ def test_embedded_build_publishes_a_loadable_honest_dataset(embedded_build):
 def test_rebuild_is_unchanged_and_redoes_nothing(embedded_build, capsys):
     ws = Workspace(embedded_build, "embedded")
     outputs = sorted(ws.work.glob("splits/*.parquet")) + sorted(ws.work.glob("triplets/*.parquet")) + [ws.medi_rows()]
-    stamps = [p.stat().st_mtime_ns for p in outputs]
+    models = sorted(p for p in (embedded_build / "models").rglob("*") if p.is_file())
+    stamps = [p.stat().st_mtime_ns for p in outputs + models]
     capsys.readouterr()
-    assert build(["build", "--home", str(embedded_build), "--no-finetune"]) == 0
+    assert build(["build", "--home", str(embedded_build)]) == 0  # the README's first command, again
     out = capsys.readouterr().out
     assert "gistforge: unchanged local/gistforge-medi-mteb-triplets@" in out and "load_dataset(path" in out
-    assert len(outputs) == 7 and [p.stat().st_mtime_ns for p in outputs] == stamps, "every stage output was reused"
+    assert len(outputs) == 7 and any(p.name == "model.safetensors" for p in models)
+    assert [p.stat().st_mtime_ns for p in outputs + models] == stamps, "every stage, the fine-tune too, was reused"
+    assert sorted(p for p in (embedded_build / "models").rglob("*") if p.is_file()) == models, "no new checkpoint"
 
 
 def test_unknown_partition_is_refused(tmp_path, capsys):
