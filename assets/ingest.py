@@ -1,4 +1,5 @@
 """Ingest assets: the decontamination reference, MEDI, and each task's train split (one partition per task)."""
+
 from contextlib import contextmanager
 
 import dagster as dg
@@ -29,7 +30,8 @@ def mteb_test_texts(context: dg.AssetExecutionContext, gistforge: BuildResource)
         report = decontaminate.collect_test_texts(gistforge.workspace(), gistforge.config().included_tasks)
     context.log.info("decontamination reference: %s test texts", report.test_texts)
     return dg.MaterializeResult(metadata={**reuse_metadata(report), "dagster/row_count": report.test_texts,
-                                          "per_task": dg.MetadataValue.json(report.per_task)})
+                                          "per_task": dg.MetadataValue.json(report.per_task),
+                                          "not_decontaminated": dg.MetadataValue.json(report.not_decontaminated)})
 
 
 @dg.asset(group_name="ingest", kinds={"polars", "parquet"}, owners=OWNERS, code_version=ingest.MEDI_SPEC.version,

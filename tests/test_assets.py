@@ -143,9 +143,10 @@ def test_no_configuration_is_read_at_import_time(tmp_path):
     import sys
 
     code = ("import assets, assets.definitions, gistforge.cli\n"
-            "try:\n    assets.defs()\nexcept FileNotFoundError as e:\n    print('loader read', e.filename)\n")
+            "from pipeline.config import ConfigError\n"
+            "try:\n    assets.defs()\nexcept ConfigError as e:\n    print('loader read:', e)\n")
     env = {"PATH": "", "GISTFORGE_CONFIG": str(tmp_path / "absent.yaml"), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
                           cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert f"loader read {tmp_path / 'absent.yaml'}" in done.stdout
+    assert f"loader read: config file {tmp_path / 'absent.yaml'} does not exist" in done.stdout
