@@ -22,12 +22,12 @@ def test_each_task_is_its_own_dataset_so_no_batch_mixes_tasks():
 def test_model_card_names_data_models_and_mteb_scores():
     ref = ModelRef("m", "/models/m", "rev1")
     trained = TrainReport(model_dir="/out/model", dataset_repo="org/ds", tag="2026.01.01-abcdef12", base=ref, guide=ref,
-                          facts=TrainFacts(global_step=4, resumed_from=None, train_loss=0.5, device="cpu"))
+                          facts=TrainFacts(global_step=4, resumed_from=None, train_loss=0.5, device="cpu"), fingerprint="f")
     score = lambda acc: Scores(per_task={"Banking77Classification": TaskScore(  # noqa: E731
         accuracy=acc, f1=round(acc - 0.01, 4), test_rows=3080, dataset_revision="0fd18e25b25c072e09e0d92ab615fda904d66300")},
         mean_accuracy=acc, not_evaluated={"MyTask": "not an MTEB task: no MTEB evaluation"})
     card = model_card_section(trained, TrainConfig(), EvalReport(base=score(0.8), finetuned=score(0.82),
-                                                                  evaluator="mteb 2.26.24", experiments=10))
+                                                                  evaluator="mteb 2.26.24", experiments=10, fingerprint="e"))
     assert "`org/ds` at tag `2026.01.01-abcdef12`" in card and "mteb 2.26.24 classification, 10 experiments" in card
     assert "| Banking77Classification | `0fd18e25b25c` | 3080 | 0.8 | 0.82 | 0.79 | 0.81 |" in card
     assert "Not evaluated: MyTask" in card
