@@ -128,6 +128,8 @@ class TrainConfig(_Strict):
     save_total_limit: int = 2
     seed: int = 42
     max_rows_per_task: int | None = None
+    max_seq_length: int | None = Field(None, ge=8, description="truncate training texts to this many tokens "
+                                       "(None: the model's own limit); activation memory grows with it")
     eval_test_rows: int | None = Field(None, ge=10, description="test rows per task for the MTEB evaluation "
                                        "(None: the whole pinned test split, comparable with published results)")
     eval_experiments: int = Field(10, ge=1, description="MTEB classification experiments (MTEB's default: 10)")
@@ -206,7 +208,7 @@ def embedded_profile() -> BuildConfig:
         ],
         guide_model=BUNDLED_MODEL,
         encode_batch_size=32,
-        training=TrainConfig(max_steps=4, save_steps=2, batch_size=16, eval_experiments=3),
+        training=TrainConfig(max_steps=4, save_steps=2, batch_size=8, max_seq_length=64, eval_experiments=3),
     )
 
 

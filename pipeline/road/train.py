@@ -77,6 +77,8 @@ def train_encoder(train_sets: dict, base_path: str, guide_path: str, out_dir: Pa
     cuda = torch.cuda.is_available()
     model = SentenceTransformer(base_path, device="cuda" if cuda else "cpu")
     guide = SentenceTransformer(guide_path, device="cuda" if cuda else "cpu")
+    if cfg.max_seq_length:
+        model.max_seq_length = guide.max_seq_length = cfg.max_seq_length
     if cfg.loss == "cached_gist":
         loss = CachedGISTEmbedLoss(model, guide, temperature=cfg.temperature, mini_batch_size=cfg.mini_batch_size)
     else:
