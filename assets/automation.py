@@ -29,7 +29,6 @@ class Step:
 def rebuild_plan(tasks: Sequence[str], finetune: bool = True) -> list[Step]:
     """The whole graph as runs of the defined jobs, in dependency order (partitioned and unpartitioned assets
     cannot share one run): what `gistforge build` executes."""
-
     return [Step("ingest_medi"), *(Step("ingest_and_mine", t) for t in tasks), Step("build_and_publish"),
             *([Step("finetune")] if finetune else [])]
 

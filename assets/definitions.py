@@ -26,7 +26,6 @@ def publisher_for(deployment: Deployment) -> PublisherResource:
 
 def build_definitions(cfg: BuildConfig, deployment: Deployment) -> dg.Definitions:
     """Assets, checks, jobs, schedules and sensors for one build configuration and deployment."""
-
     tasks = [t.name for t in cfg.included_tasks]
     partitions = dg.StaticPartitionsDefinition(tasks)
     return dg.Definitions(

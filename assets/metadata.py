@@ -22,7 +22,6 @@ def account_metadata(account: RowAccount) -> dict:
 
 def reuse_metadata(report: StageReport) -> dict:
     """Whether the stage found its output up to date (same inputs and settings) and reused it."""
-
     return {"reused": report.reused, "fingerprint": report.fingerprint}
 
 

@@ -45,7 +45,6 @@ class GuideModelResource(dg.ConfigurableResource):
 
     def ref(self, cfg: BuildConfig) -> ModelRef:
         """Which model and exact revision, without loading it."""
-
         return resolve_model(cfg.guide_model, cfg.guide_revision)
 
     def precision(self) -> str:

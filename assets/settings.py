@@ -34,7 +34,6 @@ class Deployment(BaseModel):
     def from_env(cls, environ: Mapping[str, str] = os.environ, home: str | None = None) -> "Deployment":
         """`GISTFORGE_HOME` (default ./.gistforge), `GISTFORGE_PUBLISH_TARGET` (local | hub),
         `GISTFORGE_LOCAL_HUB`, `GISTFORGE_HUB_PRIVATE` (0 for a public repo), `GISTFORGE_GUIDE_DEVICE`."""
-
         return cls(home=Path(home or environ.get("GISTFORGE_HOME", ".gistforge")).resolve(),
                    publish_target=environ.get("GISTFORGE_PUBLISH_TARGET", "local"),
                    local_hub=environ.get("GISTFORGE_LOCAL_HUB") or None,
