@@ -46,7 +46,7 @@ def main() -> None:
     from pipeline.road import train
     from pipeline.road.decontaminate import collect_test_texts
     from pipeline.road.embed import GuideEncoder, encoding_precision, resolve_model
-    from pipeline.road.evaluate import mteb_scores
+    from pipeline.road.evaluate import mteb_scores, mteb_tasks
     from pipeline.road.ingest import ingest_task
     from pipeline.road.mine import mine_task
     from pipeline.workspace import Workspace
@@ -58,9 +58,13 @@ def main() -> None:
     scores, facts = {}, {}
     split = src = None
 
+    loaded = None
+
     def evaluate(model, src: TaskSource):
-        """MTEB's classification scores on the task's pinned test split."""
-        return mteb_scores(model, [src], test_rows=tc.eval_test_rows, experiments=tc.eval_experiments).per_task[task]
+        """MTEB's classification scores on the task's pinned test split (loaded once, for every model)."""
+        nonlocal loaded
+        loaded = loaded or mteb_tasks([src], test_rows=tc.eval_test_rows, experiments=tc.eval_experiments)
+        return mteb_scores(model, *loaded).per_task[task]
 
     for mode in ("hard", "uniform"):
         cfg = BuildConfig(profile=f"ft-{mode}", medi=None, guide_model=BUNDLED_MODEL, tasks=[TaskSource(name=task)],

@@ -36,6 +36,7 @@ class StageReport(BaseModel):
 
 
 R = TypeVar("R", bound=StageReport)
+M = TypeVar("M", bound=BaseModel)
 
 
 def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -122,6 +123,7 @@ class Workspace:
 
     @staticmethod
     def report_path(output: Path) -> Path:
+        """The JSON beside `output` (a `.json` output is its own report)."""
         return output.with_suffix(".json")
 
     @staticmethod
@@ -129,13 +131,13 @@ class Workspace:
         with atomic.atomic_path(path) as tmp:
             df.write_parquet(tmp)
 
-    def save_report(self, report: StageReport, output: Path) -> None:
+    def save_report(self, report: BaseModel, output: Path) -> None:
         """Commit `report` beside `output` (after the output itself: see `StageReport`)."""
-        atomic.write_text(self.report_path(output) if output.suffix != ".json" else output,
+        atomic.write_text(self.report_path(output),
                           json.dumps(report.model_dump(mode="json", exclude={"reused"}), indent=2, sort_keys=True))
 
-    def load_report(self, output: Path, kind: type[R]) -> R:
-        path = self.report_path(output) if output.suffix != ".json" else output
+    def load_report(self, output: Path, kind: type[M]) -> M:
+        path = self.report_path(output)
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: materialise the stage that writes {output.name} first")
         return kind.model_validate_json(path.read_text(encoding="utf-8"))

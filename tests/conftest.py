@@ -57,7 +57,8 @@ class Road:
     def medi(self, embed=None):
         from pipeline.road.ingest import ingest_medi
 
-        return ingest_medi(self.ws, self.cfg.medi, self.cfg.decontamination, guide=self.cfg.guide_model,
+        return ingest_medi(self.ws, self.cfg.medi, self.cfg.decontamination,
+                           guide=f"{self.cfg.guide_model}@{self.cfg.guide_revision}",
                            embed=embed or (lambda: self.guide().vectors))
 
     def split(self, task):

@@ -191,10 +191,10 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
     report = BuildReport(content_hash=digest, rows=table.num_rows, shards=shards,
                          tasks=[TaskRows(**t) for t in tasks], accounts=accounts, excluded=cfg.exclusions,
                          checks=checks)
-    atomic.write_text(ws.build_report(), report.model_dump_json(indent=2))
+    ws.save_report(report, ws.build_report())
     return report
 
 
 def last_build(ws: Workspace) -> BuildReport:
     """The report of the workspace's current build."""
-    return BuildReport.model_validate_json(ws.build_report().read_text(encoding="utf-8"))
+    return ws.load_report(ws.build_report(), BuildReport)

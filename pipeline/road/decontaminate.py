@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -17,7 +17,7 @@ import polars as pl
 from pipeline.common.text import text_keys
 from pipeline.config import DecontaminationConfig, TaskSource
 from pipeline.registry import get_task
-from pipeline.road.sources import hub_snapshot, labelled_frame, load_split, read_local, source_identity
+from pipeline.road.sources import labelled_frame, load_split, pin, read_local, snapshot, source_identity
 from pipeline.workspace import StageReport, StageSpec, Workspace
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,8 @@ def load_test_split(src: TaskSource) -> pl.DataFrame | None:
     if src.kind == "local":
         return labelled_frame(read_local(Path(src.test_path), f"local task {src.name} test"), src, src.name)
     task = get_task(src.name)
-    revision = src.revision or task.revision
-    source = f"{src.name} ({task.hub_id}@{revision}) test"
-    folder = hub_snapshot(task.hub_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None)
-    return labelled_frame(load_split(folder, source, task.config, task.test_split), src, source)
+    source = f"{src.name} ({'@'.join(pin(src))}) test"
+    return labelled_frame(load_split(snapshot(src), source, task.config, task.test_split), src, source)
 
 
 def collect_test_texts(ws: Workspace, tasks: Sequence[TaskSource]) -> ReferenceReport:
@@ -111,17 +109,13 @@ def reference_texts(ws: Workspace, task: str | None = None) -> list[str]:
     return df.get_column("text").to_list()
 
 
-def near_duplicates(texts: Sequence[str], tests: Sequence[str], threshold: float,
-                    embed: Callable[[list[str]], np.ndarray], block: int = 4096) -> np.ndarray:
-    """Mask of `texts` whose cosine similarity to their nearest test text reaches `threshold`.
-
-    `embed` returns L2-normalised vectors (the guide's); exact search by blocks of matrix products, so
-    memory is one block of similarities.
-    """
-    if not len(texts) or not len(tests):
-        return np.zeros(len(texts), dtype=bool)
-    emb, test_emb = embed(list(texts)), embed(list(tests))
-    best = np.empty(len(texts), dtype=np.float32)
-    for s in range(0, len(texts), block):
-        best[s:s + block] = (emb[s:s + block] @ test_emb.T).max(axis=1)
+def near_duplicates(vectors: np.ndarray, test_vectors: np.ndarray, threshold: float,
+                    block: int = 4096) -> np.ndarray:
+    """Mask of the texts (as L2-normalised guide vectors) whose cosine similarity to their nearest test text
+    reaches `threshold`; exact, by blocks of matrix products, so memory is one block of similarities."""
+    if not len(vectors) or not len(test_vectors):
+        return np.zeros(len(vectors), dtype=bool)
+    best = np.empty(len(vectors), dtype=np.float32)
+    for s in range(0, len(vectors), block):
+        best[s:s + block] = (vectors[s:s + block] @ test_vectors.T).max(axis=1)
     return best >= threshold

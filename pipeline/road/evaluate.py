@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +20,8 @@ from pydantic import BaseModel
 from pipeline.common import atomic
 from pipeline.config import TaskSource, TrainConfig
 from pipeline.registry import get_task
-from pipeline.road.sources import hub_snapshot, split_dataset
+from pipeline.road.decontaminate import no_test_split
+from pipeline.road.sources import pin, snapshot, split_dataset
 from pipeline.road.train import TrainReport
 from pipeline.workspace import StageReport, StageSpec, Workspace
 
@@ -51,48 +53,59 @@ class EvalReport(StageReport):
     experiments: int
 
 
-def _mteb_task(src: TaskSource, test_rows: int | None, experiments: int):
-    """mteb's task object with its pinned data loaded from the Hub cache."""
+@dataclass
+class MtebTask:
+    """One included task as mteb's task object, its pinned data loaded from the Hub cache once."""
+
+    name: str
+    task: object
+    revision: str
+    test_rows: int
+
+
+def mteb_tasks(tasks: Sequence[TaskSource], *, test_rows: int | None = None,
+               experiments: int = 10) -> tuple[list[MtebTask], dict[str, str]]:
+    """The tasks mteb can score, loaded, and the others with why they are not evaluated."""
     import datasets
     import mteb
 
-    meta = get_task(src.name)
-    revision = src.revision or meta.revision
-    task = mteb.get_task(src.name)
-    if task.metadata.dataset["revision"] != revision:
-        log.warning("%s: mteb pins %s, this build reads %s: scores are for the build's revision", src.name,
-                    task.metadata.dataset["revision"], revision)
-    folder = hub_snapshot(meta.hub_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None)
-    source = f"{src.name} ({meta.hub_id}@{revision})"
-    test = split_dataset(folder, f"{source} test", meta.config, meta.test_split)
-    if test_rows is not None and len(test) > test_rows:
-        test = test.select(range(test_rows))
-    data = datasets.DatasetDict({"train": split_dataset(folder, source, meta.config, meta.split), "test": test})
-    rows = len(test)
-    if task.metadata.is_multilingual:  # mteb keys a multilingual task's data by subset (the language config)
-        task.hf_subsets = [meta.config]
-        data = {meta.config: data}
-    task.dataset, task.data_loaded, task.n_experiments = data, True, experiments
-    return task, revision, rows
+    skipped = {}
+    for src in tasks:
+        if why := "not an MTEB task: no MTEB evaluation" if not src.is_mteb else no_test_split(src):
+            skipped[src.name] = why
+    loaded = []
+    for src in (s for s in tasks if s.name not in skipped):
+        meta, (_, revision) = get_task(src.name), pin(src)
+        task = mteb.get_task(src.name)
+        if task.metadata.dataset["revision"] != revision:
+            log.warning("%s: mteb pins %s, this build reads %s: scores are for the build's revision", src.name,
+                        task.metadata.dataset["revision"], revision)
+        folder, source = snapshot(src), f"{src.name} ({meta.hub_id}@{revision})"
+        test = split_dataset(folder, f"{source} test", meta.config, meta.test_split)
+        if test_rows is not None and len(test) > test_rows:
+            test = test.select(range(test_rows))
+        data = datasets.DatasetDict({"train": split_dataset(folder, source, meta.config, meta.split), "test": test})
+        if task.metadata.is_multilingual:  # mteb keys a multilingual task's data by subset (the language config)
+            task.hf_subsets = [meta.config]
+            data = {meta.config: data}
+        task.dataset, task.data_loaded, task.n_experiments = data, True, experiments
+        loaded.append(MtebTask(src.name, task, revision, len(test)))
+    return loaded, skipped
 
 
-def mteb_scores(model, tasks: Sequence[TaskSource], *, test_rows: int | None = None, experiments: int = 10,
-                batch_size: int = 64) -> Scores:
-    """MTEB classification (logistic regression on sampled train embeddings, `experiments` draws) per task."""
+def mteb_scores(model, tasks: Sequence[MtebTask], not_evaluated: dict[str, str], batch_size: int = 64) -> Scores:
+    """MTEB classification (logistic regression on sampled train embeddings, per experiment) for each task."""
     import mteb
 
     per_task: dict[str, TaskScore] = {}
-    skipped = {src.name: "not an MTEB task: no MTEB evaluation" for src in tasks if not src.is_mteb}
-    skipped |= {src.name: "no test split" for src in tasks if src.is_mteb and get_task(src.name).test_split is None}
-    for src in (s for s in tasks if s.name not in skipped):
-        task, revision, rows = _mteb_task(src, test_rows, experiments)
-        result = mteb.evaluate(model, task, cache=None, co2_tracker=False, show_progress_bar=False,
+    for t in tasks:
+        result = mteb.evaluate(model, t.task, cache=None, co2_tracker=False, show_progress_bar=False,
                                encode_kwargs={"batch_size": batch_size})
         score = result.task_results[0].scores["test"][0]
-        per_task[src.name] = TaskScore(accuracy=round(float(score["accuracy"]), 4), f1=round(float(score["f1"]), 4),
-                                       test_rows=rows, dataset_revision=revision)
+        per_task[t.name] = TaskScore(accuracy=round(float(score["accuracy"]), 4), f1=round(float(score["f1"]), 4),
+                                     test_rows=t.test_rows, dataset_revision=t.revision)
     mean = round(float(np.mean([s.accuracy for s in per_task.values()])), 4) if per_task else None
-    return Scores(per_task=per_task, mean_accuracy=mean, not_evaluated=skipped)
+    return Scores(per_task=per_task, mean_accuracy=mean, not_evaluated=not_evaluated)
 
 
 CARD_SECTION = "\n## gistforge fine-tune\n"
@@ -140,9 +153,10 @@ def evaluate_finetune(ws: Workspace, trained: TrainReport, tasks: Sequence[TaskS
     if (done := ws.reuse(output, fp, EvalReport)) is not None:
         return done
 
-    def scores(path: str) -> Scores:
-        return mteb_scores(SentenceTransformer(path, device="cpu"), tasks, test_rows=cfg.eval_test_rows,
-                           experiments=cfg.eval_experiments)
+    loaded, skipped = mteb_tasks(tasks, test_rows=cfg.eval_test_rows, experiments=cfg.eval_experiments)
+
+    def scores(path: str) -> Scores:  # both models on the same loaded tasks
+        return mteb_scores(SentenceTransformer(path, device="cpu"), loaded, skipped)
 
     evaluation = EvalReport(base=scores(trained.base.path), finetuned=scores(trained.model_dir),
                             evaluator=f"mteb {version('mteb')}", experiments=cfg.eval_experiments, fingerprint=fp)

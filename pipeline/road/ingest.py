@@ -60,7 +60,8 @@ def ingest_medi(ws: Workspace, medi: MediSource | None, decontamination: Deconta
     tests = reference_texts(ws) if threshold is not None and df.height and embed is not None else []
     if tests:
         texts = pl.concat([df.get_column(c) for c in ("query", "pos", "neg")]).unique()
-        near = texts.filter(pl.Series(near_duplicates(texts.to_list(), tests, threshold, embed())))
+        vectors = embed()
+        near = texts.filter(pl.Series(near_duplicates(vectors(texts.to_list()), vectors(tests), threshold)))
         flagged = df.select(pl.any_horizontal(pl.col(c).is_in(near) for c in ("query", "pos", "neg"))).to_series()
         acc.drop("test_near_duplicate", int(flagged.sum()))
         acc.rows_out -= int(flagged.sum())

@@ -69,6 +69,11 @@ class MinedTriplets:
     neg_score: np.ndarray
     stats: MiningStats
 
+    @classmethod
+    def empty(cls, stats: MiningStats) -> "MinedTriplets":
+        ids, scores = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        return cls(ids, ids, ids, scores, scores, stats)
+
 
 def task_rng(seed: int, task: str) -> np.random.Generator:
     """A generator that depends only on the seed and the task, not on run order."""
@@ -205,9 +210,7 @@ def mine_triplets(
     if embeddings.shape[0] != n:
         raise ValueError(f"{task}: {embeddings.shape[0]} embeddings for {n} labels")
     if n == 0:
-        empty = np.empty(0, dtype=np.int64)
-        return MinedTriplets(empty, empty, empty, empty.astype(np.float32), empty.astype(np.float32),
-                             MiningStats(queries=0, search="exact"))
+        return MinedTriplets.empty(MiningStats(queries=0, search="exact"))
     rng = task_rng(seed, task)
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
@@ -261,8 +264,7 @@ def mine_triplets(
             log.warning("%s: IVF recall@10 is %s (nprobe %s): negatives are less hard than exact search would find; "
                         "raise mining.ivf_nprobe", task, stats.recall_at_10, ivf_nprobe)
     if not q_out:
-        empty = np.empty(0, dtype=np.int64)
-        return MinedTriplets(empty, empty, empty, empty.astype(np.float32), empty.astype(np.float32), stats)
+        return MinedTriplets.empty(stats)
     # back to input row ids, in input order (deterministic, independent of label sort)
     q, p, ng = (order[np.concatenate(x)] for x in (q_out, p_out, n_out))
     ps, ns = np.concatenate(ps_out), np.concatenate(ns_out)
@@ -336,16 +338,20 @@ def mine_task(ws: Workspace, src: TaskSource, *, mining: MiningConfig, seed: int
         return done
     split = pl.read_parquet(ws.split(task))
     acc = RowAccount(source=f"{task} (mine)", rows_in=split.height)
-    if split.height == 0:  # ingest dropped every row (and counted why): nothing to embed or mine
-        return _empty_task(ws, src, acc, guide_ref, fp)
-    encoder = guide()
-    emb, enc_stats = encoder.embed(split.get_column("text").to_list())
-    faults.point("embed")
-    tests = reference_texts(ws, task) if threshold is not None else []
-    if tests:
-        keep = ~near_duplicates(split.get_column("text").to_list(), tests, threshold, encoder.vectors)
-        acc.drop("test_near_duplicate", int((~keep).sum()))
-        split, emb = split.filter(pl.Series(keep)), emb[keep]
+    if split.height:
+        encoder = guide()
+        emb, enc_stats = encoder.embed(split.get_column("text").to_list())
+        info = GuideInfo(name=encoder.ref.name, revision=encoder.ref.revision, cache_key=encoder.key)
+        faults.point("embed")
+        tests = reference_texts(ws, task) if threshold is not None else []
+        if tests:
+            keep = ~near_duplicates(emb, encoder.vectors(tests), threshold)
+            acc.drop("test_near_duplicate", int((~keep).sum()))
+            split, emb = split.filter(pl.Series(keep)), emb[keep]
+    else:  # ingest dropped every row (and counted why): nothing to embed, no model to load
+        log.warning("%s: no eligible rows after cleaning (see its ingest drops): no triplets", task)
+        emb, enc_stats = np.empty((0, 0), dtype=np.float32), EmbedStats(texts=0, unique=0, cached=0, encoded=0)
+        info = GuideInfo(name=guide_ref.name, revision=guide_ref.revision, cache_key="")
     codes = split.get_column("label").cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
     mined = mine_triplets(emb, codes, **mining.model_dump(), seed=seed, task=task)
     frame = triplet_frame(split, mined, src)
@@ -357,25 +363,8 @@ def mine_task(ws: Workspace, src: TaskSource, *, mining: MiningConfig, seed: int
     ws.write_parquet(frame, ws.triplets(task))
     plot = similarity_histogram(mined.pos_score, mined.neg_score, f"{task}: guide similarity",
                                 ws.triplets(task).with_suffix(".png"))
-    report = MineReport(account=acc, mining=mined.stats, encode=enc_stats, plot=str(plot),
-                        guide=GuideInfo(name=encoder.ref.name, revision=encoder.ref.revision, cache_key=encoder.key),
+    report = MineReport(account=acc, mining=mined.stats, encode=enc_stats, plot=str(plot), guide=info,
                         fingerprint=fp)
     ws.save_report(report, ws.triplets(task))
     return report
 
-
-def _empty_task(ws: Workspace, src: TaskSource, acc: RowAccount, guide_ref: ModelRef, fp: str) -> MineReport:
-    """A task with no eligible row yields no triplets; its ingest report says why, the build goes on."""
-    log.warning("%s: no eligible rows after cleaning (see its ingest drops): no triplets", src.name)
-    empty = np.empty(0, dtype=np.int64)
-    mined = MinedTriplets(empty, empty, empty, empty.astype(np.float32), empty.astype(np.float32),
-                          MiningStats(queries=0, search="exact"))
-    ws.write_parquet(triplet_frame(pl.DataFrame(schema={"text": pl.String, "label_text": pl.String}), mined, src),
-                     ws.triplets(src.name))
-    plot = similarity_histogram(mined.pos_score, mined.neg_score, f"{src.name}: no triplets",
-                                ws.triplets(src.name).with_suffix(".png"))
-    report = MineReport(account=acc.check(), mining=mined.stats, encode=EmbedStats(texts=0, unique=0, cached=0, encoded=0),
-                        plot=str(plot), guide=GuideInfo(name=guide_ref.name, revision=guide_ref.revision, cache_key=""),
-                        fingerprint=fp)
-    ws.save_report(report, ws.triplets(src.name))
-    return report

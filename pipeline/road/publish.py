@@ -375,12 +375,10 @@ class HubPublisher:
 def publish(ws: Workspace, repo_id: str, publisher: Publisher) -> PublishResult:
     """Publish the workspace's current build; the result is kept in the workspace for the CLI and the fine-tune."""
     result = publisher.publish(ws.build_dir(), repo_id)
-    atomic.write_text(ws.published(), result.model_dump_json(indent=2))
+    ws.save_report(result, ws.published())
     return result
 
 
 def last_published(ws: Workspace) -> PublishResult:
     """What the last publish of this workspace made or found unchanged."""
-    if not ws.published().exists():
-        raise FileNotFoundError(f"{ws.published()} is missing: nothing was published from this workspace yet")
-    return PublishResult.model_validate_json(ws.published().read_text(encoding="utf-8"))
+    return ws.load_report(ws.published(), PublishResult)

@@ -51,6 +51,20 @@ def hub_snapshot(repo_id: str, revision: str, cache_dir: Path | None = None, loc
         raise SourceError(f"{repo_id}@{revision}: Hub request failed: {exc}") from None
 
 
+def pin(src: TaskSource | MediSource) -> tuple[str, str]:
+    """The Hub repo and revision a source reads: a task's own override, else the registry's pin."""
+    if isinstance(src, TaskSource):
+        task = get_task(src.name)
+        return task.hub_id, src.revision or task.revision
+    return src.repo_id, src.revision
+
+
+def snapshot(src: TaskSource | MediSource) -> Path:
+    """The source's snapshot folder; a source given its own `cache_dir` is read from it offline."""
+    repo_id, revision = pin(src)
+    return hub_snapshot(repo_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None)
+
+
 def source_identity(src: TaskSource | MediSource) -> dict:
     """What a source's content is pinned to, for fingerprints: the resolved Hub commit (a branch name moves;
     the commit does not), or a local file's path, size and modification time."""
@@ -58,13 +72,7 @@ def source_identity(src: TaskSource | MediSource) -> dict:
         return {"file": _file_identity(src.path), "test": _file_identity(src.test_path) if src.test_path else {}}
     if isinstance(src, MediSource) and src.kind == "json":
         return {"file": _file_identity(src.path)}
-    if isinstance(src, TaskSource):
-        task = get_task(src.name)
-        repo_id, revision = task.hub_id, src.revision or task.revision
-    else:
-        repo_id, revision = src.repo_id, src.revision
-    snap = hub_snapshot(repo_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None)
-    return {"hub": repo_id, "commit": snap.name}
+    return {"hub": pin(src)[0], "commit": snapshot(src).name}
 
 
 def _file_identity(path: Path | None) -> dict:
@@ -271,7 +279,7 @@ def describe_task_source(src: TaskSource) -> dict:
                 "columns": {"text": src.text_column, "label": src.label_column}}
     task = get_task(src.name)
     return {"task": src.name, "kind": "hub", "repo_id": task.hub_id, "config": task.config,
-            "revision": src.revision or task.revision, "split": task.split,
+            "revision": pin(src)[1], "split": task.split,
             "sample": _is_sample(src.cache_dir)}
 
 
@@ -282,10 +290,8 @@ def load_task_split(src: TaskSource) -> pl.DataFrame:
         raw = read_local(Path(src.path), source)
     else:
         task = get_task(src.name)
-        revision = src.revision or task.revision
-        source = f"{src.name} ({task.hub_id}@{revision})"
-        folder = hub_snapshot(task.hub_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None)
-        raw = load_split(folder, source, task.config, task.split)
+        source = f"{src.name} ({'@'.join(pin(src))})"
+        raw = load_split(snapshot(src), source, task.config, task.split)
     if raw.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     log.info("loaded %s rows from %s", raw.height, source)
@@ -327,9 +333,8 @@ def load_medi(src: MediSource) -> pl.DataFrame:
         source = f"MEDI json ({src.path})"
         df = _medi_json(Path(src.path), source)
     else:
-        source = f"MEDI ({src.repo_id}@{src.revision})"
-        folder = hub_snapshot(src.repo_id, src.revision, src.cache_dir, local_files_only=src.cache_dir is not None)
-        df = load_split(folder, source, None, "train")
+        source = f"MEDI ({'@'.join(pin(src))})"
+        df = load_split(snapshot(src), source, None, "train")
     if df.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     _require(df, {c: c for c in MEDI_COLUMNS}, source)
