@@ -10,12 +10,13 @@ from pipeline.road import decontaminate, ingest
 from pipeline.road.sources import SourceError
 
 OWNERS = ["team:gistforge"]
-NETWORK_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
 @contextmanager
 def fail_fast():
-    """A bad or missing source (a `SourceError`) can never succeed on retry: fail the step at once."""
+    """A bad or missing source (a `SourceError`) can never succeed on retry, and transient Hub faults were
+    already retried within the config's `network.retry_budget_s`: fail the step at once, without a Dagster
+    retry that would multiply the wait."""
     try:
         yield
     except SourceError as exc:
@@ -23,11 +24,12 @@ def fail_fast():
 
 
 @dg.asset(group_name="ingest", kinds={"huggingface", "polars"}, owners=OWNERS,
-          code_version=decontaminate.SPEC.version, retry_policy=NETWORK_RETRY, tags={"network": "hub"},
+          code_version=decontaminate.SPEC.version, tags={"network": "hub"},
           description="The test splits of the included MTEB tasks: evaluation data that training must not contain.")
 def mteb_test_texts(context: dg.AssetExecutionContext, gistforge: BuildResource) -> dg.MaterializeResult:
     with fail_fast():
-        report = decontaminate.collect_test_texts(gistforge.workspace(), gistforge.config().included_tasks)
+        cfg = gistforge.config()
+        report = decontaminate.collect_test_texts(gistforge.workspace(), cfg.included_tasks, cfg.network)
     context.log.info("decontamination reference: %s test texts", report.test_texts)
     return dg.MaterializeResult(metadata={**reuse_metadata(report), "dagster/row_count": report.test_texts,
                                           "per_task": dg.MetadataValue.json(report.per_task),
@@ -35,14 +37,14 @@ def mteb_test_texts(context: dg.AssetExecutionContext, gistforge: BuildResource)
 
 
 @dg.asset(group_name="ingest", kinds={"polars", "parquet"}, owners=OWNERS, code_version=ingest.MEDI_SPEC.version,
-          retry_policy=NETWORK_RETRY, tags={"network": "hub"}, deps=[mteb_test_texts],
+          tags={"network": "hub"}, deps=[mteb_test_texts],
           description="MEDI instruction triplets at the pinned revision, cleaned and decontaminated (drops counted).")
 def medi_triplets(context: dg.AssetExecutionContext, gistforge: BuildResource,
                   guide: GuideModelResource) -> dg.MaterializeResult:
     cfg, ws = gistforge.config(), gistforge.workspace()
     with fail_fast():
         report = ingest.ingest_medi(ws, cfg.medi, cfg.decontamination, guide=f"{cfg.guide_model}@{cfg.guide_revision}",
-                                    embed=lambda: guide.encoder(cfg, ws).vectors)
+                                    embed=lambda: guide.encoder(cfg, ws).vectors, network=cfg.network)
     context.log.info("MEDI: %s", report.account)
     return dg.MaterializeResult(metadata={**reuse_metadata(report), **account_metadata(report.account),
                                           "medi_tasks": report.tasks})
@@ -50,14 +52,14 @@ def medi_triplets(context: dg.AssetExecutionContext, gistforge: BuildResource,
 
 def train_split_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(group_name="ingest", partitions_def=partitions, kinds={"huggingface", "polars"}, owners=OWNERS,
-              code_version=ingest.TASK_SPEC.version, retry_policy=NETWORK_RETRY, tags={"network": "hub"},
+              code_version=ingest.TASK_SPEC.version, tags={"network": "hub"},
               deps=[mteb_test_texts],
               description="One task's labelled train split at its pinned revision, cleaned for mining.")
     def mteb_train_split(context: dg.AssetExecutionContext, gistforge: BuildResource) -> dg.MaterializeResult:
         cfg = gistforge.config()
         with fail_fast():
             report = ingest.ingest_task(gistforge.workspace(), cfg.task(context.partition_key), cfg.decontamination,
-                                        cfg.exclusions)
+                                        cfg.exclusions, cfg.network)
         context.log.info("%s: %s", context.partition_key, report.account)
         return dg.MaterializeResult(metadata={**reuse_metadata(report), **account_metadata(report.account),
                                               "labels": report.labels, "source": dg.MetadataValue.json(report.source)})

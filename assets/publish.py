@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.ingest import NETWORK_RETRY, OWNERS, medi_triplets
+from assets.ingest import OWNERS, medi_triplets
 from assets.metadata import schema_metadata, tasks_table, version_diff_table
 from assets.resources import BuildResource, PublisherResource
 from pipeline.road import build, publish
@@ -16,7 +16,7 @@ def _json(value):
 
 
 @dg.asset(group_name="publish", deps=[medi_triplets, "mined_triplets"], kinds={"parquet"}, owners=OWNERS,
-          code_version=build.SPEC.version, automation_condition=dg.AutomationCondition.eager(),
+          code_version=build.SPEC.version,
           check_specs=[dg.AssetCheckSpec(name, asset="triplet_dataset", blocking=True) for name in BUILD_CHECKS],
           description="MEDI + mined triplets in the published schema: shards and dataset card. Its checks block "
                       "publishing.")
@@ -35,14 +35,15 @@ def triplet_dataset(context: dg.AssetExecutionContext, gistforge: BuildResource)
 
 
 @dg.asset(group_name="publish", deps=[triplet_dataset], kinds={"huggingface"}, owners=OWNERS, code_version="2",
-          retry_policy=NETWORK_RETRY, pool="hub_publish", automation_condition=dg.AutomationCondition.eager(),
+          pool="hub_publish",
           description="The build published as a tagged version (local Hub-cache folder by default).")
 def published_dataset(context: dg.AssetExecutionContext, gistforge: BuildResource,
                       publisher: PublisherResource) -> dg.MaterializeResult:
+    cfg = gistforge.config()
     try:
-        result = publish.publish(gistforge.workspace(), gistforge.config().dataset_repo_id, publisher.publisher())
-    except publish.PublishError as exc:  # refused credentials, a missing repo...: a retry cannot help
-        raise dg.Failure(description=str(exc), allow_retries=exc.transient) from exc
+        result = publish.publish(gistforge.workspace(), cfg.dataset_repo_id, publisher.publisher(cfg.network))
+    except publish.PublishError as exc:  # refused credentials, or still failing after the retry budget
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     context.log.info("%s %s@%s in %s", result.status, result.repo_id, result.tag, result.location)
     return dg.MaterializeResult(metadata={
         "repo_id": result.repo_id, "tag": result.tag, "status": result.status, "location": str(result.location),

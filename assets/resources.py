@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipeline.config import BuildConfig
+from pipeline.config import BuildConfig, NetworkConfig
 from pipeline.road.embed import GuideEncoder, ModelRef, encoding_precision, resolve_model
 from pipeline.road.publish import HubPublisher, LocalHub, Publisher
 from pipeline.workspace import Workspace
@@ -62,7 +62,7 @@ class GuideModelResource(dg.ConfigurableResource):
 class PublisherResource(dg.ConfigurableResource):
     """Where versions go: a local Hub-cache folder or the Hugging Face Hub, chosen by the deployment."""
 
-    def publisher(self) -> Publisher:
+    def publisher(self, network: NetworkConfig = NetworkConfig()) -> Publisher:
         raise NotImplementedError
 
 
@@ -71,7 +71,7 @@ class LocalHubPublisher(PublisherResource):
 
     root: str
 
-    def publisher(self) -> Publisher:
+    def publisher(self, network: NetworkConfig = NetworkConfig()) -> Publisher:
         return LocalHub(Path(self.root))
 
 
@@ -82,7 +82,8 @@ class HfHubPublisher(PublisherResource):
     private: bool = True
     endpoint: str | None = None
 
-    def publisher(self) -> Publisher:
+    def publisher(self, network: NetworkConfig = NetworkConfig()) -> Publisher:
         from huggingface_hub import HfApi
 
-        return HubPublisher(HfApi(endpoint=self.endpoint), self.token, private=self.private)
+        return HubPublisher(HfApi(endpoint=self.endpoint), self.token, private=self.private,
+                            retry_budget_s=network.retry_budget_s, first_delay_s=network.first_retry_delay_s)

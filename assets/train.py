@@ -14,7 +14,8 @@ from pipeline.road import evaluate, train
                       "evaluation on held-out test splits. Never scheduled: materialise it when you want a model.")
 def finetuned_encoder(context: dg.AssetExecutionContext, gistforge: BuildResource,
                       publisher: PublisherResource) -> dg.MaterializeResult:
-    cfg, ws, target = gistforge.config(), gistforge.workspace(), publisher.publisher()
+    cfg, ws = gistforge.config(), gistforge.workspace()
+    target = publisher.publisher(cfg.network)
     tag = target.latest(cfg.dataset_repo_id)
     if tag is None:
         raise dg.Failure(f"{cfg.dataset_repo_id} has no published version in {target.location}: publish one first")

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.common.retry import RetryBudget
 from pipeline.registry import DEFAULT_EXCLUSIONS, MTEB_TASKS
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
@@ -112,6 +113,17 @@ class DecontaminationConfig(_Strict):
         None, gt=0, le=1, description="also drop task texts whose guide similarity to a test text is >= this")
 
 
+class NetworkConfig(_Strict):
+    """How long a Hub download or publish may keep retrying transient faults (connection errors, timeouts,
+    429, 5xx), in total. Anything else (offline mode, refused credentials, a missing repo) fails at once."""
+
+    retry_budget_s: float = Field(120.0, ge=0, le=3600, description="total seconds of retrying per ingest/publish")
+    first_retry_delay_s: float = Field(2.0, gt=0, le=60, description="first backoff; doubles per retry")
+
+    def budget(self) -> RetryBudget:
+        return RetryBudget(self.retry_budget_s, self.first_retry_delay_s)
+
+
 class TrainConfig(_Strict):
     """Fine-tuning, with GIST's hyperparameters as defaults (lr 5e-6, warmup 0.1, batch 32, temperature 0.01)."""
 
@@ -153,6 +165,7 @@ class BuildConfig(_Strict):
     mining: MiningConfig = MiningConfig()
     decontamination: DecontaminationConfig = DecontaminationConfig()
     training: TrainConfig = TrainConfig()
+    network: NetworkConfig = NetworkConfig()
     seed: int = 42
     dataset_repo_id: str = "local/gistforge-medi-mteb-triplets"
     max_shard_bytes: int = Field(500 * 1024**2, ge=1024)

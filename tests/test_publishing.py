@@ -69,6 +69,36 @@ def test_card_parses_and_streaming_works(tmp_path):
     assert sum(1 for _ in stream) == table.num_rows
 
 
+def test_main_never_moves_back_when_a_build_reproduces_an_older_version(tmp_path):
+    """Issue 12 #10: `refs/main` points at the newest version, even after a rebuild equal to an older one."""
+    hub = LocalHub(tmp_path / "hub")
+    old = hub.publish(_build(tmp_path, 1, rows=30), "org/ds", today=dt.date(2026, 1, 1))
+    new = hub.publish(_build(tmp_path, 1, rows=36), "org/ds", today=dt.date(2026, 1, 2))
+    again = hub.publish(_build(tmp_path, 1, rows=30), "org/ds", today=dt.date(2026, 1, 3))
+    assert (again.status, again.tag) == ("unchanged", old.tag)
+    assert hub.latest("org/ds") == new.tag
+    assert (hub.repo_dir("org/ds") / "refs" / "main").read_text() == new.revision
+
+
+def test_the_card_names_no_machine_path_and_its_snippet_runs_as_written(tmp_path, monkeypatch):
+    """Issue 12 #11: the same build published from two folders gives the same bytes and tag; the card's
+    snippet reads the version back with nothing but the local hub's environment variable."""
+    build = _build(tmp_path, 1)
+    first = LocalHub(tmp_path / "a" / "hub").publish(build, "org/ds", today=dt.date(2026, 1, 1))
+    second = LocalHub(tmp_path / "b" / "deeper" / "hub").publish(build, "org/ds", today=dt.date(2026, 1, 1))
+    assert (first.tag, first.revision) == (second.tag, second.revision)
+    cards = [(LocalHub(tmp_path / w).repo_dir("org/ds") / "snapshots" / first.revision / "README.md").read_text()
+             for w in ("a/hub", "b/deeper/hub")]
+    assert cards[0] == cards[1] and str(tmp_path) not in cards[0]
+    snippet = cards[0].split("## Version", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("GISTFORGE_LOCAL_HUB", str(tmp_path / "b" / "deeper" / "hub"))
+    scope: dict = {}
+    exec(snippet, scope)  # noqa: S102 - the card's own snippet, run as a reader would
+    assert scope["ds"].num_rows == pl.read_parquet(build / "data" / "*.parquet").height
+    hub_card = publish_mod.version_section("org/ds", first.tag, "0" * 64, False, None, [])
+    assert f"load_dataset('org/ds', revision='{first.tag}', split='train')" in hub_card
+
+
 def test_a_crash_before_the_ref_moves_leaves_the_previous_version_intact(tmp_path, monkeypatch):
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -170,8 +200,13 @@ def test_hub_publish_is_one_commit_plus_one_tag_per_version(tmp_path, caplog):
 def test_hub_retries_a_503_and_fails_fast_and_clean_on_a_401(tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     api = FakeHfApi(tmp_path)
-    sleeps = []
-    pub = HubPublisher(api, TOKEN, sleep=sleeps.append)
+    sleeps, now = [], [0.0]
+
+    def sleep(seconds):  # a clock that the retry waits advance
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    pub = HubPublisher(api, TOKEN, retry_budget_s=30, sleep=sleep, clock=lambda: now[0])
     api.fail = {"create_commit": [503, 503]}
     result = pub.publish(_build(tmp_path, 1), "org/ds")
     assert result.status == "published" and len(sleeps) == 2 and sleeps[1] > sleeps[0]
@@ -184,15 +219,18 @@ def test_hub_retries_a_503_and_fails_fast_and_clean_on_a_401(tmp_path, caplog):
     assert [n for n, _ in api.calls].count("create_repo") == 2, "a 401 is not retried"
 
     api.fail = {"create_tag": [500] * 10}
+    sleeps.clear()
     with pytest.raises(PublishError) as err2:
         pub.publish(_build(tmp_path, 3), "org/ds")
-    assert "HTTP 500" in str(err2.value) and err2.value.transient and not err.value.transient
+    assert "500 Server Error" in str(err2.value) and "30 s retry budget" in str(err2.value)
+    assert sum(sleeps) == pytest.approx(30), "one budget for the whole publish, spent and not exceeded"
     assert err.value.__cause__ is None and err.value.__context__ is None and err2.value.__context__ is None
     for text in [str(err.value), str(err2.value), caplog.text]:
         assert TOKEN not in text
     assert "***" in caplog.text, "the retry log shows the message with the token redacted"
 
     # the commit landed but its tag did not: a rerun tags that commit instead of committing again
+    api.fail = {}
     commits = len(api.commits)
     done = pub.publish(_build(tmp_path, 3), "org/ds")
     assert done.status == "published" and len(api.commits) == commits

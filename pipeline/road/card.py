@@ -74,9 +74,9 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
         "MEDI instruction triplets plus label-based triplets mined from MTEB(eng, v1) classification train "
         "splits with FAISS hard-negative retrieval guided by an embedding model (GISTEmbed, arXiv 2402.16829).\n",
         "## Using it\n",
-        "```python\nfrom datasets import load_dataset\n\n"
-        f"ds = load_dataset(\"{repo_id}\", split=\"train\")  # pin revision=\"<tag>\" for reproducibility\n"
-        "mteb_rows = ds.filter(lambda r: r[\"task_type\"].startswith(\"mteb_\"))\n```\n",
+        "Load a pinned version with the snippet under **Version** at the end of this card (written for where "
+        "this version was published: the Hub, or a local hub folder), then, for example:\n",
+        "```python\nmteb_rows = ds.filter(lambda r: r[\"task_type\"].startswith(\"mteb_\"))\n```\n",
         "Rows are grouped by task (GIST's trainer skips batches that mix tasks) and shuffled within each task.\n",
         "## Columns\n",
         markdown_table(["column", "type", "meaning"], [[f.name, _DTYPES[f.type], COLUMN_DOCS.get(f.name, "")] for f in schema]),

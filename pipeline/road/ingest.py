@@ -13,7 +13,7 @@ import polars as pl
 
 from pipeline.common import faults
 from pipeline.common.accounting import RowAccount
-from pipeline.config import DecontaminationConfig, MediSource, TaskSource
+from pipeline.config import DecontaminationConfig, MediSource, NetworkConfig, TaskSource
 from pipeline.road.clean import clean_labelled, clean_medi
 from pipeline.road.decontaminate import near_duplicates, reference_fingerprint, reference_keys, reference_texts
 from pipeline.road.sources import describe_task_source, load_medi, load_task_split, source_identity
@@ -41,22 +41,24 @@ Embed = Callable[[list[str]], np.ndarray]
 
 
 def ingest_medi(ws: Workspace, medi: MediSource | None, decontamination: DecontaminationConfig,
-                guide: str | None = None, embed: Callable[[], Embed] | None = None) -> MediReport:
+                guide: str | None = None, embed: Callable[[], Embed] | None = None,
+                network: NetworkConfig = NetworkConfig()) -> MediReport:
     """Load and clean MEDI (an empty frame when the profile has none).
 
     For the optional near-duplicate pass, `guide` names the guide model (`name@revision`) and `embed` is a
     factory of its embed function, called only when that pass runs: a reused stage never loads the model.
     """
     threshold = decontamination.near_duplicate_threshold
+    budget = network.budget()
     fp = MEDI_SPEC.fingerprint(
         {"medi": medi, "decontamination": decontamination, "guide": guide if threshold is not None else None},
-        {"source": medi and source_identity(medi), "reference": reference_fingerprint(ws, decontamination)})
+        {"source": medi and source_identity(medi, budget), "reference": reference_fingerprint(ws, decontamination)})
     if (done := ws.reuse(ws.medi_rows(), fp, MediReport)) is not None:
         return done
     if medi is None:
         df, acc = clean_medi(pl.DataFrame(schema={c: pl.String for c in MEDI_COLUMNS}), "MEDI (none configured)")
     else:
-        df, acc = clean_medi(load_medi(medi), "MEDI", reference_keys(ws, decontamination))
+        df, acc = clean_medi(load_medi(medi, budget), "MEDI", reference_keys(ws, decontamination))
     tests = reference_texts(ws) if threshold is not None and df.height and embed is not None else []
     if tests:
         texts = pl.concat([df.get_column(c) for c in ("query", "pos", "neg")]).unique()
@@ -74,17 +76,18 @@ def ingest_medi(ws: Workspace, medi: MediSource | None, decontamination: Deconta
 
 
 def ingest_task(ws: Workspace, src: TaskSource, decontamination: DecontaminationConfig,
-                exclusions: dict[str, str]) -> SplitReport:
+                exclusions: dict[str, str], network: NetworkConfig = NetworkConfig()) -> SplitReport:
     """Load and clean one task's train split for mining."""
     if src.name in exclusions:
         raise ValueError(f"task {src.name!r} is excluded ({exclusions[src.name]}); it is never ingested")
+    budget = network.budget()
     fp = TASK_SPEC.fingerprint({"source": src, "decontamination.exact": decontamination.exact},
-                               {"source": source_identity(src),
+                               {"source": source_identity(src, budget),
                                 "reference": decontamination.exact and ws.fingerprint_of(ws.test_texts())})
     if (done := ws.reuse(ws.split(src.name), fp, SplitReport)) is not None:
         return done
     keys = reference_keys(ws, decontamination)
-    df, acc = clean_labelled(load_task_split(src), f"{src.name} (ingest)", keys)
+    df, acc = clean_labelled(load_task_split(src, budget), f"{src.name} (ingest)", keys)
     faults.point("ingest")
     ws.write_parquet(df, ws.split(src.name))
     report = SplitReport(account=acc, labels=df.get_column("label").n_unique(), source=describe_task_source(src),

@@ -16,19 +16,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import random
 import re
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Callable, Iterator, Literal, Protocol
 
 import polars as pl
 from pydantic import BaseModel
 
 from pipeline.common import atomic, faults
 from pipeline.common.markdown import markdown_table
+from pipeline.common.retry import BudgetSpent, RetryBudget, http_status
 from pipeline.road.build import content_hash, read_build_hash
 from pipeline.workspace import Workspace
 
@@ -40,11 +41,8 @@ _TAG = re.compile(r"^\d{4}\.\d{2}\.\d{2}-[0-9a-f]{8}$")
 
 
 class PublishError(RuntimeError):
-    """Publishing failed; the message never holds a token. `transient`: a retry later may succeed."""
-
-    def __init__(self, message: str, transient: bool = False):
-        super().__init__(message)
-        self.transient = transient
+    """Publishing failed for good (transient faults were already retried within the budget); the message
+    never holds a token."""
 
 
 class Location(BaseModel):
@@ -102,14 +100,30 @@ class Publisher(Protocol):
 
 
 def load_snippet(repo_id: str, tag: str, cache_dir: str | None) -> str:
+    """What a trainer on this machine runs to read the version (printed by the CLI, shown in the UI)."""
     if cache_dir:
         return (
-            "import os; os.environ['HF_HUB_OFFLINE'] = '1'\n"
             "from huggingface_hub import snapshot_download\nfrom datasets import load_dataset\n"
-            f"path = snapshot_download({repo_id!r}, repo_type='dataset', revision={tag!r}, cache_dir={cache_dir!r})\n"
+            f"path = snapshot_download({repo_id!r}, repo_type='dataset', revision={tag!r}, cache_dir={cache_dir!r}, "
+            "local_files_only=True)\n"
             "ds = load_dataset(path, split='train')"
         )
     return f"from datasets import load_dataset\nds = load_dataset({repo_id!r}, revision={tag!r}, split='train')"
+
+
+def card_snippet(repo_id: str, tag: str, local: bool) -> str:
+    """The card's snippet: works as written wherever the version was published to, and names no path of the
+    machine that built it (the local hub folder comes from `GISTFORGE_LOCAL_HUB`, default `.gistforge/hub`)."""
+    if not local:
+        return load_snippet(repo_id, tag, None)
+    return (
+        "import os\nfrom huggingface_hub import snapshot_download\nfrom datasets import load_dataset\n"
+        "# the local hub folder holding this version (gistforge's default: .gistforge/hub in the build's folder)\n"
+        "hub = os.environ.get('GISTFORGE_LOCAL_HUB', '.gistforge/hub')\n"
+        f"path = snapshot_download({repo_id!r}, repo_type='dataset', revision={tag!r}, cache_dir=hub, "
+        "local_files_only=True)\n"
+        "ds = load_dataset(path, split='train')"
+    )
 
 
 def make_tag(content_hash: str, today: dt.date | None = None) -> str:
@@ -131,13 +145,13 @@ def diff_versions(previous: pl.DataFrame | None, current: pl.DataFrame) -> list[
     return out
 
 
-def version_section(repo_id: str, tag: str, content_hash: str, cache_dir: str | None,
-                    previous_tag: str | None, diff: list[RowDiff]) -> str:
+def version_section(repo_id: str, tag: str, content_hash: str, local: bool, previous_tag: str | None,
+                    diff: list[RowDiff]) -> str:
     changes = [d for d in diff if d.added or d.removed]
     diff_text = diff_table(changes) if changes else "No row changed."
     against = f"against `{previous_tag}`" if previous_tag else "(first version: every row is new)"
     return (f"\n## Version\n\nTag `{tag}`, content hash `{content_hash}`.\n\n"
-            f"```python\n{load_snippet(repo_id, tag, cache_dir)}\n```\n\n"
+            f"```python\n{card_snippet(repo_id, tag, local)}\n```\n\n"
             f"### Changes {against}\n\n{diff_text}\n")
 
 
@@ -160,13 +174,13 @@ def _manifest(tag: str, content_hash: str, previous_tag: str | None, diff: list[
                       .model_dump(mode="json"), indent=2, sort_keys=True)
 
 
-def _stage_version(build_dir: Path, dest: Path, repo_id: str, tag: str, content_hash: str, cache_dir: str | None,
+def _stage_version(build_dir: Path, dest: Path, repo_id: str, tag: str, content_hash: str, local: bool,
                    previous: pl.DataFrame | None, previous_tag: str | None) -> list[RowDiff]:
     """Copy a build into `dest` with its version section and manifest; returns the diff."""
     shutil.copytree(build_dir, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".gistforge-build.json"))
     diff = diff_versions(previous, pl.read_parquet(dest / ROW_HASHES))
     card = (dest / "README.md").read_text(encoding="utf-8")
-    (dest / "README.md").write_text(card + version_section(repo_id, tag, content_hash, cache_dir, previous_tag, diff),
+    (dest / "README.md").write_text(card + version_section(repo_id, tag, content_hash, local, previous_tag, diff),
                                     encoding="utf-8")
     (dest / MANIFEST).write_text(_manifest(tag, content_hash, previous_tag, diff))
     return diff
@@ -199,7 +213,7 @@ class LocalHub:
         tags = self.tags(repo_id)
         for tag, rev in tags.items():
             if rev == sha:
-                atomic.write_text(repo / "refs" / "main", sha)
+                self._finish_main(repo_id, sha)
                 return PublishResult(repo_id=repo_id, tag=tag, revision=sha, status="unchanged",
                                      location=self.location, content_hash=content_hash)
         main = repo / "refs" / "main"
@@ -214,7 +228,7 @@ class LocalHub:
         else:
             tag = make_tag(content_hash, today)
             with atomic.atomic_dir(snap) as tmp:
-                diff = _stage_version(build_dir, tmp, repo_id, tag, content_hash, str(self.root), previous, previous_tag)
+                diff = _stage_version(build_dir, tmp, repo_id, tag, content_hash, True, previous, previous_tag)
         faults.point("publish")
         # The version becomes visible only here: the tag ref first, then main.
         atomic.write_text(repo / "refs" / tag, sha)
@@ -222,6 +236,18 @@ class LocalHub:
         log.info("published %s@%s to %s", repo_id, tag, self.root)
         return PublishResult(repo_id=repo_id, tag=tag, revision=sha, status="published", location=self.location,
                              content_hash=content_hash, diff=diff, previous_tag=previous_tag)
+
+    def _finish_main(self, repo_id: str, sha: str) -> None:
+        """An unchanged build moves `main` only to finish its own publish (killed after the tag ref, before
+        `main`): when `main` is unset or still at the version this one was made on top of. `main` never goes
+        back to an older version, even when a build reproduces one."""
+        main = self.repo_dir(repo_id) / "refs" / "main"
+        current = main.read_text().strip() if main.exists() else None
+        if current == sha:
+            return
+        made_on = Manifest.model_validate_json((self._snapshot(repo_id, sha) / MANIFEST).read_text()).previous_tag
+        if current is None or (made_on is not None and self.tags(repo_id).get(made_on) == current):
+            atomic.write_text(main, sha)
 
     def latest(self, repo_id: str) -> str | None:
         main = self.repo_dir(repo_id) / "refs" / "main"
@@ -253,52 +279,50 @@ def redact(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
 
 
-def _status(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def _transient(exc: BaseException) -> bool:
-    status = _status(exc)
-    if status is not None:
-        return status == 429 or status >= 500
-    name = type(exc).__name__
-    return isinstance(exc, (ConnectionError, TimeoutError)) or "Connect" in name or "Timeout" in name
-
-
 class HubPublisher:
     """Publishes to the Hugging Face Hub through an `HfApi`: one atomic commit holding every shard and the
-    card (guarded by `parent_commit`), then a tag. Transient failures (connection errors, 429, 5xx) are
-    retried with exponential backoff; other HTTP errors (401/403/404...) fail at once.
+    card (guarded by `parent_commit`), then a tag. Transient failures (connection errors, timeouts, 429,
+    5xx) are retried within one `retry_budget_s` per publish; anything else (401/403/404, offline mode)
+    fails at once, and no error message ever holds the token.
     """
 
-    def __init__(self, api: Any, token: str | None, private: bool = True, retries: int = 5,
-                 backoff_s: float = 2.0, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, api: Any, token: str | None, private: bool = True, retry_budget_s: float = 120.0,
+                 first_delay_s: float = 2.0, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic):
         self.api, self.token, self.private = api, token, private
         self.location = HUB
-        self.retries, self.backoff_s, self.sleep = retries, backoff_s, sleep
+        self.retry_budget_s, self.first_delay_s, self.sleep, self.clock = retry_budget_s, first_delay_s, sleep, clock
+        self._budget: RetryBudget | None = None
+
+    def _describe(self, exc: BaseException) -> str:
+        text = str(exc).strip()
+        return redact(f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}", self.token)
+
+    @contextmanager
+    def _one_budget(self) -> Iterator[None]:
+        """Every call of one publish shares one retry budget."""
+        self._budget = RetryBudget(self.retry_budget_s, self.first_delay_s, self.sleep, self.clock)
+        try:
+            yield
+        finally:
+            self._budget = None
 
     def _call(self, what: str, fn: Callable, *args, **kwargs):
-        for attempt in range(self.retries + 1):
-            try:
-                return fn(*args, token=self.token, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - classified below, re-raised without the token
-                status = _status(exc)
-                message = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, self.token)
-                transient = _transient(exc)
-                retry = transient and attempt < self.retries
-            if retry:
-                delay = self.backoff_s * 2**attempt * (1 + random.random() / 4)
-                log.warning("%s failed (%s); retry %s/%s in %.1fs", what, message, attempt + 1, self.retries, delay)
-                self.sleep(delay)
-                continue
-            # raised outside the `except` block, so the original exception (which may quote the token)
-            # is neither the cause nor the context of the error users see
-            if status in (401, 403):
-                raise PublishError(f"{what}: the Hub refused the credentials (HTTP {status}); set HF_TOKEN to a "
-                                   "token with write access to this repo")
-            raise PublishError(f"{what} failed{f' (HTTP {status})' if status else ''}: {message}",
-                               transient=transient)
+        budget = self._budget or RetryBudget(self.retry_budget_s, self.first_delay_s, self.sleep, self.clock)
+        try:
+            return budget.call(what, lambda: fn(*args, token=self.token, **kwargs), self._describe)
+        except Exception as exc:  # noqa: BLE001 - re-raised below as a PublishError without the token
+            status, message = http_status(exc), self._describe(exc)
+            if isinstance(exc, BudgetSpent):
+                message = redact(str(exc), self.token) + "; check the network (or HF_ENDPOINT) or raise " \
+                                                          "network.retry_budget_s"
+        # raised outside the `except` block, so the original exception (which may quote the token)
+        # is neither the cause nor the context of the error users see
+        if status in (401, 403):
+            raise PublishError(f"{what}: the Hub refused the credentials (HTTP {status}); set HF_TOKEN to a "
+                               "token with write access to this repo")
+        raise PublishError(message if what in message else f"{what} failed{f' (HTTP {status})' if status else ''}: "
+                           f"{message}")
 
     def _download(self, repo_id: str, filename: str, revision: str) -> Path | None:
         try:
@@ -308,6 +332,10 @@ class HubPublisher:
             return None
 
     def publish(self, build_dir: Path, repo_id: str, today: dt.date | None = None) -> PublishResult:
+        with self._one_budget():
+            return self._publish(build_dir, repo_id, today)
+
+    def _publish(self, build_dir: Path, repo_id: str, today: dt.date | None) -> PublishResult:
         from huggingface_hub import CommitOperationAdd
 
         content_hash = read_build_hash(build_dir)
@@ -336,7 +364,7 @@ class HubPublisher:
         tag = make_tag(content_hash, today)
         with tempfile.TemporaryDirectory() as tmp:
             stage = Path(tmp) / "version"
-            diff = _stage_version(build_dir, stage, repo_id, tag, content_hash, None, previous, previous_tag)
+            diff = _stage_version(build_dir, stage, repo_id, tag, content_hash, False, previous, previous_tag)
             ops = [CommitOperationAdd(p.relative_to(stage).as_posix(), str(p))
                    for p in sorted(stage.rglob("*")) if p.is_file()]
             commit = self._call(f"create_commit {repo_id}", self.api.create_commit, repo_id, ops,
@@ -354,6 +382,10 @@ class HubPublisher:
 
     def publish_model(self, folder: Path, repo_id: str, tag: str) -> PublishResult:
         """A model folder as one commit to a model repo, tagged like the dataset version it was trained on."""
+        with self._one_budget():
+            return self._publish_model(folder, repo_id, tag)
+
+    def _publish_model(self, folder: Path, repo_id: str, tag: str) -> PublishResult:
         from huggingface_hub import CommitOperationAdd
 
         folder = Path(folder)

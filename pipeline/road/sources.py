@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from pipeline.common.retry import BudgetSpent, RetryBudget
 from pipeline.config import SAMPLE_DIR, MediSource, TaskSource
 from pipeline.registry import get_task
 from pipeline.schema import MEDI_COLUMNS
@@ -28,17 +29,24 @@ class SourceError(ValueError):
     """Bad or unavailable input, with the source named in the message."""
 
 
-def hub_snapshot(repo_id: str, revision: str, cache_dir: Path | None = None, local_files_only: bool = False) -> Path:
-    """The local folder of `repo_id@revision`, downloaded or read from the Hub cache."""
+def hub_snapshot(repo_id: str, revision: str, cache_dir: Path | None = None, local_files_only: bool = False,
+                 budget: RetryBudget | None = None) -> Path:
+    """The local folder of `repo_id@revision`, downloaded or read from the Hub cache. Connection errors,
+    timeouts, 429 and 5xx are retried within `budget` (none: not retried); everything else fails at once."""
     from huggingface_hub import snapshot_download
     from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RevisionNotFoundError
 
     offline = local_files_only or constants.HF_HUB_OFFLINE
     where = cache_dir or constants.HF_HUB_CACHE
+    def download() -> str:
+        return snapshot_download(repo_id, repo_type="dataset", revision=revision, cache_dir=cache_dir,
+                                 local_files_only=offline)
+
     try:
-        return Path(snapshot_download(repo_id, repo_type="dataset", revision=revision, cache_dir=cache_dir,
-                                      local_files_only=offline))
+        return Path(budget.call(f"download {repo_id}@{revision}", download, _first_line) if budget else download())
+    except BudgetSpent as exc:
+        raise SourceError(f"{exc}; check the network (or HF_ENDPOINT), or raise network.retry_budget_s") from None
     except (LocalEntryNotFoundError, FileNotFoundError) as exc:
         raise SourceError(
             f"{repo_id}@{revision}: this revision is not in the offline Hub cache at {where} "
@@ -59,20 +67,25 @@ def pin(src: TaskSource | MediSource) -> tuple[str, str]:
     return src.repo_id, src.revision
 
 
-def snapshot(src: TaskSource | MediSource) -> Path:
+def snapshot(src: TaskSource | MediSource, budget: RetryBudget | None = None) -> Path:
     """The source's snapshot folder; a source given its own `cache_dir` is read from it offline."""
     repo_id, revision = pin(src)
-    return hub_snapshot(repo_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None)
+    return hub_snapshot(repo_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None, budget=budget)
 
 
-def source_identity(src: TaskSource | MediSource) -> dict:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def source_identity(src: TaskSource | MediSource, budget: RetryBudget | None = None) -> dict:
     """What a source's content is pinned to, for fingerprints: the resolved Hub commit (a branch name moves;
     the commit does not), or a local file's path, size and modification time."""
     if isinstance(src, TaskSource) and src.kind == "local":
         return {"file": _file_identity(src.path), "test": _file_identity(src.test_path) if src.test_path else {}}
     if isinstance(src, MediSource) and src.kind == "json":
         return {"file": _file_identity(src.path)}
-    return {"hub": pin(src)[0], "commit": snapshot(src).name}
+    return {"hub": pin(src)[0], "commit": snapshot(src, budget).name}
 
 
 def _file_identity(path: Path | None) -> dict:
@@ -283,7 +296,7 @@ def describe_task_source(src: TaskSource) -> dict:
             "sample": _is_sample(src.cache_dir)}
 
 
-def load_task_split(src: TaskSource) -> pl.DataFrame:
+def load_task_split(src: TaskSource, budget: RetryBudget | None = None) -> pl.DataFrame:
     """The train split of one labelled task, as `text, label, label_text`."""
     if src.kind == "local":
         source = f"local task {src.name} ({src.path})"
@@ -291,7 +304,7 @@ def load_task_split(src: TaskSource) -> pl.DataFrame:
     else:
         task = get_task(src.name)
         source = f"{src.name} ({'@'.join(pin(src))})"
-        raw = load_split(snapshot(src), source, task.config, task.split)
+        raw = load_split(snapshot(src, budget), source, task.config, task.split)
     if raw.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     log.info("loaded %s rows from %s", raw.height, source)
@@ -327,14 +340,14 @@ def _medi_json(path: Path, source: str) -> pl.DataFrame:
     return pl.DataFrame(cols, schema={c: pl.String for c in MEDI_COLUMNS})
 
 
-def load_medi(src: MediSource) -> pl.DataFrame:
+def load_medi(src: MediSource, budget: RetryBudget | None = None) -> pl.DataFrame:
     """MEDI triplets with the `avsolatorio/medi-data` columns."""
     if src.kind == "json":
         source = f"MEDI json ({src.path})"
         df = _medi_json(Path(src.path), source)
     else:
         source = f"MEDI ({'@'.join(pin(src))})"
-        df = load_split(snapshot(src), source, None, "train")
+        df = load_split(snapshot(src, budget), source, None, "train")
     if df.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     _require(df, {c: c for c in MEDI_COLUMNS}, source)
