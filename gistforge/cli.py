@@ -7,7 +7,7 @@ the configuration, runs them on one Dagster instance and prints what the typed s
 from __future__ import annotations
 
 import argparse
-import logging
+import datetime as dt
 import os
 import signal
 import sys
@@ -21,58 +21,94 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     b.add_argument("--config", help="a YAML BuildConfig file (default: GISTFORGE_CONFIG)")
     b.add_argument("--home", help="work folder, embedding cache and local hub (default ./.gistforge; GISTFORGE_HOME)")
     b.add_argument("--tasks", nargs="*", help="only these task partitions (default: all included tasks)")
-    b.add_argument("--log-level", default="INFO", help="Dagster console log level (default INFO)")
+    b.add_argument("--log-level", default="INFO", help="console log level (default INFO; DEBUG also prints "
+                   "tracebacks, which otherwise go to the log file under <home>/logs only)")
     b.add_argument("--no-finetune", action="store_true", help="stop after publishing the dataset")
     return p.parse_args(argv)
 
 
+def _interrupted(result) -> bool:
+    return any(event.is_step_failure and event.step_failure_data.error is not None
+               and event.step_failure_data.error.cls_name == "DagsterExecutionInterruptedError"
+               for event in result.all_events)
+
+
+def _failures(result) -> list[str]:
+    """One line per failed step: the library's own error (not Dagster's wrapper), without its module path."""
+    lines = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            while error.cause is not None:
+                error = error.cause
+            message = error.message.strip().splitlines()[0] if error.message.strip() else error.cls_name
+            head, sep, rest = message.partition(": ")
+            if sep and "." in head and " " not in head:  # "pipeline.road.sources.SourceError: ..." -> "SourceError: ..."
+                message = f"{head.rsplit('.', 1)[1]}: {rest}"
+            lines.append(f"step {event.step_key} failed: {message}")
+    return lines
+
+
+def _preflight(deployment) -> list[str]:
+    """Problems that would fail a run later, found before any run starts."""
+    if deployment.publish_target == "hub" and not os.environ.get("HF_TOKEN"):
+        return ["GISTFORGE_PUBLISH_TARGET=hub needs HF_TOKEN: export a Hugging Face token with write access "
+                "to the dataset repo (or unset GISTFORGE_PUBLISH_TARGET to publish to the local hub)"]
+    return []
+
+
 def build(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    import dagster as dg
-
-    from assets.automation import rebuild_plan
-    from assets.definitions import build_definitions
-    from assets.settings import Deployment
-    from gistforge.orphans import recover_orphaned_runs, run_tags
-    from gistforge.pools import pools_of, wait_for_pools
     from pipeline.config import ConfigError, load_config
-    from pipeline.road.build import last_build
-    from pipeline.road.evaluate import last_finetune
-    from pipeline.road.publish import last_published
 
     try:
         cfg = load_config(args.config or os.environ.get("GISTFORGE_CONFIG"),
                           args.profile or os.environ.get("GISTFORGE_PROFILE"))
     except ConfigError as exc:
-        for line in str(exc).splitlines():
-            print(f"gistforge: {line}", file=sys.stderr)
-        return 2
+        return _fail(str(exc).splitlines(), code=2)
+
+    from assets.automation import rebuild_plan
+    from assets.definitions import build_definitions
+    from assets.settings import Deployment
+    from gistforge.console import Console
+    from gistforge.instance import cli_instance
+    from gistforge.interrupts import SignalLatch
+    from gistforge.orphans import recover_orphaned_runs, run_tags
+    from gistforge.pools import pools_of, wait_for_pools
+    from pipeline.road.build import last_build
+    from pipeline.road.evaluate import last_finetune
+    from pipeline.road.publish import last_published
+
     deployment = Deployment.from_env(home=args.home)
-    defs = build_definitions(cfg, deployment)
     included = [t.name for t in cfg.included_tasks]
     tasks = args.tasks or included
     unknown = sorted(set(tasks) - set(included))
-    if unknown:
-        print(f"gistforge: unknown or excluded task partition(s) {unknown}; included: {included}", file=sys.stderr)
-        return 2
+    problems = [f"unknown or excluded task partition(s) {unknown}; included: {included}"] if unknown else []
+    problems += _preflight(deployment)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    try:
+        console = Console(args.log_level, deployment.home / "logs" / f"build-{stamp}.log")
+    except ValueError as exc:
+        problems.append(str(exc))
+    if problems:
+        return _fail(problems, code=2)
 
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    recover_orphaned_runs(instance)  # a killed earlier build must not hold a pool slot forever
-    for step in rebuild_plan(tasks, finetune=not args.no_finetune):
-        job = defs.resolve_job_def(step.job)
-        wait_for_pools(instance, pools_of(job), lambda msg: print(msg, file=sys.stderr, flush=True))
-        result = job.execute_in_process(instance=instance, partition_key=step.partition, raise_on_error=False,
-                                        tags=run_tags(),
-                                        run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}})
-        if not result.success:
-            for event in result.all_events:
-                if event.is_step_failure and event.step_failure_data.error:
-                    error = event.step_failure_data.error
-                    while error.cause is not None:  # the library's own error, not Dagster's wrapper
-                        error = error.cause
-                    print(f"gistforge: step {event.step_key} failed: {error.message.strip()}", file=sys.stderr)
-            where = f" (partition {step.partition})" if step.partition else ""
-            raise SystemExit(f"gistforge: run {step.job} failed{where}")
+    instance = cli_instance(deployment.home)
+    defs = build_definitions(cfg, deployment, loggers={"console": console.dagster_logger()})
+    with instance, console.installed(library_in_dagster_logs="pipeline" in instance.managed_python_loggers), \
+            SignalLatch() as signals:
+        recover_orphaned_runs(instance)  # a killed earlier build must not hold a pool slot forever
+        for step in rebuild_plan(tasks, finetune=not args.no_finetune):
+            job = defs.resolve_job_def(step.job)
+            wait_for_pools(instance, pools_of(job), lambda msg: print(msg, file=sys.stderr, flush=True))
+            result = job.execute_in_process(instance=instance, partition_key=step.partition, raise_on_error=False,
+                                            tags=run_tags(), run_config={"loggers": {"console": {}}})
+            if _interrupted(result) or signals.received():
+                raise KeyboardInterrupt
+            if not result.success:
+                where = f"{step.job}[{step.partition}]" if step.partition else step.job
+                lines = [f"{where} {line}" for line in _failures(result)] or [f"run {where} failed"]
+                return _fail([*lines, f"the full log, tracebacks included: {console.log_file}"])
 
     ws = deployment.workspace(cfg)
     published, built = last_published(ws), last_build(ws)
@@ -88,8 +124,13 @@ def build(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _fail(lines: list[str], code: int = 1) -> int:
+    for line in lines:
+        print(f"gistforge: {line}", file=sys.stderr)
+    return code
+
+
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop on SIGTERM as on Ctrl-C
     try:

@@ -35,6 +35,16 @@ def _chain(exc: BaseException):
         exc = exc.__cause__ or exc.__context__
 
 
+def describe(exc: BaseException) -> str:
+    """`Type: first line`, and the error it was raised from when that is another (the cause users can act on)."""
+    def line(e: BaseException) -> str:
+        text = str(e).strip()
+        return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+    root = list(_chain(exc))[-1]
+    return line(exc) if root is exc else f"{line(exc)} (from {line(root)})"
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when the error, or the error it was raised from, is one that waiting can cure."""
     for e in _chain(exc):
@@ -61,7 +71,7 @@ class RetryBudget:
         self.deadline = clock() + seconds
         self.retries = 0
 
-    def call(self, what: str, fn: Callable[[], T], describe: Callable[[BaseException], str] = str) -> T:
+    def call(self, what: str, fn: Callable[[], T], describe: Callable[[BaseException], str] = describe) -> T:
         """`fn()`, retried while it fails transiently and the budget lasts. A deterministic error propagates
         unchanged; a transient one that outlasts the budget is raised as `BudgetSpent` (from it)."""
         attempt = 0

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from pipeline.common.atomic import atomic_path
+from pipeline.common.progress import Progress
 from pipeline.config import BUNDLED_MODEL
 
 log = logging.getLogger(__name__)
@@ -179,8 +180,6 @@ def _encode_token_sorted(model: Encoder, texts: list[str], batch_size: int, prog
 def embed_texts(model: Encoder, texts: Sequence[str], cache: EmbeddingCache | None = None,
                 batch_size: int = 64, chunk_size: int = 8192) -> tuple[np.ndarray, EmbedStats]:
     """L2-normalised float32 embeddings aligned with `texts`, encoding each unique text at most once."""
-    from tqdm.auto import tqdm
-
     uniq: dict[str, int] = {}
     inverse = np.fromiter((uniq.setdefault(t, len(uniq)) for t in texts), dtype=np.int64, count=len(texts))
     unique_texts = list(uniq)
@@ -189,7 +188,7 @@ def embed_texts(model: Encoder, texts: Sequence[str], cache: EmbeddingCache | No
     todo = np.flatnonzero(~found)
     # chunks of similar length (by characters, cheap), token-sorted within each chunk
     todo = todo[np.argsort([-len(unique_texts[i]) for i in todo], kind="stable")]
-    progress = tqdm(total=len(todo), desc="encode", unit="text", disable=len(todo) < 4096)
+    progress = Progress(len(todo), "encode", "texts", log)
     for start in range(0, len(todo), chunk_size):
         idx = todo[start:start + chunk_size]
         vecs = _encode_token_sorted(model, [unique_texts[i] for i in idx], batch_size, progress)

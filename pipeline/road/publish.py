@@ -29,7 +29,7 @@ from pydantic import BaseModel
 
 from pipeline.common import atomic, faults
 from pipeline.common.markdown import markdown_table
-from pipeline.common.retry import BudgetSpent, RetryBudget, http_status
+from pipeline.common.retry import BudgetSpent, RetryBudget, describe, http_status
 from pipeline.road.build import content_hash, read_build_hash
 from pipeline.workspace import Workspace
 
@@ -295,8 +295,7 @@ class HubPublisher:
         self._budget: RetryBudget | None = None
 
     def _describe(self, exc: BaseException) -> str:
-        text = str(exc).strip()
-        return redact(f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}", self.token)
+        return redact(describe(exc), self.token)
 
     @contextmanager
     def _one_budget(self) -> Iterator[None]:

@@ -44,7 +44,7 @@ def hub_snapshot(repo_id: str, revision: str, cache_dir: Path | None = None, loc
                                  local_files_only=offline)
 
     try:
-        return Path(budget.call(f"download {repo_id}@{revision}", download, _first_line) if budget else download())
+        return Path(budget.call(f"download {repo_id}@{revision}", download) if budget else download())
     except BudgetSpent as exc:
         raise SourceError(f"{exc}; check the network (or HF_ENDPOINT), or raise network.retry_budget_s") from None
     except (LocalEntryNotFoundError, FileNotFoundError) as exc:
@@ -71,11 +71,6 @@ def snapshot(src: TaskSource | MediSource, budget: RetryBudget | None = None) ->
     """The source's snapshot folder; a source given its own `cache_dir` is read from it offline."""
     repo_id, revision = pin(src)
     return hub_snapshot(repo_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None, budget=budget)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def source_identity(src: TaskSource | MediSource, budget: RetryBudget | None = None) -> dict:
@@ -204,7 +199,7 @@ def split_dataset(folder: Path, source: str, config: str | None, split: str):
     except (ValueError, datasets.exceptions.DatasetGenerationError) as exc:
         raise SourceError(f"{source}: cannot read split {split!r} from {[p.name for p in found.files]} "
                           f"({found.layout}): {exc}") from None
-    log.info("%s: split %r from %s (%s)", source, split, [p.name for p in found.files], found.layout)
+    log.debug("%s: split %r from %s (%s)", source, split, [p.name for p in found.files], found.layout)
     return ds
 
 

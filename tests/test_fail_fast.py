@@ -1,0 +1,267 @@
+"""Issue 12: how a build fails, stops and reruns, as a user meets it in the first hour.
+
+One test per numbered finding of the issue; findings that an earlier test already pins down are named here:
+  #5 (an unchanged rebuild retrains)       test_finetune.py::test_finetune_is_reused_redone_from_the_base_or_resumed_...
+  #6, #7 (one-label task, empty build)     test_bad_input.py::test_a_task_left_with_no_eligible_row_mines_nothing_...
+  #8 (`NaN` in a CSV label)                test_bad_input.py::test_missing_value_markers_in_a_csv_label_are_missing_labels
+  #9 (config mistakes, one line each)      test_registry_config.py::test_config_mistakes_are_one_line_each_from_the_cli
+  #10 (main moved back)                    test_publishing.py::test_main_never_moves_back_when_a_build_reproduces_...
+  #11 (machine path in the card)           test_publishing.py::test_the_card_names_no_machine_path_and_its_snippet_...
+  #13 (peak RSS)                           benchmarks/embedded_rss.py (a figure, not a timed test)
+"""
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+import yaml
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+from pipeline.common.progress import Progress
+from pipeline.common.retry import RetryBudget, is_transient
+from pipeline.config import NetworkConfig, embedded_profile
+from pipeline.road.sources import SourceError, hub_snapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "hf_FAKEtoken0987654321abcdef"
+NOISE = ("Traceback", "Stack Trace", "alembic", "ModuleNotFoundError", "faiss.loader", "freed pool slots")
+
+
+def _http_error(status: int) -> HfHubHTTPError:
+    request = httpx.Request("GET", "https://huggingface.co/api/x")
+    return HfHubHTTPError(f"{status} error", response=httpx.Response(status, request=request))
+
+
+def _raised_from(outer: Exception, inner: Exception) -> Exception:
+    try:
+        try:
+            raise inner
+        except Exception as exc:
+            raise outer from exc
+    except Exception as exc:  # noqa: BLE001
+        return exc
+
+
+# ------------------------------------------------------------------------------------------ fast tier
+
+
+def test_finding_1_only_transient_faults_are_retried():
+    transient = [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), TimeoutError(), _http_error(429),
+                 _http_error(503), _raised_from(LocalEntryNotFoundError("not cached"), httpx.ConnectError("down"))]
+    never = [_http_error(401), _http_error(403), _http_error(404), OfflineModeIsEnabled("offline"),
+             _raised_from(LocalEntryNotFoundError("not cached"), OfflineModeIsEnabled("offline")),
+             LocalEntryNotFoundError("local_files_only"), SourceError("bad column"), ValueError("bad input")]
+    assert [is_transient(e) for e in transient] == [True] * len(transient)
+    assert [is_transient(e) for e in never] == [False] * len(never)
+
+
+def test_finding_1_no_asset_retries_on_top_of_the_library(tmp_path):
+    from assets.definitions import build_definitions
+    from assets.settings import Deployment
+
+    defs = build_definitions(embedded_profile(), Deployment(home=tmp_path))
+    policies = {key.to_user_string(): node.retry_policy for assets in defs.resolve_asset_graph().assets_defs
+                for key, node in [(assets.key if len(assets.keys) == 1 else next(iter(assets.keys)), assets.op)]}
+    assert policies and all(policy is None for policy in policies.values()), policies
+
+
+def test_finding_2_a_hub_download_retries_transient_faults_within_one_budget(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    now, waits, calls = [0.0], [], []
+
+    def sleep(s):
+        waits.append(s)
+        now[0] += s
+
+    def unreachable(*args, **kwargs):
+        calls.append(kwargs["revision"])
+        raise _raised_from(LocalEntryNotFoundError("cannot reach the Hub"), httpx.ConnectError("refused"))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    budget = RetryBudget(10, first_delay_s=1, sleep=sleep, clock=lambda: now[0])
+    with pytest.raises(SourceError, match=r"org/ds@r1: still failing after the 10 s retry budget .*ConnectError"):
+        hub_snapshot("org/ds", "r1", budget=budget)
+    assert sum(waits) == pytest.approx(10) and len(calls) == len(waits) + 1
+    with pytest.raises(SourceError, match="org/ds@r2: still failing"):  # the same ingest's budget is spent
+        hub_snapshot("org/ds", "r2", budget=budget)
+    assert calls[-1] == "r2" and sum(waits) == pytest.approx(10)
+
+    def offline(*args, **kwargs):
+        calls.append("offline")
+        raise _raised_from(LocalEntryNotFoundError("not cached"), OfflineModeIsEnabled("offline mode is on"))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(SourceError, match="not in the offline Hub cache"):
+        hub_snapshot("org/ds", "r3", budget=RetryBudget(10, sleep=sleep, clock=lambda: now[0]))
+    assert calls.count("offline") == 1, "offline mode can never succeed: not retried"
+
+
+def test_finding_9_a_missing_hf_token_is_found_before_any_run(tmp_path, monkeypatch, capsys):
+    from gistforge.cli import build
+
+    monkeypatch.setenv("GISTFORGE_PUBLISH_TARGET", "hub")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert build(["build", "--home", str(tmp_path / "home")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and "needs HF_TOKEN" in err[0]
+    assert not (tmp_path / "home" / "dagster").exists(), "no instance, no run"
+
+
+def test_finding_14_long_loops_log_progress_every_few_seconds():
+    now = [0.0]
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    log = logging.getLogger("pipeline.test_progress")
+    log.addHandler(Capture())
+    log.setLevel(logging.INFO)
+    progress = Progress(1000, "encode", "texts", log, every_s=10, clock=lambda: now[0])
+    for _ in range(10):
+        now[0] += 4
+        progress.update(100)
+    progress.close()
+    assert len(lines) == 3 and lines[0].startswith("encode: 300/1000 texts (30%) in 12 s, about 28 s left"), lines
+
+
+# ------------------------------------------------------------------------------- the CLI, for real
+
+def _env(home: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GISTFORGE_", "DAGSTER_HOME", "HF_TOKEN"))}
+    env.update({"GISTFORGE_HOME": str(home), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **extra})
+    return {k: v for k, v in env.items() if v != ""}
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gistforge.cli", "build", "--no-finetune", *args]
+
+
+def _config(tmp_path: Path, **network) -> Path:
+    cfg = embedded_profile().model_copy(update={"network": NetworkConfig(**network)})
+    path = tmp_path / "embedded-network.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    return path
+
+
+def _gistforge_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("gistforge: ")]
+
+
+def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in path.read_text(errors="replace"):
+        assert proc.poll() is None, f"build ended before {text!r}: {path.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} after {timeout_s} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_finding_1_and_14_a_bad_local_file_fails_at_once_in_one_line(tmp_path):
+    bad = tmp_path / "topics.csv"
+    bad.write_text("utterance;topic\nhello there;a\nbye now;b\n")  # a semicolon file named .csv
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"profile": "bad", "medi": None, "guide_model": "bundled:all-MiniLM-L6-v2",
+                                      "tasks": [{"name": "Topics", "kind": "local", "path": str(bad),
+                                                 "text_column": "utterance", "label_column": "topic",
+                                                 "label_text_column": None}]}))
+    home = tmp_path / "home"
+    start = time.monotonic()
+    out = subprocess.run(_cli("--config", str(config)), cwd=ROOT, env=_env(home), capture_output=True, text=True,
+                         timeout=300)
+    seconds = time.monotonic() - start
+    print(f"bad local file: exit {out.returncode} after {seconds:.1f} s")
+    assert out.returncode == 1
+    lines = _gistforge_lines(out.stderr)
+    assert len(lines) == 2, out.stderr
+    assert lines[0].startswith("gistforge: ingest_and_mine[Topics] step mteb_train_split failed: SourceError: "
+                               f"local task Topics ({bad}): missing column(s) 'utterance'")
+    log_file = Path(lines[1].split(": ", 2)[2])
+    assert "Stack Trace" in log_file.read_text(), "the traceback is kept, in the log file"
+    assert not [n for n in NOISE + ("retry",) if n in out.stderr + out.stdout], out.stderr
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        records = instance.get_records_for_run(instance.get_runs(limit=1)[0].run_id).records
+        kinds = [r.event_log_entry.dagster_event.event_type_value for r in records if r.event_log_entry.is_dagster_event]
+    assert kinds.count("STEP_START") == 1 and "STEP_UP_FOR_RETRY" not in kinds, "failed once, never retried"
+
+
+@pytest.mark.slow
+def test_finding_2_and_3_an_unreachable_hub_fails_within_the_budget_and_sigterm_ends_the_wait(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on: connection refused, like a Hub out of reach
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
+    home = tmp_path / "home"
+    hub = {"GISTFORGE_PUBLISH_TARGET": "hub", "HF_TOKEN": TOKEN, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": ""}
+
+    start = time.monotonic()
+    out = subprocess.run(_cli("--config", str(_config(tmp_path, retry_budget_s=6, first_retry_delay_s=1))), cwd=ROOT,
+                         env=_env(home, **hub), capture_output=True, text=True, timeout=600)
+    print(f"unreachable Hub, 6 s budget: exit {out.returncode} after {time.monotonic() - start:.1f} s")
+    assert out.returncode == 1
+    failure = _gistforge_lines(out.stderr)[0]
+    assert "published_dataset failed" in failure and "still failing after the 6 s retry budget" in failure
+    assert "ConnectError" in failure and "HF_ENDPOINT" in failure
+
+    # SIGTERM while publishing waits to retry: exit 130 within 10 s
+    log = tmp_path / "retry.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(_cli("--config", str(_config(tmp_path, retry_budget_s=600, first_retry_delay_s=30))),
+                                cwd=ROOT, env=_env(home, **hub), stdout=sink, stderr=subprocess.STDOUT)
+        _wait_for(log, "; retry 1 in", proc)
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        code = proc.wait(timeout=60)
+    print(f"SIGTERM in a retry wait: exit {code} after {time.monotonic() - start:.1f} s")
+    assert code == 130 and time.monotonic() - start < 10
+    assert "gistforge: interrupted; finished stages are kept" in log.read_text()
+
+    # offline mode can never reach the Hub: no retry at all
+    out = subprocess.run(_cli(), cwd=ROOT, env=_env(home, **{**hub, "HF_HUB_OFFLINE": "1"}), capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 1 and "retry" not in out.stderr
+    assert "OfflineModeIsEnabled" in _gistforge_lines(out.stderr)[0]
+
+    texts = [out.stdout, out.stderr, log.read_text()] + [p.read_text(errors="replace") for p in home.rglob("*")
+                                                         if p.is_file() and p.suffix in (".log", ".json", ".md")]
+    assert not [t for t in texts if TOKEN in t], "the token appears nowhere"
+
+
+@pytest.mark.slow
+def test_finding_4_and_12_sigterm_in_a_step_exits_130_and_the_next_build_resumes_with_its_history(tmp_path):
+    home = tmp_path / "home"
+    log = tmp_path / "paused.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(_cli(), cwd=ROOT, env=_env(home, GISTFORGE_PAUSE_AT="mine"), stdout=sink,
+                                stderr=subprocess.STDOUT)
+        _wait_for(log, "paused at fault point 'mine'", proc)
+        time.sleep(5)
+        proc.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        code = proc.wait(timeout=60)
+    print(f"SIGTERM 5 s into a step: exit {code} after {time.monotonic() - start:.1f} s")
+    assert code == 130 and time.monotonic() - start < 10
+    text = log.read_text()
+    assert _gistforge_lines(text) == ["gistforge: interrupted; finished stages are kept and the next build resumes"]
+    assert not [n for n in NOISE if n in text], text[-3000:]
+
+    out = subprocess.run(_cli(), cwd=ROOT, env=_env(home), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "reused, not redone" in out.stderr and "gistforge: published local/" in out.stdout
+    assert not [n for n in NOISE if n in out.stderr], out.stderr[-3000:]
+    # the UI started on the same home shows both builds (finding 12)
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        statuses = {r.status for r in instance.get_runs()}
+        published = instance.fetch_materializations(dg.AssetKey("published_dataset"), limit=5).records
+    assert dg.DagsterRunStatus.FAILURE in statuses and dg.DagsterRunStatus.SUCCESS in statuses
+    assert len(published) == 1
