@@ -15,6 +15,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.pop("DAGSTER_HOME", None)  # builds record their runs under their own home, never the developer's
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BANKING_REV = "0fd18e25b25c072e09e0d92ab615fda904d66300"

@@ -265,3 +265,16 @@ def test_finding_4_and_12_sigterm_in_a_step_exits_130_and_the_next_build_resumes
         published = instance.fetch_materializations(dg.AssetKey("published_dataset"), limit=5).records
     assert dg.DagsterRunStatus.FAILURE in statuses and dg.DagsterRunStatus.SUCCESS in statuses
     assert len(published) == 1
+
+
+@pytest.mark.slow
+def test_finding_11_12_14_the_first_command_leaves_a_portable_card_history_and_library_lines_in_the_run_logs(
+        embedded_build):
+    card = next((embedded_build / "hub").rglob("snapshots/*/README.md")).read_text()
+    assert str(embedded_build) not in card and "/home/" not in card and str(ROOT) not in card
+    with dg.DagsterInstance.from_config(str(embedded_build / "dagster")) as instance:
+        for asset in ("mteb_test_texts", "medi_triplets", "triplet_dataset", "published_dataset", "finetuned_encoder"):
+            assert instance.fetch_materializations(dg.AssetKey(asset), limit=1).records, f"{asset} not in the UI"
+        messages = [r.event_log_entry.user_message for run in instance.get_runs()
+                    for r in instance.get_records_for_run(run.run_id).records]
+    assert any(m.startswith("embedded 160 texts") for m in messages), "the library's own lines reach the run logs"
