@@ -20,6 +20,12 @@ from pipeline.registry import DEFAULT_EXCLUSIONS, MTEB_TASKS
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+SAMPLE_MEDI_COMMIT = "0" * 40  # the shipped sample's (and ../shared/data's) MEDI snapshot
+
+
+def is_commit(revision: str) -> bool:
+    return bool(_COMMIT.match(revision))
 
 
 def _repo_id(v: str, field: str) -> str:
@@ -42,6 +48,7 @@ class MediSource(_Strict):
     revision: str = "main"
     path: Path | None = None
     cache_dir: Path | None = Field(None, description="Hub cache to read; None = HF_HUB_CACHE")
+    license: str | None = Field(None, description="the licence, when the snapshot's own card does not give one")
 
     @model_validator(mode="after")
     def _path_for_json(self) -> "MediSource":
@@ -62,6 +69,8 @@ class TaskSource(_Strict):
     label_column: str = "label"
     label_text_column: str | None = "label_text"
     test_path: Path | None = Field(None, description="local held-out split to decontaminate against (local only)")
+    license: str | None = Field(None, description="the licence, when neither the snapshot's card nor the registry "
+                                                  "gives one (a local file's licence)")
 
     @field_validator("name")
     @classmethod
@@ -98,6 +107,8 @@ class MiningConfig(_Strict):
     margin: float = Field(0.05, ge=0, description="keep sim(q,n) < sim(q,p)-|sim(q,p)|*m (relative) or < sim(q,p)-m")
     fallback_tries: int = Field(64, ge=0, description="random other-label draws when no candidate passes")
     negatives_per_query: int = Field(1, ge=1, description="triplets per query, each with its own negative")
+    candidates: int = Field(32, ge=0, le=2048, description="other-label candidates kept per query with their "
+                                                           "guide scores (the `candidates` config)")
     approx_above: int = Field(250_000, ge=1, description="tasks with more texts search negatives with IVF")
     ivf_nlist: int | None = Field(None, ge=1, description="IVF lists (default ~sqrt(N))")
     ivf_nprobe: int = Field(32, ge=1, description="IVF lists probed per query")
@@ -168,6 +179,8 @@ class BuildConfig(_Strict):
     network: NetworkConfig = NetworkConfig()
     seed: int = 42
     dataset_repo_id: str = "local/gistforge-medi-mteb-triplets"
+    allow_unpinned: bool = Field(False, description="accept a Hub source read at a branch or tag rather than a "
+                                                    "commit (the card then says it was read from a moving ref)")
     max_shard_bytes: int = Field(500 * 1024**2, ge=1024)
 
     @field_validator("dataset_repo_id")
@@ -181,6 +194,16 @@ class BuildConfig(_Strict):
         if not _SAFE_NAME.match(v) or ".." in v:
             raise ValueError(f"profile {v!r} must match {_SAFE_NAME.pattern} (it names work folders)")
         return v
+
+    @model_validator(mode="after")
+    def _pinned(self) -> "BuildConfig":
+        moving = [f"medi.revision {self.medi.revision!r}"] if self.medi and self.medi.kind == "hub" and \
+            not is_commit(self.medi.revision) else []
+        moving += [f"tasks[{t.name}].revision {t.revision!r}" for t in self.tasks if t.revision and not is_commit(t.revision)]
+        if moving and not self.allow_unpinned:
+            raise ValueError(f"{', '.join(moving)} is not a commit: pin a 40-hex commit, or set allow_unpinned: true "
+                             "to read a moving branch (the card will say so)")
+        return self
 
     @model_validator(mode="after")
     def _unique_tasks(self) -> "BuildConfig":
@@ -212,7 +235,7 @@ def embedded_profile() -> BuildConfig:
     cache = SAMPLE_DIR / "hf-hub-cache"
     return BuildConfig(
         profile="embedded",
-        medi=MediSource(kind="hub", cache_dir=cache),
+        medi=MediSource(kind="hub", revision=SAMPLE_MEDI_COMMIT, cache_dir=cache),
         tasks=[
             TaskSource(name="Banking77Classification", cache_dir=cache),
             TaskSource(name="ImdbClassification", cache_dir=cache),
@@ -227,7 +250,10 @@ def embedded_profile() -> BuildConfig:
 
 def full_profile() -> BuildConfig:
     """GIST's build: every MTEB(eng, v1) classification task at its pin, Amazon Polarity excluded."""
-    return BuildConfig(profile="full", tasks=[TaskSource(name=name) for name in MTEB_TASKS])
+    # No commit of avsolatorio/medi-data is known here (nothing can be fetched from the Hub), so the full
+    # profile reads its `main` and the card records the commit that was read, saying it came from a branch.
+    # Set `medi.revision` to a commit in a config to pin it.
+    return BuildConfig(profile="full", tasks=[TaskSource(name=name) for name in MTEB_TASKS], allow_unpinned=True)
 
 
 PROFILES = {"embedded": embedded_profile, "full": full_profile}

@@ -20,6 +20,25 @@ SCHEMA = pa.schema([
 PL_SCHEMA = pl.Schema(pl.from_arrow(SCHEMA.empty_table()).schema)
 MEDI_COLUMNS = ["query", "pos", "neg", "task_name", "query_instruct", "pos_instruct", "neg_instruct"]
 
+# The `corpus` and `candidates` configs: each mined task's texts by id, and per mined query its positive and
+# its guide-ranked other-label candidates (ids into the same task's corpus), scores included.
+CORPUS_ARROW = pa.schema([("task_type", pa.string()), ("task_name", pa.string()), ("id", pa.int64()),
+                          ("text", pa.string()), ("label", pa.string())])
+CANDIDATES_ARROW = pa.schema([("task_type", pa.string()), ("task_name", pa.string()), ("query_id", pa.int64()),
+                              ("pos_id", pa.int64()), ("pos_score", pa.float32()),
+                              ("candidate_ids", pa.list_(pa.int64())), ("candidate_scores", pa.list_(pa.float32()))])
+CORPUS_SCHEMA = pl.Schema(pl.from_arrow(CORPUS_ARROW.empty_table()).schema)
+CANDIDATES_SCHEMA = pl.Schema(pl.from_arrow(CANDIDATES_ARROW.empty_table()).schema)
+
+
+def ntuple_schema(k: int) -> pa.Schema:
+    """The `ntuple` config: one row per mined query, columns in the order sentence-transformers' losses take
+    them (anchor, positive, negative_1..k), then provenance and the guide's scores."""
+    return pa.schema([("query", pa.string()), ("pos", pa.string()),
+                      *[(f"neg_{j}", pa.string()) for j in range(1, k + 1)],
+                      ("task_name", pa.string()), ("task_type", pa.string()), ("pos_score", pa.float32()),
+                      *[(f"neg_{j}_score", pa.float32()) for j in range(1, k + 1)]])
+
 
 def task_type_of(src: TaskSource) -> str:
     """`mteb_<slug>` for MTEB tasks and only them; `local_<slug>` for other labelled files."""

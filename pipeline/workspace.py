@@ -103,6 +103,12 @@ class Workspace:
     def triplets(self, task: str) -> Path:
         return self.work / "triplets" / f"{task}.parquet"
 
+    def candidates(self, task: str) -> Path:
+        return self.work / "candidates" / f"{task}.parquet"
+
+    def corpus(self, task: str) -> Path:
+        return self.work / "corpus" / f"{task}.parquet"
+
     def test_texts(self) -> Path:
         return self.work / "decontamination" / "test_texts.parquet"
 

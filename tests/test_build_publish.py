@@ -50,12 +50,18 @@ def test_build_is_byte_identical_and_sharded_like_the_hub(tmp_path):
     h1 = write_build(table, lambda size: f"card {size}", tmp_path / "a", max_shard_bytes=4096)
     h2 = write_build(table, lambda size: f"card {size}", tmp_path / "b", max_shard_bytes=4096)
     assert h1 == h2 == content_hash(tmp_path / "a")
-    files = sorted(p.name for p in (tmp_path / "a" / "data").iterdir())
-    n = len(files)
-    assert n > 1 and files == [f"train-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
-    for name in files:
-        assert (tmp_path / "a/data" / name).read_bytes() == (tmp_path / "b/data" / name).read_bytes()
-    assert sum(pq.read_metadata(tmp_path / "a/data" / f).num_rows for f in files) == table.num_rows
+    dirs = sorted(p.name for p in (tmp_path / "a" / "data").iterdir())
+    assert dirs == ["local_my_task", "medi", "mteb_banking77"], "one folder per task_type: the per-task configs"
+    for d in dirs:
+        files = sorted(p.name for p in (tmp_path / "a" / "data" / d).iterdir())
+        n = len(files)
+        assert files == [f"train-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+        for name in files:
+            assert (tmp_path / "a/data" / d / name).read_bytes() == (tmp_path / "b/data" / d / name).read_bytes()
+    files = sorted((tmp_path / "a" / "data").glob("*/*.parquet"))
+    assert len(files) > 3 and sum(pq.read_metadata(f).num_rows for f in files) == table.num_rows
+    meta = pq.read_metadata(files[0])
+    assert meta.row_group(0).column(0).has_offset_index, "page index written (the Hub viewer's random access)"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp folders left behind"
 
 

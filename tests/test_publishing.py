@@ -52,7 +52,7 @@ def test_card_parses_and_streaming_works(tmp_path):
 
     table = assemble(_frames(), seed=1)
     card = lambda size: render_card(repo_id="org/ds", schema=SCHEMA, num_rows=table.num_rows, num_bytes=table.nbytes,
-                                    download_size=size, sources={"medi": None, "tasks": []},
+                                    download_size=size, sources=[],
                                     exclusions={"AmazonPolarityClassification": "GIST"},
                                     guide={"name": "m", "revision": "r"}, mining={"margin": 0.05}, seed=1,
                                     tasks=[], accounts=[], drop_reasons=DROP_REASONS,
@@ -62,8 +62,9 @@ def test_card_parses_and_streaming_works(tmp_path):
     path = snapshot_download("org/ds", repo_type="dataset", revision=result.tag, cache_dir=str(tmp_path / "hub"),
                              local_files_only=True)
     parsed = DatasetCard.load(Path(path) / "README.md")
-    assert parsed.data.configs[0]["data_files"][0]["path"] == "data/train-*"
-    assert parsed.data.dataset_info["splits"][0]["num_examples"] == table.num_rows
+    assert parsed.data.configs[0]["data_files"][0]["path"] == "data/*/train-*.parquet"
+    assert parsed.data.dataset_info[0]["config_name"] == "default"
+    assert parsed.data.dataset_info[0]["splits"][0]["num_examples"] == table.num_rows
     assert parsed.data.license == "other" and "gistforge" in parsed.data.tags
     stream = load_dataset(path, split="train", streaming=True)
     assert sum(1 for _ in stream) == table.num_rows
@@ -94,7 +95,7 @@ def test_the_card_names_no_machine_path_and_its_snippet_runs_as_written(tmp_path
     monkeypatch.setenv("GISTFORGE_LOCAL_HUB", str(tmp_path / "b" / "deeper" / "hub"))
     scope: dict = {}
     exec(snippet, scope)  # noqa: S102 - the card's own snippet, run as a reader would
-    assert scope["ds"].num_rows == pl.read_parquet(build / "data" / "*.parquet").height
+    assert scope["ds"].num_rows == pl.read_parquet(build / "data" / "*" / "*.parquet").height
     hub_card = publish_mod.version_section("org/ds", first.tag, "0" * 64, False, None, [])
     assert f"load_dataset('org/ds', revision='{first.tag}', split='train')" in hub_card
 
@@ -189,7 +190,7 @@ def test_hub_publish_is_one_commit_plus_one_tag_per_version(tmp_path, caplog):
     assert [first.status, second.status, again.status] == ["published", "published", "unchanged"]
     assert len(api.commits) == 2 and api.tags == {first.tag: first.revision, second.tag: second.revision}
     files = set(api.commits[1]["files"])
-    assert {"README.md", "data/train-00000-of-00001.parquet", ".gistforge/manifest.json",
+    assert {"README.md", "data/mteb_banking77/train-00000-of-00001.parquet", ".gistforge/manifest.json",
             ".gistforge/row_hashes.parquet"} <= files
     assert api.commits[1]["parent"] == first.revision, "second commit guarded by parent_commit"
     assert second.previous_tag == first.tag and any(d.kept for d in second.diff)

@@ -61,7 +61,7 @@ def test_planted_test_texts_are_removed_and_counted(tmp_path):
     pl.concat([medi, medi_planted]).write_parquet(buf)
     make_hub_repo(cache, "avsolatorio/medi-data", "d" * 40, {"data/train-00000-of-00001.parquet": buf.getvalue()})
 
-    cfg = BuildConfig(profile="leak", medi=MediSource(cache_dir=cache), guide_model="bundled:all-MiniLM-L6-v2",
+    cfg = BuildConfig(profile="leak", medi=MediSource(cache_dir=cache, revision="d" * 40), guide_model="bundled:all-MiniLM-L6-v2",
                       tasks=[TaskSource(name="Banking77Classification", cache_dir=cache),
                              TaskSource(name="ImdbClassification", cache_dir=cache)])
     ws = Workspace(tmp_path / "home", cfg.profile)

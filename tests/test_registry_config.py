@@ -41,10 +41,17 @@ def test_embedded_profile_is_offline_and_has_three_labelled_tasks():
 
 def test_config_file_round_trip_and_clear_errors(tmp_path):
     good = tmp_path / "c.yaml"
-    good.write_text(yaml.safe_dump({"profile": "x", "tasks": [{"name": "Banking77Classification"}],
-                                    "exclusions": {"Banking77Classification": "testing"}}))
+    settings = {"profile": "x", "tasks": [{"name": "Banking77Classification"}],
+                "exclusions": {"Banking77Classification": "testing"}}
+    good.write_text(yaml.safe_dump({**settings, "allow_unpinned": True}))
     cfg = load_config(good)
     assert cfg.included_tasks == [] and cfg.excluded_tasks == {"Banking77Classification": "testing"}
+    good.write_text(yaml.safe_dump(settings))  # MEDI at its default `main`: a moving branch, refused unless allowed
+    with pytest.raises(ValueError, match=r"c.yaml: \(top level\): Value error, medi.revision 'main' is not a commit: "
+                                         r"pin a 40-hex commit, or set allow_unpinned: true"):
+        load_config(good)
+    good.write_text(yaml.safe_dump({**settings, "medi": {"revision": "a" * 40}}))
+    assert load_config(good).medi.revision == "a" * 40
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"profile": "x", "tasks": [{"name": "../evil", "kind": "local", "path": "x.csv"}]}))

@@ -100,7 +100,8 @@ def test_only_the_shipped_sample_is_called_a_sample(tmp_path):
     from pipeline.road.sources import describe_task_source
 
     shipped = TaskSource(name="Banking77Classification", cache_dir=SAMPLE_DIR / "hf-hub-cache")
-    user = TaskSource(name="Banking77Classification", cache_dir=tmp_path / "sample" / "hub")  # "sample" in the path
+    user_cache = tmp_path / "sample" / "hub"  # "sample" in the path
+    make_hub_repo(user_cache, "mteb/banking77", "0fd18e25b25c072e09e0d92ab615fda904d66300", {"train.jsonl": "{}\n"})
+    user = TaskSource(name="Banking77Classification", cache_dir=user_cache)
     assert describe_task_source(shipped)["sample"] is True
     assert describe_task_source(user)["sample"] is False
-    assert describe_task_source(TaskSource(name="Banking77Classification"))["sample"] is False

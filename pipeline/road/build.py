@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Callable
 
@@ -22,16 +21,13 @@ from pydantic import BaseModel
 from pipeline.common import atomic, faults
 from pipeline.common.accounting import RowAccount
 from pipeline.config import BuildConfig
-from pipeline.road import clean, decontaminate, mine
-from pipeline.road.card import render_card
+from pipeline.road import clean, decontaminate, layout, mine
+from pipeline.road.card import licenses_md, render_card, top_license
 from pipeline.road.checks import CheckOutcome, verify_build
 from pipeline.road.ingest import MediReport, SplitReport
 from pipeline.road.mine import MineReport, task_rng
-from pipeline.road.sources import describe_medi_source
-from pipeline.schema import PL_SCHEMA, SCHEMA
+from pipeline.schema import CANDIDATES_ARROW, CORPUS_ARROW, PL_SCHEMA, SCHEMA, ntuple_schema
 from pipeline.workspace import StageSpec, Workspace
-
-ROW_GROUP_SIZE = 10_000
 
 
 def medi_frame(medi: pl.DataFrame) -> pl.DataFrame:
@@ -62,22 +58,29 @@ def assemble(frames: list[pl.DataFrame], seed: int) -> pa.Table:
     return df[order].to_arrow().cast(SCHEMA)
 
 
-def shard_count(table: pa.Table, max_shard_bytes: int) -> int:
-    return max(1, math.ceil(table.nbytes / max_shard_bytes))
+def ntuple_table(mined: list[pl.DataFrame], k: int) -> pa.Table:
+    """The `ntuple` config: one row per mined query that has `k` negatives (anchor, positive, neg_1..neg_k in
+    the guide's rank order), from the triplet rows, which list each query's negatives in that order."""
+    schema = ntuple_schema(k)
+    frames = [f for f in mined if f.height]
+    if not frames:
+        return schema.empty_table()
+    rows = (pl.concat(frames).group_by(["task_type", "task_name", "query", "pos"], maintain_order=True)
+            .agg(pl.col("pos_score").first(), pl.col("neg"), pl.col("neg_score"))
+            .filter(pl.col("neg").list.len() == k))
+    rows = rows.with_columns(
+        *[pl.col("neg").list.get(j).alias(f"neg_{j + 1}") for j in range(k)],
+        *[pl.col("neg_score").list.get(j).alias(f"neg_{j + 1}_score") for j in range(k)],
+    ).sort("task_type", "task_name", maintain_order=True)
+    return rows.select(schema.names).to_arrow().cast(schema)
 
 
-def write_shards(table: pa.Table, folder: Path, max_shard_bytes: int) -> list[str]:
-    """`data/train-0000i-of-0000N.parquet`, row groups sized for streaming."""
-    n = shard_count(table, max_shard_bytes)
-    per = math.ceil(table.num_rows / n) if table.num_rows else 0
-    (folder / "data").mkdir(parents=True, exist_ok=True)
-    names = []
-    for i in range(n):
-        name = f"data/train-{i:05d}-of-{n:05d}.parquet"
-        pq.write_table(table.slice(i * per, per), folder / name, row_group_size=ROW_GROUP_SIZE,
-                       compression="zstd", write_statistics=True)
-        names.append(name)
-    return names
+def stacked(frames: list[pl.DataFrame], schema: pa.Schema, order: list[str]) -> pa.Table:
+    """Per-task tables as one, sorted by `order` (task first), in the given schema."""
+    frames = [f for f in frames if f.height]
+    if not frames:
+        return schema.empty_table()
+    return pl.concat(frames).sort(order).to_arrow().cast(schema)
 
 
 def content_hash(folder: Path) -> str:
@@ -109,10 +112,20 @@ def per_task_counts(table: pa.Table) -> list[dict]:
     return df.group_by("task_type", "task_name").len("rows").sort("task_type", "task_name").to_dicts()
 
 
-def write_build(table: pa.Table, card: Callable[[int], str], dest: Path, max_shard_bytes: int) -> str:
-    """Write shards + card (rendered given the shards' total bytes) into `dest` atomically; returns the content hash."""
+def write_build(table: pa.Table, card: Callable[[int], str], dest: Path, max_shard_bytes: int,
+                extra: dict[str, pa.Table] | None = None, texts: dict[str, str] | None = None) -> str:
+    """Write every config's shards + the card (rendered given the default config's total bytes) into `dest`
+    atomically; returns the content hash. `table` is the task-grouped triplets (`default` and one config per
+    task_type), `extra` the other configs by name (see `layout`)."""
     with atomic.atomic_dir(Path(dest)) as tmp:
-        names = write_shards(table, tmp, max_shard_bytes)
+        names = [n for task_type, part in layout.task_type_slices(table)
+                 for n in layout.write_shards(part, tmp, f"data/{task_type}", max_shard_bytes)]
+        if not names:  # no row at all: one empty shard keeps the layout valid (an empty build is never published)
+            names = layout.write_shards(table, tmp, "data/none", max_shard_bytes)
+        for name, extra_table in (extra or {}).items():
+            layout.write_shards(extra_table, tmp, name, max_shard_bytes)
+        for name, text in (texts or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         (tmp / "README.md").write_text(card(sum((tmp / n).stat().st_size for n in names)), encoding="utf-8")
         (tmp / ".gistforge").mkdir()
         row_hashes(table).write_parquet(tmp / ".gistforge" / "row_hashes.parquet")
@@ -136,7 +149,37 @@ class EmptyBuildError(ValueError):
 DROP_REASONS = {**clean.DROPS, **mine.DROPS, **decontaminate.DROPS}
 # The build is always redone (it is cheap next to mining, and its checks must see the files it publishes);
 # its version is the asset's code version.
-SPEC = StageSpec("build", version="2")
+SPEC = StageSpec("build", version="3")  # 3: per-task, ntuple, candidates and corpus configs; licences
+
+
+class SourceRows(BaseModel):
+    """A source as the card's provenance table shows it: where, which commit, which licence, rows in and out."""
+
+    source: str
+    repo: str
+    revision: str
+    commit: str
+    moving_ref: bool
+    license: str
+    license_from: str
+    rows_in: int
+    rows_out: int
+
+    @classmethod
+    def of(cls, name: str, described: dict | None, first: RowAccount, last: RowAccount | None = None) -> "SourceRows":
+        d = described or {}
+        repo = (d.get("repo_id") or d.get("path") or "") + (" (embedded sample)" if d.get("sample") else "")
+        return cls(source=name, repo=repo, revision=d.get("revision") or "",
+                   commit=d.get("commit") or "", moving_ref=bool(d.get("moving_ref")),
+                   license=d.get("license") or "unknown", license_from=d.get("license_from") or "not recorded",
+                   rows_in=first.rows_in, rows_out=(last or first).rows_out)
+
+
+class ConfigRows(BaseModel):
+    name: str
+    rows: int
+    num_bytes: int
+    schema: str  # "triplets" for `default` and the per-task configs, else the config's own name
 
 
 class TaskRows(BaseModel):
@@ -157,35 +200,49 @@ class BuildReport(BaseModel):
 
 def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
     """Assemble MEDI + every included task's triplets into shards and a card (atomically), then check them."""
+    medi_report = ws.load_report(ws.medi_rows(), MediReport)
     frames = [medi_frame(pl.read_parquet(ws.medi_rows()))]
-    accounts = [ws.load_report(ws.medi_rows(), MediReport).account]
-    sources: dict = {"medi": describe_medi_source(cfg.medi) if cfg.medi else None, "tasks": []}
+    accounts = [medi_report.account]
+    sources: list[SourceRows] = [SourceRows.of("MEDI", medi_report.source, medi_report.account)] if cfg.medi else []
+    mined_frames, candidates, corpora = [], [], []
     guide = None
     for src in cfg.included_tasks:
         path = ws.triplets(src.name)
         if not path.exists():
             raise FileNotFoundError(f"no mined triplets for task {src.name!r} at {path}; materialise its partition first")
-        frames.append(pl.read_parquet(path))
+        mined_frames.append(pl.read_parquet(path))
+        candidates.append(pl.read_parquet(ws.candidates(src.name)))
+        corpora.append(pl.read_parquet(ws.corpus(src.name)))
         ingest, mined = ws.load_report(ws.split(src.name), SplitReport), ws.load_report(path, MineReport)
         accounts += [ingest.account, mined.account]
-        sources["tasks"].append(ingest.source)
+        sources.append(SourceRows.of(src.name, ingest.source, ingest.account, mined.account))
         guide = mined.guide
-    table = assemble(frames, cfg.seed)
+    table = assemble(frames + mined_frames, cfg.seed)
     if table.num_rows == 0:
         raise EmptyBuildError(f"profile {cfg.profile!r}: no rows to publish (no MEDI rows and no mined triplets; "
                               "see each source's drops): an empty version is never published")
     tasks = per_task_counts(table)
     reference = ws.load_report(ws.test_texts(), decontaminate.ReferenceReport) if ws.test_texts().exists() else None
+    extra = {"ntuple": ntuple_table(mined_frames, cfg.mining.negatives_per_query),
+             "candidates": stacked(candidates, CANDIDATES_ARROW, ["task_type", "task_name", "query_id"]),
+             "corpus": stacked(corpora, CORPUS_ARROW, ["task_type", "task_name", "id"])}
+    configs = [ConfigRows(name=t, rows=n, num_bytes=b, schema="triplets")
+               for t, n, b in ((t, p.num_rows, p.nbytes) for t, p in layout.task_type_slices(table))]
+    configs += [ConfigRows(name=name, rows=t.num_rows, num_bytes=t.nbytes, schema=name) for name, t in extra.items()]
     card = functools.partial(
         render_card, repo_id=cfg.dataset_repo_id, schema=SCHEMA, num_rows=table.num_rows, num_bytes=table.nbytes,
-        sources=sources, exclusions=cfg.exclusions,
+        sources=[s.model_dump() for s in sources], configs=[c.model_dump() for c in configs],
+        extra_schemas={name: t.schema for name, t in extra.items()}, exclusions=cfg.exclusions,
         guide={"name": guide.name, "revision": guide.revision} if guide else
         {"name": cfg.guide_model, "revision": cfg.guide_revision or "n/a"},
         mining=cfg.mining.model_dump(), seed=cfg.seed, tasks=tasks, accounts=accounts, drop_reasons=DROP_REASONS,
         decontamination=cfg.decontamination, reference=reference,
     )
-    digest = write_build(table, lambda size: card(download_size=size), ws.build_dir(), cfg.max_shard_bytes)
-    shards = sorted(p.name for p in (ws.build_dir() / "data").glob("*.parquet"))
+    provenance = [s.model_dump() for s in sources]
+    texts = {"LICENSES.md": licenses_md(provenance)} if "license_link" in top_license(provenance) else {}
+    digest = write_build(table, lambda size: card(download_size=size), ws.build_dir(), cfg.max_shard_bytes, extra,
+                         texts)
+    shards = [p.relative_to(ws.build_dir()).as_posix() for p in layout.DEFAULT.files(ws.build_dir())]
     checks = verify_build(ws.build_dir(), cfg.exclusions, accounts,
                           decontaminate.reference_keys(ws, cfg.decontamination))
     report = BuildReport(content_hash=digest, rows=table.num_rows, shards=shards,

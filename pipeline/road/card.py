@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import json
-
 import pyarrow as pa
 import yaml
 
 from pipeline.common.accounting import RowAccount
 from pipeline.common.markdown import markdown_table
 from pipeline.config import DecontaminationConfig
+from pipeline.road import layout
 from pipeline.road.decontaminate import ReferenceReport
 
 _DTYPES = {pa.string(): "string", pa.bool_(): "bool", pa.float32(): "float32"}
+
+CONFIG_DOCS = {
+    "default": "every row, grouped by task (the files of all per-task configs)",
+    "ntuple": "one row per mined query: `query, pos, neg_1..neg_k` (k = mining.negatives_per_query) and scores",
+    "candidates": "per mined query: `pos_id` and the guide-ranked other-label `candidate_ids` / "
+                  "`candidate_scores` (ids into `corpus`, same task)",
+    "corpus": "the mined tasks' texts by `id` (per task), with their label",
+}
 
 COLUMN_DOCS = {
     "query": "anchor text", "pos": "positive text", "neg": "negative text",
@@ -27,22 +34,62 @@ COLUMN_DOCS = {
 }
 
 
-def card_yaml(schema: pa.Schema, num_rows: int, num_bytes: int, download_size: int, repo_id: str) -> dict:
+def top_license(sources: list[dict]) -> dict:
+    """One licence when every source has the same known one; otherwise `other`, named `mixed`, pointing at the
+    per-source table (`LICENSES.md`): the mixture is never passed off as a single licence."""
+    found = {s["license"] for s in sources}
+    if len(found) == 1 and "unknown" not in found and "other" not in found:
+        return {"license": found.pop()}
+    return {"license": "other", "license_name": "mixed", "license_link": "LICENSES.md"}
+
+
+def _features(schema: pa.Schema) -> list:
+    from datasets import Features
+
+    return Features.from_arrow_schema(schema)._to_yaml_list()
+
+
+def card_yaml(schema: pa.Schema, num_rows: int, num_bytes: int, download_size: int, repo_id: str,
+              sources: list[dict] | None = None, configs: list[dict] | None = None,
+              extra_schemas: dict[str, pa.Schema] | None = None) -> dict:
+    sources, configs, extra_schemas = sources or [], configs or [], extra_schemas or {}
+    schemas = {"triplets": schema, **extra_schemas}
+    files = {"default": layout.DEFAULT.pattern}
+    files |= {c["name"]: (layout.task_config(c["name"]) if c["schema"] == "triplets" else
+                          layout.extra_config(c["name"])).pattern for c in configs}
+    info = [{"config_name": "default", "features": _features(schema),
+             "splits": [{"name": "train", "num_bytes": num_bytes, "num_examples": num_rows}],
+             "download_size": download_size, "dataset_size": num_bytes}]
+    info += [{"config_name": c["name"], "features": _features(schemas[c["schema"]]),
+              "splits": [{"name": "train", "num_bytes": c["num_bytes"], "num_examples": c["rows"]}]} for c in configs]
     return {
-        "license": "other",
+        **top_license(sources),
         "language": ["en"],
         "pretty_name": repo_id.split("/")[-1],
         "task_categories": ["sentence-similarity", "feature-extraction"],
         "tags": ["embeddings", "triplets", "gist", "medi", "mteb", "gistforge"],
         "size_categories": [_size_category(num_rows)],
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
-        "dataset_info": {
-            "features": [{"name": f.name, "dtype": _DTYPES[f.type]} for f in schema],
-            "splits": [{"name": "train", "num_bytes": num_bytes, "num_examples": num_rows}],
-            "download_size": download_size,
-            "dataset_size": num_bytes,
-        },
+        "source_datasets": sorted({s["repo"].split(" ")[0] for s in sources if "/" in s["repo"]}),
+        "configs": [{"config_name": name, "data_files": [{"split": "train", "path": pattern}],
+                     **({"default": True} if name == "default" else {})} for name, pattern in files.items()],
+        "dataset_info": info,
     }
+
+
+def licenses_md(sources: list[dict]) -> str:
+    """`LICENSES.md`: what the card's `license_link` points at when the sources' licences differ."""
+    return "\n".join(["# Licences of the sources", "",
+                      "This dataset mixes sources under different terms; each row's `task_name`/`task_type` says "
+                      "which source it comes from, and each source's terms apply to its rows.", "",
+                      sources_table(sources), ""])
+
+
+def sources_table(sources: list[dict]) -> str:
+    return markdown_table(
+        ["source", "repo / file", "revision", "resolved commit", "licence", "licence from", "rows in", "rows out"],
+        [[s["source"], s["repo"], f"`{s['revision']}`" + (" (a moving ref)" if s["moving_ref"] else "")
+          if s["revision"] else "", f"`{s['commit']}`" if s["commit"] else "", s["license"], s["license_from"],
+          s["rows_in"], s["rows_out"]] for s in sources])
 
 
 def _size_category(n: int) -> str:
@@ -54,15 +101,14 @@ def _size_category(n: int) -> str:
 
 
 def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: int, download_size: int,
-                sources: dict, exclusions: dict[str, str], guide: dict, mining: dict, seed: int,
+                sources: list[dict], exclusions: dict[str, str], guide: dict, mining: dict, seed: int,
                 tasks: list[dict], accounts: list[RowAccount], drop_reasons: dict[str, str],
-                decontamination: DecontaminationConfig, reference: ReferenceReport | None) -> str:
+                decontamination: DecontaminationConfig, reference: ReferenceReport | None,
+                configs: list[dict] | None = None, extra_schemas: dict[str, pa.Schema] | None = None) -> str:
     """Deterministic card text: no timestamps, sorted keys, only build inputs and results."""
-    meta = yaml.safe_dump(card_yaml(schema, num_rows, num_bytes, download_size, repo_id), sort_keys=False)
-    medi = sources.get("medi")
-    task_rows = [[s["task"], s.get("kind"), s.get("repo_id") or s.get("path"), s.get("config") or "",
-                  f"`{s['revision']}`" if s.get("revision") else "", "embedded sample" if s.get("sample") else ("local file" if s.get("kind") == "local" else "full split")]
-                 for s in sources.get("tasks", [])]
+    meta = yaml.safe_dump(card_yaml(schema, num_rows, num_bytes, download_size, repo_id, sources, configs,
+                                    extra_schemas), sort_keys=False)
+    moving = [s["source"] for s in sources if s["moving_ref"]]
     acc_rows = []
     for a in accounts:
         drops = ", ".join(f"{k}: {v}" for k, v in sorted(a.drops.items())) or "none"
@@ -70,19 +116,26 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
     parts = [
         f"---\n{meta}---\n",
         f"# {repo_id}\n",
-        "GIST-style training triplets built by [gistforge](https://pypi.org/project/gistforge/): "
+        "GIST-style training triplets built by gistforge: "
         "MEDI instruction triplets plus label-based triplets mined from MTEB(eng, v1) classification train "
         "splits with FAISS hard-negative retrieval guided by an embedding model (GISTEmbed, arXiv 2402.16829).\n",
         "## Using it\n",
         "Load a pinned version with the snippet under **Version** at the end of this card (written for where "
-        "this version was published: the Hub, or a local hub folder), then, for example:\n",
+        "this version was published: the Hub, or a local hub folder). One task alone is its own config (see "
+        "**Configs**): `load_dataset(path, \"mteb_banking77\", split=\"train\")`; all MTEB rows of the default "
+        "config:\n",
         "```python\nmteb_rows = ds.filter(lambda r: r[\"task_type\"].startswith(\"mteb_\"))\n```\n",
         "Rows are grouped by task (GIST's trainer skips batches that mix tasks) and shuffled within each task.\n",
         "## Columns\n",
         markdown_table(["column", "type", "meaning"], [[f.name, _DTYPES[f.type], COLUMN_DOCS.get(f.name, "")] for f in schema]),
-        "\n## Sources\n",
-        f"MEDI: `{json.dumps(medi, sort_keys=True)}`\n" if medi else "MEDI: not included\n",
-        markdown_table(["task", "kind", "repo / file", "config", "revision", "data"], task_rows),
+        "\n## Configs\n",
+        _configs(configs or []),
+        "\n## Sources and licences\n",
+        sources_table(sources) if sources else "No source.",
+        "\n" + (f"Read from a moving ref (the commit above is the one this build read; a later build may read "
+                f"another): {', '.join(moving)}.\n" if moving else "Every Hub source was read at a pinned commit.\n"),
+        "The top-level licence is the sources' common licence, or `other` (`mixed`, see LICENSES.md) when they "
+        "differ or one is unknown: each source's own terms apply to its rows.\n",
         "\n## Excluded tasks\n",
         markdown_table(["task", "reason"], [[k, v] for k, v in sorted(exclusions.items())]) if exclusions else "None.",
         "\nThe exclusion policy of this build; excluded tasks are never ingested.\n",
@@ -101,6 +154,14 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
         "",
     ]
     return "\n".join(parts)
+
+
+def _configs(configs: list[dict]) -> str:
+    rows = [[f"`{c['name']}`", c["rows"], CONFIG_DOCS.get(c["name"], "one task's triplets (`task_type` = the name)")]
+            for c in configs]
+    return markdown_table(["config", "rows", "holds"], rows) + (
+        "\n\n`load_dataset(path_or_repo, \"<config>\", revision=<tag>, split=\"train\")` reads one config; "
+        "the per-task configs are the default config's own files, not copies.\n")
 
 
 def _decontamination(cfg: DecontaminationConfig, ref: ReferenceReport | None, accounts: list[RowAccount]) -> str:

@@ -13,6 +13,7 @@ import yaml
 
 from pipeline.common.accounting import RowAccount
 from pipeline.common.text import leaked
+from pipeline.road import layout
 from pipeline.schema import SCHEMA
 
 
@@ -48,11 +49,16 @@ def _shard_counts(df: pl.DataFrame, excluded: dict[str, str], test_keys: np.ndar
     }
 
 
+def _named_like_the_hub(folder: Path) -> bool:
+    names = sorted(p.name for p in folder.glob("train-*.parquet"))
+    return names == [f"train-{i:05d}-of-{len(names):05d}.parquet" for i in range(len(names))]
+
+
 def verify_build(folder: Path, excluded: dict[str, str], accounts: list[RowAccount],
                  test_keys: np.ndarray | None = None) -> list[CheckOutcome]:
     """Every rule the published data promises, checked on the files that will be published."""
     folder = Path(folder)
-    shards = sorted((folder / "data").glob("train-*.parquet"))
+    shards = layout.DEFAULT.files(folder)
     schemas_ok = all(pq.read_schema(s).remove_metadata() == SCHEMA for s in shards)
     totals: Counter[str] = Counter()
     for shard in shards:  # one shard in memory at a time: a full build is several GB
@@ -61,9 +67,16 @@ def verify_build(folder: Path, excluded: dict[str, str], accounts: list[RowAccou
     same_label, empty, degenerate, leaks = totals["same_label"], totals["empty"], totals["degenerate"], totals["leaks"]
     unbalanced = [a.source for a in accounts if not a.balanced]
     card = _card_yaml(folder)
-    card_rows = card.get("dataset_info", {}).get("splits", [{}])[0].get("num_examples")
+    info = card.get("dataset_info") or []
+    info = [{"config_name": "default", **info}] if isinstance(info, dict) else info  # one config: a mapping
+    declared = {c["config_name"]: c["splits"][0]["num_examples"] for c in info}
+    card_rows = declared.get("default")
+    found = {c["config_name"]: c["data_files"][0]["path"] for c in card.get("configs", [])}
+    config_rows = {name: sum(pq.read_metadata(p).num_rows for p in sorted(folder.glob(pattern)))
+                   for name, pattern in found.items()}
+    mismatched = sorted(name for name in found if config_rows[name] != declared.get(name))
     n = len(shards)
-    names_ok = [s.name for s in shards] == [f"train-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+    names_ok = all(_named_like_the_hub(d) for d in {s.parent for s in shards})
     return [
         CheckOutcome("output_schema", schemas_ok and n > 0, "every shard has the published schema",
                      {"shards": n}),
@@ -79,7 +92,7 @@ def verify_build(folder: Path, excluded: dict[str, str], accounts: list[RowAccou
                      {"unbalanced": unbalanced}),
         CheckOutcome("no_test_leak", leaks == 0, "no query, pos or neg equals an MTEB test-split text (normalised)",
                      {"leaks": leaks, "checked": test_keys is not None}),
-        CheckOutcome("shards_match_card", names_ok and card_rows == rows,
-                     "shard names follow the Hub convention and the card's num_examples matches the shards",
-                     {"card_rows": card_rows, "shard_rows": rows}),
+        CheckOutcome("shards_match_card", names_ok and card_rows == rows and not mismatched,
+                     "shard names follow the Hub convention and every config's num_examples in the card matches "
+                     "its files", {"card_rows": card_rows, "shard_rows": rows, "configs_mismatched": mismatched}),
     ]

@@ -16,19 +16,20 @@ from pipeline.common.accounting import RowAccount
 from pipeline.config import DecontaminationConfig, MediSource, NetworkConfig, TaskSource
 from pipeline.road.clean import clean_labelled, clean_medi
 from pipeline.road.decontaminate import near_duplicates, reference_fingerprint, reference_keys, reference_texts
-from pipeline.road.sources import describe_task_source, load_medi, load_task_split, source_identity
+from pipeline.road.sources import describe_medi_source, describe_task_source, load_medi, load_task_split, source_identity
 from pipeline.schema import MEDI_COLUMNS
 from pipeline.workspace import StageReport, StageSpec, Workspace
 
 log = logging.getLogger(__name__)
 
-MEDI_SPEC = StageSpec("medi", version="2")
-TASK_SPEC = StageSpec("split", version="2")
+MEDI_SPEC = StageSpec("medi", version="3")  # 3: the report records the source's commit and licence
+TASK_SPEC = StageSpec("split", version="3")
 
 
 class MediReport(StageReport):
     account: RowAccount
     tasks: int
+    source: dict | None = None  # provenance for the card; None when the profile has no MEDI
 
 
 class SplitReport(StageReport):
@@ -70,7 +71,8 @@ def ingest_medi(ws: Workspace, medi: MediSource | None, decontamination: Deconta
         df = df.filter(~flagged)
     acc.check()
     ws.write_parquet(df, ws.medi_rows())
-    report = MediReport(account=acc, tasks=df.get_column("task_name").n_unique(), fingerprint=fp)
+    report = MediReport(account=acc, tasks=df.get_column("task_name").n_unique(),
+                        source=describe_medi_source(medi, budget) if medi else None, fingerprint=fp)
     ws.save_report(report, ws.medi_rows())
     return report
 
@@ -90,7 +92,7 @@ def ingest_task(ws: Workspace, src: TaskSource, decontamination: Decontamination
     df, acc = clean_labelled(load_task_split(src, budget), f"{src.name} (ingest)", keys)
     faults.point("ingest")
     ws.write_parquet(df, ws.split(src.name))
-    report = SplitReport(account=acc, labels=df.get_column("label").n_unique(), source=describe_task_source(src),
-                         fingerprint=fp)
+    report = SplitReport(account=acc, labels=df.get_column("label").n_unique(),
+                         source=describe_task_source(src, budget), fingerprint=fp)
     ws.save_report(report, ws.split(src.name))
     return report

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import numpy as np
@@ -26,7 +26,7 @@ from pipeline.config import DecontaminationConfig, MiningConfig, TaskSource
 from pipeline.road.decontaminate import near_duplicates, reference_texts
 from pipeline.road.embed import EmbedStats, GuideEncoder, ModelRef
 from pipeline.road.search import OtherLabelSearch, flat_index, search
-from pipeline.schema import PL_SCHEMA, task_type_of
+from pipeline.schema import CANDIDATES_SCHEMA, CORPUS_SCHEMA, PL_SCHEMA, task_type_of
 from pipeline.workspace import StageReport, StageSpec, Workspace
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,24 @@ class MiningStats(BaseModel):
 
 
 @dataclass
+class Candidates:
+    """Per mined query (input row ids, sorted): its positive and its top other-label candidates as the guide
+    ranked them (best first; -1 / NaN pad a short row), passing the guard or not, so that a trainer can
+    apply another margin or sampling rule without the guide. Empty for `uniform` mining (no retrieval)."""
+
+    query: np.ndarray
+    pos: np.ndarray
+    pos_score: np.ndarray
+    ids: np.ndarray  # (queries, N)
+    scores: np.ndarray  # (queries, N)
+
+    @classmethod
+    def empty(cls, n: int = 0) -> "Candidates":
+        ids, scores = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        return cls(ids, ids, scores, np.empty((0, n), dtype=np.int64), np.empty((0, n), dtype=np.float32))
+
+
+@dataclass
 class MinedTriplets:
     """Indices into the input arrays plus guide scores, and what happened on the way."""
 
@@ -68,11 +86,12 @@ class MinedTriplets:
     pos_score: np.ndarray
     neg_score: np.ndarray
     stats: MiningStats
+    candidates: Candidates = field(default_factory=Candidates.empty)
 
     @classmethod
-    def empty(cls, stats: MiningStats) -> "MinedTriplets":
+    def empty(cls, stats: MiningStats, candidates: int = 0) -> "MinedTriplets":
         ids, scores = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        return cls(ids, ids, ids, scores, scores, stats)
+        return cls(ids, ids, ids, scores, scores, stats, Candidates.empty(candidates))
 
 
 def task_rng(seed: int, task: str) -> np.random.Generator:
@@ -157,6 +176,7 @@ def mine_triplets(
     margin: float = 0.05,
     fallback_tries: int = 64,
     negatives_per_query: int = 1,
+    candidates: int = 32,
     approx_above: int = 250_000,
     ivf_nlist: int | None = None,
     ivf_nprobe: int = 32,
@@ -193,6 +213,8 @@ def mine_triplets(
         fallback_tries: when no retrieved candidate passes the guard, up to this many random other-label
             texts are tried; a query with none left is dropped as `no_negative` and counted.
         negatives_per_query: distinct negatives per query, each its own triplet row.
+        candidates: other-label candidates kept per mined query, with their guide scores, for re-mining
+            without the guide (at most `negative_depth`; 0 keeps none).
         approx_above: tasks with more texts search negatives with an IVF index (CPU only; a GPU searches
             exactly at any size).
         ivf_nlist: IVF lists (default ~sqrt(N)).
@@ -210,7 +232,7 @@ def mine_triplets(
     if embeddings.shape[0] != n:
         raise ValueError(f"{task}: {embeddings.shape[0]} embeddings for {n} labels")
     if n == 0:
-        return MinedTriplets.empty(MiningStats(queries=0, search="exact"))
+        return MinedTriplets.empty(MiningStats(queries=0, search="exact"), candidates)
     rng = task_rng(seed, task)
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
@@ -222,6 +244,8 @@ def mine_triplets(
 
     m = negatives_per_query
     q_out, p_out, n_out, ps_out, ns_out = [], [], [], [], []
+    width = min(candidates, negative_depth) if negative_strategy != "uniform" else 0
+    c_query, c_pos, c_pos_score, c_ids, c_scores = [], [], [], [], []
     stats = MiningStats(queries=n, search="ivf" if others is not None and others.approximate else "exact")
     drops: dict[str, int] = {}
     recalls = []
@@ -249,6 +273,12 @@ def mine_triplets(
                 if r is not None:
                     recalls.append((r, size))
             stats.fallback_random += _fallback(emb, queries, limit, neg, neg_score, a, b, fallback_tries, rng)
+            kept = (neg >= 0).any(axis=1)
+            if width:
+                pad = max(0, width - i.shape[1])
+                c_query.append(np.arange(a, b)[kept]); c_pos.append(pos[kept]); c_pos_score.append(pos_score[kept])
+                c_ids.append(np.pad(i[kept, :width], ((0, 0), (0, pad)), constant_values=-1))
+                c_scores.append(np.pad(d[kept, :width], ((0, 0), (0, pad)), constant_values=np.nan))
 
         has = neg >= 0
         drops["no_negative"] = drops.get("no_negative", 0) + int((~has.any(axis=1)).sum())
@@ -264,16 +294,30 @@ def mine_triplets(
             log.warning("%s: IVF recall@10 is %s (nprobe %s): negatives are less hard than exact search would find; "
                         "raise mining.ivf_nprobe", task, stats.recall_at_10, ivf_nprobe)
     if not q_out:
-        return MinedTriplets.empty(stats)
+        return MinedTriplets.empty(stats, width)
     # back to input row ids, in input order (deterministic, independent of label sort)
     q, p, ng = (order[np.concatenate(x)] for x in (q_out, p_out, n_out))
     ps, ns = np.concatenate(ps_out), np.concatenate(ns_out)
     back = np.argsort(q, kind="stable")
-    result = MinedTriplets(q[back], p[back], ng[back], ps[back].astype(np.float32), ns[back].astype(np.float32), stats)
+    result = MinedTriplets(q[back], p[back], ng[back], ps[back].astype(np.float32), ns[back].astype(np.float32), stats,
+                           _candidates(order, c_query, c_pos, c_pos_score, c_ids, c_scores, width))
     stats.triplets = int(len(result.query))
     stats.queries_with_triplet = int(len(np.unique(result.query)))
     stats.pos_sim, stats.neg_sim = summarise(result.pos_score), summarise(result.neg_score)
     return result
+
+
+def _candidates(order: np.ndarray, query: list, pos: list, pos_score: list, ids: list, scores: list,
+                width: int) -> Candidates:
+    """Label-sorted candidate blocks back to input row ids, sorted by query."""
+    if not query:
+        return Candidates.empty(width)
+    q = order[np.concatenate(query)]
+    cand = np.concatenate(ids)
+    cand = np.where(cand >= 0, order[np.maximum(cand, 0)], -1)
+    back = np.argsort(q, kind="stable")
+    return Candidates(q[back], order[np.concatenate(pos)][back], np.concatenate(pos_score)[back].astype(np.float32),
+                      cand[back], np.concatenate(scores)[back].astype(np.float32))
 
 
 def summarise(scores: np.ndarray) -> SimilaritySummary | None:
@@ -283,6 +327,26 @@ def summarise(scores: np.ndarray) -> SimilaritySummary | None:
     qs = np.quantile(scores, [0.05, 0.5, 0.95])
     return SimilaritySummary(mean=round(float(scores.mean()), 4), p05=round(float(qs[0]), 4),
                              p50=round(float(qs[1]), 4), p95=round(float(qs[2]), 4))
+
+
+def corpus_frame(split: pl.DataFrame, src: TaskSource) -> pl.DataFrame:
+    """The texts a task's candidate ids point at: `id` is the row of the mined split."""
+    return pl.DataFrame({"task_type": task_type_of(src), "task_name": src.name,
+                         "id": pl.int_range(split.height, dtype=pl.Int64, eager=True),
+                         "text": split.get_column("text"), "label": split.get_column("label_text")},
+                        schema=CORPUS_SCHEMA)
+
+
+def candidates_frame(mined: MinedTriplets, src: TaskSource) -> pl.DataFrame:
+    """One row per mined query: its positive and its ranked other-label candidates, as corpus ids."""
+    c = mined.candidates
+    valid = c.ids >= 0
+    return pl.DataFrame({
+        "task_type": [task_type_of(src)] * len(c.query), "task_name": [src.name] * len(c.query),
+        "query_id": c.query, "pos_id": c.pos, "pos_score": c.pos_score,
+        "candidate_ids": [row[ok].tolist() for row, ok in zip(c.ids, valid)],
+        "candidate_scores": [row[ok].tolist() for row, ok in zip(c.scores, valid)],
+    }, schema=CANDIDATES_SCHEMA)
 
 
 def triplet_frame(split: pl.DataFrame, mined: MinedTriplets, src: TaskSource) -> pl.DataFrame:
@@ -303,7 +367,7 @@ def triplet_frame(split: pl.DataFrame, mined: MinedTriplets, src: TaskSource) ->
 
 # ------------------------------------------------------------------------------------------------ the stage
 
-SPEC = StageSpec("triplets", version="3", ignore=frozenset({"mining.query_batch", "guide.batch_size"}))
+SPEC = StageSpec("triplets", version="4", ignore=frozenset({"mining.query_batch", "guide.batch_size"}))
 
 
 class GuideInfo(BaseModel):
@@ -360,6 +424,8 @@ def mine_task(ws: Workspace, src: TaskSource, *, mining: MiningConfig, seed: int
         acc.drop(reason, n)
     acc.check()
     faults.point("mine")
+    ws.write_parquet(corpus_frame(split, src), ws.corpus(task))
+    ws.write_parquet(candidates_frame(mined, src), ws.candidates(task))
     ws.write_parquet(frame, ws.triplets(task))
     plot = similarity_histogram(mined.pos_score, mined.neg_score, f"{task}: guide similarity",
                                 ws.triplets(task).with_suffix(".png"))

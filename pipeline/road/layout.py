@@ -1,0 +1,87 @@
+"""Where each config of a version lives in the repo, and how its parquet is written.
+
+A version is one Hub dataset repo with several configs and no file stored twice:
+- `default`: every triplet, task-grouped: `data/*/train-*` (read in path order, which is task order);
+- one config per `task_type` (`medi`, `mteb_banking77`, ...): `data/<task_type>/train-*`, the same files;
+- `ntuple`: one row per mined query with its k negatives: `ntuple/train-*`;
+- `candidates` and `corpus`: each mined query's guide-ranked other-label candidates, as ids into the
+  task's texts: `candidates/train-*`, `corpus/train-*`.
+
+Shards follow the Hub's `train-0000i-of-0000N.parquet` naming. Row groups are sized by bytes (well under
+the dataset viewer's 300 MB scan limit), the page index is written, and content-defined chunking is on
+where pyarrow has it, so a version that changes one task re-uploads little; output stays byte-identical
+for the same input.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROW_GROUP_BYTES = 64 * 1024**2  # in memory, per row group
+EXTRA_CONFIGS = ("ntuple", "candidates", "corpus")
+_CDC = "use_content_defined_chunking" in inspect.signature(pq.write_table).parameters
+
+
+@dataclass(frozen=True)
+class ConfigFiles:
+    """One config of a version: its name and the data-files glob the card declares for it."""
+
+    name: str
+    pattern: str
+
+    def files(self, folder: Path) -> list[Path]:
+        return sorted(Path(folder).glob(self.pattern))
+
+
+def task_config(task_type: str) -> ConfigFiles:
+    return ConfigFiles(task_type, f"data/{task_type}/train-*.parquet")
+
+
+DEFAULT = ConfigFiles("default", "data/*/train-*.parquet")
+
+
+def extra_config(name: str) -> ConfigFiles:
+    return ConfigFiles(name, f"{name}/train-*.parquet")
+
+
+def shard_names(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}/train-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+
+
+def rows_per_group(table: pa.Table) -> int:
+    """Rows per row group so that one group holds about `ROW_GROUP_BYTES` in memory."""
+    if table.num_rows == 0:
+        return 1
+    return max(1, min(table.num_rows, math.floor(ROW_GROUP_BYTES / max(1.0, table.nbytes / table.num_rows))))
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    extra = {"use_content_defined_chunking": True} if _CDC else {}
+    pq.write_table(table, path, row_group_size=rows_per_group(table), compression="zstd", write_statistics=True,
+                   write_page_index=True, **extra)
+
+
+def write_shards(table: pa.Table, folder: Path, prefix: str, max_shard_bytes: int) -> list[str]:
+    """`<prefix>/train-0000i-of-0000N.parquet` under `folder`, each at most about `max_shard_bytes` in memory."""
+    n = max(1, math.ceil(table.nbytes / max_shard_bytes))
+    per = math.ceil(table.num_rows / n) if table.num_rows else 0
+    (folder / prefix).mkdir(parents=True, exist_ok=True)
+    names = shard_names(prefix, n)
+    for i, name in enumerate(names):
+        write_parquet(table.slice(i * per, per), folder / name)
+    return names
+
+
+def task_type_slices(table: pa.Table) -> list[tuple[str, pa.Table]]:
+    """The task-grouped default table cut at its `task_type` boundaries (it is sorted by task_type)."""
+    import numpy as np
+
+    types = table.column("task_type").to_numpy(zero_copy_only=False)
+    cuts = [0, *(np.flatnonzero(types[1:] != types[:-1]) + 1).tolist(), len(types)]
+    return [(str(types[a]), table.slice(a, b - a)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
