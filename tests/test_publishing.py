@@ -140,6 +140,7 @@ class FakeHfApi:
     def __init__(self, tmp: Path):
         self.tmp, self.calls, self.commits, self.tags = tmp, [], [], {}
         self.fail: dict[str, list[int]] = {}
+        self.lose: str | None = None  # a file the next commit silently loses
 
     def _record(self, name, kwargs):
         self.calls.append((name, {k: v for k, v in kwargs.items() if k != "operations"}))
@@ -163,7 +164,8 @@ class FakeHfApi:
         head = self.commits[-1]["oid"] if self.commits else None
         if kw.get("parent_commit") != head:
             raise AssertionError("parent_commit guard not honoured")
-        files = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in operations}
+        files = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in operations
+                 if op.path_in_repo != self.lose}
         oid = hashlib.sha1(json.dumps(sorted(files)).encode() + str(len(self.commits)).encode()).hexdigest()
         self.commits.append({"oid": oid, "files": files, "parent": kw.get("parent_commit")})
         return SimpleNamespace(oid=oid)
@@ -171,6 +173,12 @@ class FakeHfApi:
     def create_tag(self, repo_id, *, tag, revision, **kw):
         self._record("create_tag", {**kw, "tag": tag, "revision": revision})
         self.tags[tag] = revision
+
+    def list_repo_tree(self, repo_id, *, revision, recursive, **kw):
+        self._record("list_repo_tree", {**kw, "revision": revision})
+        commit = next(c for c in self.commits if c["oid"] == self.tags.get(revision, revision))
+        return [SimpleNamespace(path=".gitattributes", size=1), SimpleNamespace(path="data", tree_id="0"),
+                *(SimpleNamespace(path=p, size=len(b)) for p, b in commit["files"].items())]
 
     def hf_hub_download(self, repo_id, filename, *, revision, **kw):
         self._record("hf_hub_download", {**kw, "filename": filename, "revision": revision})
@@ -196,6 +204,17 @@ def test_hub_publish_is_one_commit_plus_one_tag_per_version(tmp_path, caplog):
     assert second.previous_tag == first.tag and any(d.kept for d in second.diff)
     create = [kw for name, kw in api.calls if name == "create_repo"][0]
     assert create == {"repo_type": "dataset", "exist_ok": True, "private": True, "token": TOKEN}
+
+
+def test_hub_publish_verifies_the_tag_against_its_manifest(tmp_path):
+    api = FakeHfApi(tmp_path)
+    good = HubPublisher(api, TOKEN).publish(_build(tmp_path, 1), "org/ds")
+    assert [n for n, _ in api.calls][-1] == "list_repo_tree", "checked after tagging"
+    manifest = json.loads(api.commits[-1]["files"][".gistforge/manifest.json"])
+    assert manifest["files"]["README.md"] == len(api.commits[-1]["files"]["README.md"]) and good.status == "published"
+    api.lose = "data/medi/train-00000-of-00001.parquet"
+    with pytest.raises(PublishError, match=r"org/ds@.* does not match its manifest: missing \['data/medi/train-0000"):
+        HubPublisher(api, TOKEN).publish(_build(tmp_path, 2), "org/ds")
 
 
 def test_hub_retries_a_503_and_fails_fast_and_clean_on_a_401(tmp_path, caplog):

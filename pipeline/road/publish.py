@@ -167,11 +167,29 @@ class Manifest(BaseModel):
     content_hash: str
     previous_tag: str | None
     diff: list[RowDiff]
+    files: dict[str, int] = {}  # every other file of the version: path -> bytes, checked after publishing
 
 
-def _manifest(tag: str, content_hash: str, previous_tag: str | None, diff: list[RowDiff]) -> str:
-    return json.dumps(Manifest(tag=tag, content_hash=content_hash, previous_tag=previous_tag, diff=diff)
+def _manifest(tag: str, content_hash: str, previous_tag: str | None, diff: list[RowDiff], files: dict[str, int]) -> str:
+    return json.dumps(Manifest(tag=tag, content_hash=content_hash, previous_tag=previous_tag, diff=diff, files=files)
                       .model_dump(mode="json"), indent=2, sort_keys=True)
+
+
+def file_sizes(folder: Path) -> dict[str, int]:
+    """Path -> size of every file of a version folder except its manifest."""
+    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(Path(folder).rglob("*"))
+            if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST}
+
+
+def verify_files(expected: dict[str, int], found: dict[str, int], where: str) -> None:
+    """The published files are exactly the manifest's (extra files the Hub adds itself, such as
+    `.gitattributes`, aside), with the same sizes; else a `PublishError` naming what differs."""
+    missing = sorted(set(expected) - set(found))
+    resized = sorted(p for p in expected if p in found and found[p] != expected[p])
+    extra = sorted(p for p in set(found) - set(expected) if p not in (MANIFEST, ".gitattributes"))
+    if missing or resized or extra:
+        raise PublishError(f"{where} does not match its manifest: missing {missing[:5]}, size differs {resized[:5]}, "
+                           f"unexpected {extra[:5]}")
 
 
 def _stage_version(build_dir: Path, dest: Path, repo_id: str, tag: str, content_hash: str, local: bool,
@@ -182,7 +200,7 @@ def _stage_version(build_dir: Path, dest: Path, repo_id: str, tag: str, content_
     card = (dest / "README.md").read_text(encoding="utf-8")
     (dest / "README.md").write_text(card + version_section(repo_id, tag, content_hash, local, previous_tag, diff),
                                     encoding="utf-8")
-    (dest / MANIFEST).write_text(_manifest(tag, content_hash, previous_tag, diff))
+    (dest / MANIFEST).write_text(_manifest(tag, content_hash, previous_tag, diff, file_sizes(dest)))
     return diff
 
 
@@ -229,6 +247,8 @@ class LocalHub:
             tag = make_tag(content_hash, today)
             with atomic.atomic_dir(snap) as tmp:
                 diff = _stage_version(build_dir, tmp, repo_id, tag, content_hash, True, previous, previous_tag)
+        manifest = Manifest.model_validate_json((snap / MANIFEST).read_text())
+        verify_files(manifest.files, file_sizes(snap), f"{repo_id}@{tag} in {self.root}")
         faults.point("publish")
         # The version becomes visible only here: the tag ref first, then main.
         atomic.write_text(repo / "refs" / tag, sha)
@@ -364,15 +384,24 @@ class HubPublisher:
         with tempfile.TemporaryDirectory() as tmp:
             stage = Path(tmp) / "version"
             diff = _stage_version(build_dir, stage, repo_id, tag, content_hash, False, previous, previous_tag)
+            expected = file_sizes(stage)
             ops = [CommitOperationAdd(p.relative_to(stage).as_posix(), str(p))
                    for p in sorted(stage.rglob("*")) if p.is_file()]
             commit = self._call(f"create_commit {repo_id}", self.api.create_commit, repo_id, ops,
                                 commit_message=f"gistforge version {tag}", repo_type="dataset", parent_commit=head)
         self._call(f"create_tag {repo_id}@{tag}", self.api.create_tag, repo_id, tag=tag, revision=commit.oid,
                    repo_type="dataset", tag_message=f"content hash {content_hash}")
-        log.info("published %s@%s to the Hub", repo_id, tag)
+        self._verify(repo_id, tag, expected)
+        log.info("published %s@%s to the Hub (%s files verified)", repo_id, tag, len(expected))
         return PublishResult(repo_id=repo_id, tag=tag, revision=commit.oid, status="published", location=HUB,
                              content_hash=content_hash, diff=diff, previous_tag=previous_tag)
+
+    def _verify(self, repo_id: str, tag: str, expected: dict[str, int]) -> None:
+        """The tag's file list and sizes, as the Hub reports them, against the staged version's."""
+        tree = self._call(f"list_repo_tree {repo_id}@{tag}", self.api.list_repo_tree, repo_id, revision=tag,
+                          recursive=True, repo_type="dataset")
+        found = {e.path: e.size for e in tree if getattr(e, "size", None) is not None}
+        verify_files(expected, found, f"the Hub's {repo_id}@{tag}")
 
     def latest(self, repo_id: str) -> str | None:
         refs = self._call(f"list_repo_refs {repo_id}", self.api.list_repo_refs, repo_id, repo_type="dataset")
