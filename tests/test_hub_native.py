@@ -133,3 +133,35 @@ def test_the_published_hard_negatives_are_re_derived_exactly_from_candidates_and
     published = [(r["task_type"], r["query"], r["pos"], r["neg"]) for r in _load(path, "default")]
     assert derived and sorted(derived) == sorted(published)
     assert json.loads((path / ".gistforge" / "manifest.json").read_text())["files"], "manifest lists the files"
+
+
+def test_row_groups_are_sized_by_bytes_and_the_writer_is_deterministic(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    from pipeline.road import layout
+
+    monkeypatch.setattr(layout, "ROW_GROUP_BYTES", 20_000)
+    table = pa.table({"text": [f"{i:05d} " + "x" * 995 for i in range(200)]})  # ~1 kB per row
+    names = layout.write_shards(table, tmp_path / "a", "cfg", max_shard_bytes=1 << 30)
+    layout.write_shards(table, tmp_path / "b", "cfg", max_shard_bytes=1 << 30)
+    meta = pq.read_metadata(tmp_path / "a" / names[0])
+    assert names == ["cfg/train-00000-of-00001.parquet"] and meta.num_rows == 200
+    assert meta.num_row_groups > 5 and all(meta.row_group(i).num_rows <= 20 for i in range(meta.num_row_groups))
+    assert (tmp_path / "a" / names[0]).read_bytes() == (tmp_path / "b" / names[0]).read_bytes()
+    assert layout._CDC, "this pyarrow writes content-defined chunks"
+
+
+def test_a_source_read_from_a_moving_ref_is_named_in_the_card():
+    from pipeline.config import DecontaminationConfig
+    from pipeline.road.build import DROP_REASONS
+    from pipeline.road.card import render_card
+    from pipeline.schema import SCHEMA
+
+    medi = {"source": "MEDI", "repo": "avsolatorio/medi-data", "revision": "main", "commit": "c" * 40,
+            "moving_ref": True, "license": "unknown", "license_from": "not declared", "rows_in": 5, "rows_out": 5}
+    text = render_card(repo_id="org/ds", schema=SCHEMA, num_rows=5, num_bytes=10, download_size=10, sources=[medi],
+                       exclusions={}, guide={"name": "m", "revision": "r"}, mining={}, seed=1, tasks=[], accounts=[],
+                       drop_reasons=DROP_REASONS, decontamination=DecontaminationConfig(), reference=None)
+    assert f"| MEDI | avsolatorio/medi-data | `main` (a moving ref) | `{'c' * 40}` | unknown |" in text
+    assert "Read from a moving ref (the commit above is the one this build read; a later build may read another): " \
+           "MEDI." in text
