@@ -63,6 +63,23 @@ def _device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def guide_devices(device: str | None, cuda_count: int) -> list[str]:
+    """The devices the guide encodes on: the pinned `device` alone when one is set; every CUDA device when
+    more than one is present (a sentence-transformers multi-process pool, one process per GPU); else the one
+    CUDA device or the CPU. Pure, so the selection is tested without GPUs."""
+    if device:
+        return [device]
+    if cuda_count > 1:
+        return [f"cuda:{i}" for i in range(cuda_count)]
+    return ["cuda"] if cuda_count == 1 else ["cpu"]
+
+
+def cuda_device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def encoding_precision(device: str | None = None) -> str:
     """The dtype the guide encodes in on `device` (None: the best one here): float16 on CUDA, else float32."""
     return "float16" if _device(device).startswith("cuda") else "float32"
@@ -97,10 +114,25 @@ class EmbeddingCache:
         self.dir = Path(root) / key
         self.dir.mkdir(parents=True, exist_ok=True)
         self._index: dict[bytes, tuple[Path, int]] = {}
+        self._chunks: set[str] = set()
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Index chunks written since (e.g. by another worker sharing this folder); returns how many.
+
+        Chunks are immutable and named by their content, and appear only by an atomic rename, so a chunk
+        seen here is complete; two workers storing the same texts write the same name and either copy is valid.
+        """
+        new = 0
         for chunk in sorted(self.dir.glob("chunk-*.npz")):
+            if chunk.name in self._chunks:
+                continue
             with np.load(chunk) as z:
                 for i, h in enumerate(z["hashes"]):
-                    self._index[bytes(h)] = (chunk, i)
+                    self._index.setdefault(bytes(h), (chunk, i))
+            self._chunks.add(chunk.name)
+            new += 1
+        return new
 
     def __len__(self) -> int:
         return len(self._index)
@@ -130,6 +162,7 @@ class EmbeddingCache:
         if not final.exists():
             with atomic_path(final) as tmp, open(tmp, "wb") as f:
                 np.savez(f, hashes=hashes, vectors=vectors.astype(np.float32))
+        self._chunks.add(final.name)
         for i, h in enumerate(hashes):
             self._index[bytes(h)] = (final, i)
 
@@ -163,6 +196,13 @@ def _encode_token_sorted(model: Encoder, texts: list[str], batch_size: int, prog
     sorting by tokens (2%); each batch goes to `encode` alone so that its own re-sort cannot undo ours.
     """
     order = np.argsort(-token_lengths(model, texts), kind="stable")
+    if isinstance(model, PoolEncoder):  # one call: the pool hands each GPU process one token-sorted batch at a time
+        vecs = model.encode([texts[i] for i in order], batch_size=batch_size, chunk_size=batch_size)
+        out = np.empty_like(vecs)
+        out[order] = vecs
+        if progress is not None:
+            progress.update(len(order))
+        return out
     out: np.ndarray | None = None
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
@@ -206,20 +246,47 @@ def embed_texts(model: Encoder, texts: Sequence[str], cache: EmbeddingCache | No
     return vectors[inverse], stats
 
 
+class PoolEncoder:
+    """A SentenceTransformer encoding through a multi-process pool (one process per device), started on first use."""
+
+    def __init__(self, model, devices: list[str]):
+        self.model, self.devices, self.pool = model, devices, None
+        self.tokenizer, self.max_seq_length = model.tokenizer, model.max_seq_length
+
+    def encode(self, sentences: list[str], batch_size: int = 64, chunk_size: int | None = None, **_) -> np.ndarray:
+        if self.pool is None:
+            log.info("guide encodes on %s devices: %s", len(self.devices), ", ".join(self.devices))
+            self.pool = self.model.start_multi_process_pool(target_devices=self.devices)
+        return np.asarray(self.model.encode(sentences, pool=self.pool, batch_size=batch_size, chunk_size=chunk_size,
+                                            normalize_embeddings=True, convert_to_numpy=True,
+                                            show_progress_bar=False), dtype=np.float32)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.model.stop_multi_process_pool(self.pool)
+            self.pool = None
+
+
 class GuideEncoder:
-    """The guide model, loaded once, with its embedding cache: what mining and decontamination embed with."""
+    """The guide model, loaded once, with its embedding cache: what mining and decontamination embed with.
+
+    With no pinned `device` and more than one CUDA device, it encodes on all of them (`guide_devices`).
+    """
 
     def __init__(self, name: str, revision: str | None, cache_root: Path, batch_size: int = 64,
-                 device: str | None = None):
+                 device: str | None = None, cuda_count: int | None = None):
         self.ref = resolve_model(name, revision)
-        self.model = load_encoder(self.ref, device)
-        self.precision = encoding_precision(device)
+        self.devices = guide_devices(device, cuda_device_count() if cuda_count is None else cuda_count)
+        self.model = load_encoder(self.ref, self.devices[0])
+        self.precision = encoding_precision(self.devices[0])
         self.key = cache_key(self.ref, self.model.max_seq_length, self.precision)
         self.cache = EmbeddingCache(cache_root, self.key)
         self.batch_size = batch_size
+        self.encoder: Encoder = PoolEncoder(self.model, self.devices) if len(self.devices) > 1 else self.model
 
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, EmbedStats]:
-        return embed_texts(self.model, texts, self.cache, self.batch_size)
+        self.cache.refresh()  # chunks other workers stored since this process loaded the cache
+        return embed_texts(self.encoder, texts, self.cache, self.batch_size)
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
         return self.embed(texts)[0]
