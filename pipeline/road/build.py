@@ -179,7 +179,7 @@ class ConfigRows(BaseModel):
     name: str
     rows: int
     num_bytes: int
-    schema: str  # "triplets" for `default` and the per-task configs, else the config's own name
+    kind: str  # "triplets" for `default` and the per-task configs, else the config's own name
 
 
 class TaskRows(BaseModel):
@@ -226,9 +226,9 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
     extra = {"ntuple": ntuple_table(mined_frames, cfg.mining.negatives_per_query),
              "candidates": stacked(candidates, CANDIDATES_ARROW, ["task_type", "task_name", "query_id"]),
              "corpus": stacked(corpora, CORPUS_ARROW, ["task_type", "task_name", "id"])}
-    configs = [ConfigRows(name=t, rows=n, num_bytes=b, schema="triplets")
+    configs = [ConfigRows(name=t, rows=n, num_bytes=b, kind="triplets")
                for t, n, b in ((t, p.num_rows, p.nbytes) for t, p in layout.task_type_slices(table))]
-    configs += [ConfigRows(name=name, rows=t.num_rows, num_bytes=t.nbytes, schema=name) for name, t in extra.items()]
+    configs += [ConfigRows(name=name, rows=t.num_rows, num_bytes=t.nbytes, kind=name) for name, t in extra.items()]
     card = functools.partial(
         render_card, repo_id=cfg.dataset_repo_id, schema=SCHEMA, num_rows=table.num_rows, num_bytes=table.nbytes,
         sources=[s.model_dump() for s in sources], configs=[c.model_dump() for c in configs],

@@ -55,12 +55,12 @@ def card_yaml(schema: pa.Schema, num_rows: int, num_bytes: int, download_size: i
     sources, configs, extra_schemas = sources or [], configs or [], extra_schemas or {}
     schemas = {"triplets": schema, **extra_schemas}
     files = {"default": layout.DEFAULT.pattern}
-    files |= {c["name"]: (layout.task_config(c["name"]) if c["schema"] == "triplets" else
+    files |= {c["name"]: (layout.task_config(c["name"]) if c["kind"] == "triplets" else
                           layout.extra_config(c["name"])).pattern for c in configs}
     info = [{"config_name": "default", "features": _features(schema),
              "splits": [{"name": "train", "num_bytes": num_bytes, "num_examples": num_rows}],
              "download_size": download_size, "dataset_size": num_bytes}]
-    info += [{"config_name": c["name"], "features": _features(schemas[c["schema"]]),
+    info += [{"config_name": c["name"], "features": _features(schemas[c["kind"]]),
               "splits": [{"name": "train", "num_bytes": c["num_bytes"], "num_examples": c["rows"]}]} for c in configs]
     return {
         **top_license(sources),
