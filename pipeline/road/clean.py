@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.common.accounting import RowAccount
-from pipeline.common.text import leaked, normalised
+from pipeline.common.text import leaked, normalised, text_keys
 
 # The drops this stage makes (mining reuses the two label ones; other stages keep their own vocabularies).
 DROPS = {
@@ -79,13 +79,17 @@ def clean_medi(df: pl.DataFrame, source: str, test_keys: np.ndarray | None = Non
     empty = _blank("query") | _blank("pos") | _blank("neg")
     acc.drop("empty_text", df.filter(empty).height)
     df = df.filter(~empty)
-    df = _drop_leaks(df, acc, ["query", "pos", "neg"], test_keys)
 
-    q, p, n = (normalised(pl.col(c)) for c in ("query", "pos", "neg"))
-    degenerate = (q == p) | (q == n)
-    before = df.height
-    df = df.filter(~degenerate)
-    acc.drop("query_equals_pos_or_neg", before - df.height)
+    # one 64-bit key per normalised text (8 bytes a row, not a normalised copy of 1.4M long texts): the
+    # leak check and the degenerate check both compare keys
+    q, p, n = (text_keys(df.get_column(c)) for c in ("query", "pos", "neg"))
+    leak = np.zeros(df.height, dtype=bool)
+    if test_keys is not None and len(test_keys):
+        leak = np.isin(q, test_keys) | np.isin(p, test_keys) | np.isin(n, test_keys)
+        acc.drop("test_leak", int(leak.sum()))
+    degenerate = ~leak & ((q == p) | (q == n))
+    acc.drop("query_equals_pos_or_neg", int(degenerate.sum()))
+    df = df.filter(pl.Series(~(leak | degenerate)))
 
     before = df.height
     df = df.unique(subset=["query", "pos", "neg", "task_name"], keep="first", maintain_order=True)
