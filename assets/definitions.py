@@ -12,7 +12,7 @@ from assets.ingest import medi_triplets, mteb_test_texts, train_split_asset
 from assets.mine import mined_triplets_asset
 from assets.publish import published_dataset, triplet_dataset
 from assets.resources import BuildResource, GuideModelResource, HfHubPublisher, LocalHubPublisher, PublisherResource
-from assets.settings import Deployment, config_from_env
+from assets.settings import CELERY_SETTINGS, Deployment, config_from_env
 from assets.train import finetuned_encoder
 from pipeline.config import BuildConfig
 
@@ -22,6 +22,20 @@ def publisher_for(deployment: Deployment) -> PublisherResource:
         return HfHubPublisher(token=dg.EnvVar("HF_TOKEN"), private=deployment.hub_private,
                               endpoint=deployment.hub_endpoint)
     return LocalHubPublisher(root=str(deployment.local_hub or deployment.home / "hub"))
+
+
+def executor_for(deployment: Deployment) -> dg.ExecutorDefinition | None:
+    """None: Dagster's default (multiprocess) executor; `celery`: each step goes to a dagster-celery worker
+    (docs/deploy.md). `gistforge build` runs in-process and ignores this."""
+    if deployment.executor != "celery":
+        return None
+    if not deployment.celery_broker:
+        raise ValueError("GISTFORGE_EXECUTOR=celery needs GISTFORGE_CELERY_BROKER (e.g. redis://host:6379/0)")
+    from dagster_celery import celery_executor
+
+    return celery_executor.configured({"broker": deployment.celery_broker,
+                                       "backend": deployment.celery_backend or deployment.celery_broker,
+                                       "config_source": CELERY_SETTINGS}, name="celery")
 
 
 def build_definitions(cfg: BuildConfig, deployment: Deployment) -> dg.Definitions:
@@ -37,6 +51,7 @@ def build_definitions(cfg: BuildConfig, deployment: Deployment) -> dg.Definition
         resources={"gistforge": BuildResource.of(cfg, deployment.home),
                    "guide": GuideModelResource(device=deployment.guide_device),
                    "publisher": publisher_for(deployment)},
+        executor=executor_for(deployment),
     )
 
 

@@ -16,6 +16,11 @@ from pydantic import BaseModel, ConfigDict
 from pipeline.config import BuildConfig, load_config
 from pipeline.workspace import Workspace
 
+# Celery settings shared by the executor (`assets.definitions.executor_for`) and the workers (deploy/celery.yaml):
+# an unreachable broker or result store fails within seconds instead of retrying forever.
+CELERY_SETTINGS = {"broker_connection_timeout": 5, "redis_socket_connect_timeout": 5,
+                   "redis_backend_health_check_interval": 10}
+
 
 class Deployment(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -25,7 +30,10 @@ class Deployment(BaseModel):
     local_hub: Path | None = None  # default: <home>/hub
     hub_private: bool = True
     hub_endpoint: str | None = None
-    guide_device: str | None = None  # None: CUDA (fp16) when present, else the CPU
+    guide_device: str | None = None  # None: CUDA (fp16) when present (every GPU when several), else the CPU
+    executor: Literal["default", "celery"] = "default"  # celery: steps run on dagster-celery workers
+    celery_broker: str | None = None  # e.g. redis://host:6379/0
+    celery_backend: str | None = None  # default: the broker's URL (Redis stores the results too)
 
     def workspace(self, cfg: BuildConfig) -> Workspace:
         return Workspace(self.home, cfg.profile)
@@ -33,13 +41,18 @@ class Deployment(BaseModel):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, home: str | None = None) -> "Deployment":
         """`GISTFORGE_HOME` (default ./.gistforge), `GISTFORGE_PUBLISH_TARGET` (local | hub),
-        `GISTFORGE_LOCAL_HUB`, `GISTFORGE_HUB_PRIVATE` (0 for a public repo), `GISTFORGE_GUIDE_DEVICE`."""
+        `GISTFORGE_LOCAL_HUB`, `GISTFORGE_HUB_PRIVATE` (0 for a public repo), `GISTFORGE_GUIDE_DEVICE`,
+        `GISTFORGE_EXECUTOR` (default: Dagster's multiprocess executor; `celery`: dagster-celery workers, with
+        `GISTFORGE_CELERY_BROKER` and optionally `GISTFORGE_CELERY_BACKEND`; see docs/deploy.md)."""
         return cls(home=Path(home or environ.get("GISTFORGE_HOME", ".gistforge")).resolve(),
                    publish_target=environ.get("GISTFORGE_PUBLISH_TARGET", "local"),
                    local_hub=environ.get("GISTFORGE_LOCAL_HUB") or None,
                    hub_private=environ.get("GISTFORGE_HUB_PRIVATE", "1") != "0",
                    hub_endpoint=environ.get("HF_ENDPOINT") or None,
-                   guide_device=environ.get("GISTFORGE_GUIDE_DEVICE") or None)
+                   guide_device=environ.get("GISTFORGE_GUIDE_DEVICE") or None,
+                   executor=environ.get("GISTFORGE_EXECUTOR") or "default",
+                   celery_broker=environ.get("GISTFORGE_CELERY_BROKER") or None,
+                   celery_backend=environ.get("GISTFORGE_CELERY_BACKEND") or None)
 
 
 def config_from_env(environ: Mapping[str, str] = os.environ) -> BuildConfig:

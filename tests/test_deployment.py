@@ -1,0 +1,238 @@
+"""The production deployment on real servers (issue 14, part 2): PostgreSQL for the instance, Redis as the Celery
+broker, the Dagster daemon with the queued run coordinator, and two dagster-celery workers sharing one work folder
+and embedding cache (deploy/localcluster.py starts them on loopback; deploy/dagster.yaml, deploy/celery.yaml).
+
+The module's tests share one cluster and run in file order: a worker killed mid-step, then the embedded build
+(no fine-tuning) across both workers, its tag against the in-process build's, then the broker and the database
+stopped. They skip, with the reason, only when PostgreSQL, redis-server or the deploy extra is not installed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.road.embed import EmbeddingCache
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "deploy"))
+
+
+# ------------------------------------------------------------------ the shared cache under concurrent writers
+
+
+def _writer(root: str, seed: int, rounds: int) -> None:
+    rng = np.random.default_rng(seed)
+    cache = EmbeddingCache(Path(root), "k")
+    for r in range(rounds):
+        # overlapping chunks: every writer stores chunk `r` of the same texts (same name) and one of its own
+        for ids in (np.arange(r * 50, r * 50 + 50), np.arange(10_000 * (seed + 1) + r * 7, 10_000 * (seed + 1) + r * 7 + 7)):
+            hashes = np.array([int(i).to_bytes(32, "big") for i in ids], dtype="S32")
+            vecs = np.repeat(ids[:, None].astype(np.float32), 8, axis=1) + rng.normal(0, 1e-7, (len(ids), 8))
+            cache.store(hashes, vecs.astype(np.float32))
+
+
+def test_embedding_cache_stays_correct_with_two_concurrent_writers(tmp_path):
+    """Two processes writing the same content-addressed cache at once (same chunks and their own): every chunk a
+    reader sees is whole, every vector belongs to its text, and no temporary file is left visible as a chunk."""
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), seed, 40)) for seed in (0, 1)]
+    for p in procs:
+        p.start()
+    reader = EmbeddingCache(tmp_path, "k")
+    while any(p.is_alive() for p in procs):  # a reader meanwhile only ever sees whole chunks
+        reader.refresh()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    fresh = EmbeddingCache(tmp_path, "k")
+    assert len(fresh) == 40 * 50 + 2 * 40 * 7
+    ids = np.array(sorted({*range(2000), *(10_000 + r * 7 + j for r in range(40) for j in range(7)),
+                           *(20_000 + r * 7 + j for r in range(40) for j in range(7))}))
+    vecs, found = fresh.lookup(np.array([int(i).to_bytes(32, "big") for i in ids], dtype="S32"))
+    assert found.all()
+    np.testing.assert_allclose(vecs[:, 0], ids, atol=1e-3)
+    assert not [f for f in (tmp_path / "k").iterdir() if not f.name.startswith("chunk-")]
+    reader.refresh()
+    assert len(reader) == len(fresh)
+
+
+# ------------------------------------------------------------------------------------------- the cluster
+
+TASKS = ["Banking77Classification", "ImdbClassification", "ChatterbotTopics"]
+
+
+def _cluster_or_skip(root: Path, home: Path):
+    try:
+        import dagster_celery  # noqa: F401
+        import dagster_postgres  # noqa: F401
+        import redis  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"the deploy extra is not installed ({exc.name}): pip install -e '.[deploy]'")
+    from localcluster import LocalCluster, Unavailable, check_servers
+
+    try:
+        check_servers()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    return LocalCluster(root, home, workers=2)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cluster")
+    with _cluster_or_skip(root, root / "home") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def in_process_tag(tmp_path_factory):
+    """The tag of the same build run in-process by `gistforge build --no-finetune`."""
+    from gistforge.cli import build
+    from pipeline.config import load_config
+    from pipeline.road.publish import last_published
+    from pipeline.workspace import Workspace
+
+    home = tmp_path_factory.mktemp("in-process")
+    assert build(["build", "--home", str(home), "--no-finetune"]) == 0
+    return last_published(Workspace(home, load_config(None, "embedded").profile)).tag
+
+
+def _versions(home: Path) -> list[str]:
+    return sorted(p.name for p in home.glob("hub/datasets--*/refs/*") if p.name != "main")
+
+
+def _visible_partials(home: Path) -> list[Path]:
+    """Files a reader could mistake for results: anything but the hidden temporaries atomic writes use."""
+    return [p for p in home.rglob("*") if p.is_file() and any(s in p.name for s in (".tmp", ".partial"))
+            and not p.name.startswith(".")]
+
+
+def _pool_children(cluster, worker: str) -> list[int]:
+    """The Celery pool process(es) of a worker: the processes that run steps."""
+    leader = cluster.workers[worker].pid
+    out = subprocess.run(["ps", "-o", "pid=,ppid=", "--sid", str(leader)], capture_output=True, text=True).stdout
+    rows = [tuple(map(int, line.split())) for line in out.splitlines() if line.strip()]
+    main = {pid for pid, ppid in rows if ppid == leader}
+    return [pid for pid, ppid in rows if ppid in main]
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_step_fails_the_step_and_publishes_nothing(cluster):
+    from dagster import DagsterEventType
+
+    medi = cluster.launch("ingest_medi")
+    assert cluster.wait([medi], 600)[medi] == "SUCCESS", cluster.failure_text(medi)[-2000:]
+    run = cluster.launch("ingest_and_mine", TASKS[0])
+    deadline = time.monotonic() + 300
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        starts = cluster.instance.all_logs(run, of_type=DagsterEventType.STEP_START)
+        where = cluster.step_workers(run)
+        for entry in starts:
+            worker = where.get(entry.step_key)
+            if worker:
+                victim = (entry.step_key, worker.split("@")[0])
+                break
+        time.sleep(0.05)
+    assert victim, "no step started on a worker within 300 s"
+    step, worker = victim
+    children = _pool_children(cluster, worker)
+    assert children, f"no pool process under worker {worker}"
+    for pid in children:
+        os.kill(pid, 9)  # the process running the step dies mid-step (as an OOM kill would do it)
+    status = cluster.wait([run], 300)[run]
+    text = cluster.failure_text(run)
+    assert status == "FAILURE", f"the run survived the kill of {worker} in step {step} (it finished first?)"
+    assert "WorkerLostError" in text or "SIGKILL" in text or "signal 9" in text, text[-2000:]
+    assert _versions(cluster.home) == []  # nothing published
+    assert _visible_partials(cluster.home) == []
+    cluster.wait_for_workers()  # the worker's main process replaced its pool process: both workers serve again
+
+
+@pytest.mark.slow
+def test_build_on_two_workers_publishes_the_in_process_tag(cluster, in_process_tag):
+    from pipeline.road.publish import last_published
+    from pipeline.workspace import Workspace
+
+    started = time.monotonic()
+    statuses = cluster.build(TASKS, timeout=900)
+    wall = time.monotonic() - started
+    assert set(statuses.values()) == {"SUCCESS"}, {r: cluster.failure_text(r)[-1500:] for r in statuses}
+    tag = last_published(Workspace(cluster.home, "embedded")).tag
+    assert tag == in_process_tag
+    assert _versions(cluster.home) == [tag]
+
+    # steps ran on both workers; the three task partitions were in flight at the same time
+    workers = {w for r in statuses for w in cluster.step_workers(r).values()}
+    assert len(workers) == 2, workers
+    records = {r.dagster_run.run_id: r for r in cluster.instance.get_run_records()}
+    parts = [records[r] for r in statuses if records[r].dagster_run.tags.get("dagster/partition")]
+    assert len(parts) == 3
+    assert max(r.start_time for r in parts) < min(r.end_time for r in parts), "partition runs did not overlap"
+
+    # runs, materialisations, pools and sensor state live in Postgres
+    pg = cluster.pg
+    assert pg.query("select count(*) from runs where status = 'SUCCESS'")[0][0] >= 5
+    mats = pg.query("select count(*) from event_logs where dagster_event_type = 'ASSET_MATERIALIZATION'")[0][0]
+    assert mats >= 10
+    pools = dict(pg.query('select concurrency_key, "limit" from concurrency_limits'))
+    assert pools["guide_model"] == 2 and pools["hub_publish"] == 1
+    assert pg.query("select count(*) from concurrency_slots where run_id is not null")[0][0] == 0  # all given back
+    assert pg.query("select count(*) from instigators")[0][0] >= 1  # the daemon's sensors (rebuild_failure_sensor)
+    assert pg.query("select count(*) from job_ticks")[0][0] >= 1
+    print(f"\ndistributed embedded build: {wall:.1f} s on 2 workers, tag {tag}")
+
+
+@pytest.mark.slow
+def test_a_rebuild_on_the_workers_publishes_no_second_version(cluster):
+    from pipeline.road.publish import last_published
+    from pipeline.workspace import Workspace
+
+    before = _versions(cluster.home)
+    run = cluster.launch("build_and_publish")
+    assert cluster.wait([run], 600)[run] == "SUCCESS"
+    result = last_published(Workspace(cluster.home, "embedded"))
+    assert result.status == "unchanged" and _versions(cluster.home) == before
+
+
+@pytest.mark.slow
+def test_broker_stopped_fails_the_run_with_a_clear_message(cluster):
+    cluster.redis.stop()
+    try:
+        started = time.monotonic()
+        run = cluster.launch("build_and_publish")
+        status = cluster.wait([run], 180)[run]
+        text = cluster.failure_text(run)
+        assert status == "FAILURE"
+        assert time.monotonic() - started < 180
+        clear = [line for line in text.splitlines()
+                 if any(s in line for s in ("Connection refused", "Error 111", "OperationalError", "connecting to"))]
+        assert clear, text[-2000:]
+        print(f"\nbroker stopped: run failed in {time.monotonic() - started:.1f} s: {clear[0].strip()}")
+    finally:
+        cluster.redis.start()  # same port: the workers reconnect by themselves
+
+
+@pytest.mark.slow
+def test_database_stopped_fails_a_launch_with_a_clear_message(cluster):
+    from localcluster import LaunchFailed
+
+    cluster.pg.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises(LaunchFailed) as failed:
+            cluster.launch("build_and_publish", timeout=120)
+        assert time.monotonic() - started < 120
+        message = str(failed.value)
+        assert "DB connection" in message or "Connection refused" in message, message
+        print(f"\ndatabase stopped: launch failed in {time.monotonic() - started:.1f} s: {message.splitlines()[-1]}")
+    finally:
+        cluster.pg.resume()
