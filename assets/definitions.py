@@ -24,9 +24,24 @@ def publisher_for(deployment: Deployment) -> PublisherResource:
     return LocalHubPublisher(root=str(deployment.local_hub or deployment.home / "hub"))
 
 
+GUIDE_STEPS = ["medi_triplets", "mined_triplets", "finetuned_encoder"]  # the steps that encode with the guide model
+
+
+def k8s_executor_config(deployment: Deployment) -> dict:
+    """One pod per step, at most 8 at once; the steps that load the guide model get one GPU each (unless the
+    guide is pinned to the CPU)."""
+    gpu = {"container_config": {"resources": {"limits": {"nvidia.com/gpu": 1}}}}
+    steps = {} if deployment.guide_device == "cpu" else {s: gpu for s in GUIDE_STEPS}
+    return {"max_concurrent": 8, "per_step_k8s_config": steps}
+
+
 def executor_for(deployment: Deployment) -> dg.ExecutorDefinition | None:
-    """None: Dagster's default (multiprocess) executor; `celery`: each step goes to a dagster-celery worker
-    (docs/deploy.md). `gistforge build` runs in-process and ignores this."""
+    """None: Dagster's default (multiprocess) executor; `celery`: each step goes to a dagster-celery worker;
+    `k8s`: each step is a Kubernetes job (docs/deploy.md). `gistforge build` runs in-process and ignores this."""
+    if deployment.executor == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor.configured(k8s_executor_config(deployment), name="k8s")
     if deployment.executor != "celery":
         return None
     if not deployment.celery_broker:

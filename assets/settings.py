@@ -31,7 +31,7 @@ class Deployment(BaseModel):
     hub_private: bool = True
     hub_endpoint: str | None = None
     guide_device: str | None = None  # None: CUDA (fp16) when present (every GPU when several), else the CPU
-    executor: Literal["default", "celery"] = "default"  # celery: steps run on dagster-celery workers
+    executor: Literal["default", "celery", "k8s"] = "default"  # celery: dagster-celery workers; k8s: a pod per step
     celery_broker: str | None = None  # e.g. redis://host:6379/0
     celery_backend: str | None = None  # default: the broker's URL (Redis stores the results too)
 
@@ -43,7 +43,8 @@ class Deployment(BaseModel):
         """`GISTFORGE_HOME` (default ./.gistforge), `GISTFORGE_PUBLISH_TARGET` (local | hub),
         `GISTFORGE_LOCAL_HUB`, `GISTFORGE_HUB_PRIVATE` (0 for a public repo), `GISTFORGE_GUIDE_DEVICE`,
         `GISTFORGE_EXECUTOR` (default: Dagster's multiprocess executor; `celery`: dagster-celery workers, with
-        `GISTFORGE_CELERY_BROKER` and optionally `GISTFORGE_CELERY_BACKEND`; see docs/deploy.md)."""
+        `GISTFORGE_CELERY_BROKER` and optionally `GISTFORGE_CELERY_BACKEND`; `k8s`: one Kubernetes pod per step;
+        see docs/deploy.md)."""
         return cls(home=Path(home or environ.get("GISTFORGE_HOME", ".gistforge")).resolve(),
                    publish_target=environ.get("GISTFORGE_PUBLISH_TARGET", "local"),
                    local_hub=environ.get("GISTFORGE_LOCAL_HUB") or None,

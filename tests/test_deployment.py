@@ -64,6 +64,82 @@ def test_embedding_cache_stays_correct_with_two_concurrent_writers(tmp_path):
     assert len(reader) == len(fresh)
 
 
+# ---------------------------------------------------------------- executor choice and the deployment's files
+
+
+@pytest.mark.parametrize("env, executor", [
+    ({}, "multi_or_in_process_executor"),  # unchanged default
+    ({"GISTFORGE_EXECUTOR": "celery", "GISTFORGE_CELERY_BROKER": "redis://127.0.0.1:1/0"}, "celery"),
+    ({"GISTFORGE_EXECUTOR": "k8s"}, "k8s"),
+    ({"GISTFORGE_EXECUTOR": "k8s", "GISTFORGE_GUIDE_DEVICE": "cpu"}, "k8s"),
+])
+def test_executor_choice_resolves_for_every_job(env, executor, tmp_path):
+    from dagster._core.execution.api import create_execution_plan
+
+    from assets.automation import rebuild_plan
+    from assets.definitions import GUIDE_STEPS, build_definitions, k8s_executor_config
+    from assets.settings import Deployment
+    from pipeline.config import load_config
+
+    if executor in ("celery", "k8s"):
+        pytest.importorskip("dagster_celery" if executor == "celery" else "dagster_k8s",
+                            reason="the deploy extra is not installed: pip install -e '.[deploy]'")
+    cfg = load_config(None, "embedded")
+    deployment = Deployment.from_env(env, home=str(tmp_path))
+    defs = build_definitions(cfg, deployment)
+    for step in rebuild_plan([t.name for t in cfg.included_tasks]):
+        job = defs.resolve_job_def(step.job)
+        assert job.executor_def.name == executor
+        plan = create_execution_plan(job, run_config={}, tags={"dagster/partition": step.partition}
+                                     if step.partition else {})
+        assert plan.step_keys_to_execute
+    if executor == "k8s":
+        per_step = k8s_executor_config(deployment)["per_step_k8s_config"]
+        assert set(per_step) == (set() if deployment.guide_device == "cpu" else set(GUIDE_STEPS))
+        assert set(GUIDE_STEPS) <= {key for job in defs.resolve_all_job_defs() for key in job.graph.node_dict}
+
+
+def test_celery_without_a_broker_is_a_clear_error(tmp_path):
+    from assets.definitions import executor_for
+    from assets.settings import Deployment
+
+    with pytest.raises(ValueError, match="GISTFORGE_CELERY_BROKER"):
+        executor_for(Deployment.from_env({"GISTFORGE_EXECUTOR": "celery"}, home=str(tmp_path)))
+
+
+def test_deploy_files_are_valid_and_agree(tmp_path, monkeypatch):
+    """deploy/dagster.yaml passes Dagster's instance schema; the worker settings are the executor's; the Helm values
+    run the same code location with the k8s executor, GISTFORGE_HOME on the shared volume, the queued coordinator."""
+    import yaml
+    from dagster._core.instance.config import dagster_instance_config
+
+    from assets.settings import CELERY_SETTINGS
+
+    (tmp_path / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text())
+    for key, value in {"DAGSTER_PG_HOST": "h", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_USER": "u",
+                       "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": "d"}.items():
+        monkeypatch.setenv(key, value)
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+
+    celery = yaml.safe_load((REPO / "deploy" / "celery.yaml").read_text())["execution"]["config"]
+    assert celery["config_source"] == CELERY_SETTINGS
+
+    values = yaml.safe_load((REPO / "deploy" / "helm-values.yaml").read_text())
+    (code,) = values["dagster-user-deployments"]["deployments"]
+    assert code["dagsterApiGrpcArgs"] == ["-m", "assets.definitions", "-a", "defs"]
+    env = {e["name"]: e["value"] for e in code["env"]}
+    assert env["GISTFORGE_EXECUTOR"] == "k8s"
+    mounts = {m["mountPath"] for m in code["volumeMounts"]}
+    launcher = values["runLauncher"]
+    assert launcher["type"] == "K8sRunLauncher"
+    assert {m["mountPath"] for m in launcher["config"]["k8sRunLauncher"]["volumeMounts"]} == mounts
+    assert any(env["GISTFORGE_HOME"].startswith(m + "/") for m in mounts)
+    assert values["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
+    assert values["postgresql"]["enabled"] is False
+
+
 # ------------------------------------------------------------------------------------------- the cluster
 
 TASKS = ["Banking77Classification", "ImdbClassification", "ChatterbotTopics"]
