@@ -1,21 +1,36 @@
-"""Jobs, the weekly rebuild schedules, the upstream-pins sensor, and the rebuild plan the CLI runs.
+"""Jobs, the scheduled rebuild, the sensors that report on it, and the rebuild plan the CLI runs.
 
-The weekly schedules request MEDI and every task partition (ingest + mine); the automation sensor
-`build_after_ingest` then materialises `triplet_dataset` and `published_dataset` once their upstreams have
-updated (`AutomationCondition.eager()`), and the blocking checks stop a bad build from being published.
+The scheduled rebuild is one switch: the declarative-automation sensor `weekly_rebuild` (off until you turn it on).
+Every asset from ingest to publish carries `Rebuild.condition()`, due once per tick of the rebuild's cron, so
+one tick requests the whole graph at once; the sensor hands that request to Dagster as one backfill, and the
+backfill runs it in the order of the assets' declared dependencies (the decontamination reference, then MEDI and
+every task partition, then the build and its blocking checks, then publishing), never by gaps between clock
+times. Unchanged stages reuse their outputs (the library's fingerprints), an unchanged build publishes nothing
+new, a failed blocking check on `triplet_dataset` stops the run before `published_dataset`, and a failed
+upstream partition stops everything downstream of it. `rebuild_failure_sensor` (on by default) records why a
+rebuild run failed; `published_dataset` carries a freshness policy derived from the cron.
 """
 
+import datetime as dt
+import logging
+import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import dagster as dg
+from dagster._utils.schedules import get_smallest_cron_interval, is_valid_cron_string
 
 from assets.resources import BuildResource
 from pipeline.common.markdown import markdown_table
 from pipeline.upstream import check_pins
 
-WEEKLY = "0 3 * * 1"  # Mondays 03:00 UTC: test texts + MEDI
-WEEKLY_TASKS = "0 4 * * 1"  # an hour later, on the fresh decontamination reference: every task partition
+log = logging.getLogger("gistforge.rebuild")
+
+WEEKLY = "0 3 * * 1"  # Mondays 03:00 UTC
+REBUILD_SENSOR = "weekly_rebuild"
+# every asset the scheduled rebuild makes, ingest to publish (fine-tuning is not scheduled)
+REBUILT = ["mteb_test_texts", "medi_triplets", "mteb_train_split", "mined_triplets", "triplet_dataset",
+           "published_dataset"]
 
 
 @dataclass(frozen=True)
@@ -43,22 +58,118 @@ def jobs(partitions: dg.PartitionsDefinition) -> list:
     ]
 
 
-def schedules(tasks: Sequence[str]) -> list[dg.ScheduleDefinition]:
-    weekly_medi = dg.ScheduleDefinition(
-        name="weekly_medi", cron_schedule=WEEKLY, job_name="ingest_medi", execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.STOPPED,
-        description="Weekly rebuild, part 1: the decontamination reference and MEDI.")
+# ------------------------------------------------------------------------------------ the scheduled rebuild
 
-    @dg.schedule(cron_schedule=WEEKLY_TASKS, job_name="ingest_and_mine", execution_timezone="UTC",
-                 default_status=dg.DefaultScheduleStatus.STOPPED,
-                 description="Weekly rebuild, part 2: every task partition (ingest + mine); build + publish follow "
-                             "by automation once all upstreams are fresh.")
-    def weekly_rebuild(context: dg.ScheduleEvaluationContext):
-        stamp = context.scheduled_execution_time.strftime("%Y-%m-%d")
-        for task in tasks:
-            yield dg.RunRequest(run_key=f"{task}-{stamp}", partition_key=task)
 
-    return [weekly_medi, weekly_rebuild]
+@dataclass(frozen=True)
+class Rebuild:
+    """When the scheduled rebuild ticks (`cron`, UTC) and how often its sensor evaluates (`interval_s`)."""
+
+    cron: str = WEEKLY
+    interval_s: int = 30
+
+    def __post_init__(self):
+        if not is_valid_cron_string(self.cron):
+            raise ValueError(f"GISTFORGE_REBUILD_CRON: {self.cron!r} is not a cron schedule (e.g. {WEEKLY!r})")
+        if self.interval_s < 1:
+            raise ValueError(f"GISTFORGE_REBUILD_INTERVAL_S: {self.interval_s} must be a positive number of seconds")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Rebuild":
+        """`GISTFORGE_REBUILD_CRON` (default Mondays 03:00 UTC) and `GISTFORGE_REBUILD_INTERVAL_S` (default 30)."""
+        defaults = cls()
+        return cls(cron=environ.get("GISTFORGE_REBUILD_CRON") or defaults.cron,
+                   interval_s=int(environ.get("GISTFORGE_REBUILD_INTERVAL_S") or defaults.interval_s))
+
+    @property
+    def period(self) -> dt.timedelta:
+        return get_smallest_cron_interval(self.cron)
+
+    def condition(self) -> dg.AutomationCondition:
+        """Due once per cron tick, unless this asset (partition) is still being rebuilt.
+
+        Every rebuilt asset has this same condition, so a tick requests all of them together and the sensor
+        (`emit_backfills`) makes that one backfill: Dagster then runs each partition only after its upstreams
+        succeeded, and nothing downstream of a failure.
+        """
+        return (dg.AutomationCondition.cron_tick_passed(self.cron, "UTC").since_last_handled()
+                & ~dg.AutomationCondition.in_progress()).with_label(f"rebuild on '{self.cron}' UTC")
+
+    def freshness(self) -> dg.FreshnessPolicy:
+        """The published dataset should be no older than one rebuild period: warn 6 hours past it, fail a day past."""
+        return dg.FreshnessPolicy.time_window(fail_window=self.period + dt.timedelta(days=1),
+                                              warn_window=self.period + dt.timedelta(hours=6))
+
+    def apply(self, assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+        """The assets with the rebuild's automation condition (and the published dataset's freshness policy)."""
+        def spec(s: dg.AssetSpec) -> dg.AssetSpec:
+            name = s.key.to_user_string()
+            if name not in REBUILT:
+                return s
+            s = s.replace_attributes(automation_condition=self.condition())
+            return s.replace_attributes(freshness_policy=self.freshness()) if name == "published_dataset" else s
+
+        return list(dg.map_asset_specs(spec, assets))
+
+    def sensor(self) -> dg.AutomationConditionSensorDefinition:
+        return dg.AutomationConditionSensorDefinition(
+            REBUILD_SENSOR, target=REBUILT, default_status=dg.DefaultSensorStatus.STOPPED,
+            minimum_interval_seconds=self.interval_s, emit_backfills=True, run_tags={"gistforge/rebuild": "scheduled"},
+            description=f"The scheduled rebuild, cron '{self.cron}' UTC: each tick is one backfill that ingests, "
+                        "mines every task, builds, checks and publishes in dependency order. Turning this on is all "
+                        "a scheduled rebuild needs.")
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join(line.strip() for line in (text or "").strip().splitlines() if line.strip())
+
+
+def _error(event: dg.DagsterEvent | None) -> str:
+    error = getattr(event.event_specific_data, "error", None) if event else None
+    return error.message if error else (event.message or "" if event else "")
+
+
+def rebuild_failure(instance: dg.DagsterInstance, run: dg.DagsterRun, failure: dg.DagsterEvent | None,
+                    steps: Sequence[dg.DagsterEvent]) -> dict:
+    """What a failed rebuild run says about itself: which run, what it was building, which step and check
+    failed, and why."""
+    failed_checks = []
+    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.event_specific_data
+        if not evaluation.passed:
+            details = ", ".join(f"{k}: {v.value}" for k, v in evaluation.metadata.items())
+            failed_checks.append(f"{evaluation.check_name} ({evaluation.description or 'failed'}; {details})")
+    why = [f"{e.step_key}: {_one_line(_error(e))}" for e in steps] or [_one_line(_error(failure)) or "run failed"]
+    return {"run_id": run.run_id, "backfill": run.tags.get("dagster/backfill", ""),
+            "partition": run.tags.get("dagster/partition", ""),
+            "assets": sorted(k.to_user_string() for k in run.asset_selection or []),
+            "failed_steps": [e.step_key for e in steps], "failed_checks": failed_checks, "why": "; ".join(why)}
+
+
+@dg.run_failure_sensor(name="rebuild_failure_sensor", default_status=dg.DefaultSensorStatus.RUNNING,
+                       description="Records why a scheduled rebuild run failed: an observation on published_dataset "
+                                   "and an ERROR log line starting 'gistforge: rebuild failed'.")
+def rebuild_failure_sensor(context: dg.RunFailureSensorContext):
+    run = context.dagster_run
+    if run.tags.get("dagster/sensor_name") != REBUILD_SENSOR:
+        return dg.SkipReason(f"run {run.run_id} is not part of a scheduled rebuild")
+    info = rebuild_failure(context.instance, run, context.failure_event, context.get_step_failure_events())
+    what = ", ".join(info["assets"]) + (f" [{info['partition']}]" if info["partition"] else "")
+    checks = f"; failed checks: {', '.join(info['failed_checks'])}" if info["failed_checks"] else ""
+    line = (f"gistforge: rebuild failed: run {info['run_id']} (backfill {info['backfill'] or '-'}: {what}): "
+            f"{info['why']}{checks}")
+    log.error(line)
+    context.log.error(line)
+    context.instance.report_runless_asset_event(dg.AssetObservation(
+        asset_key="published_dataset", description=line,
+        metadata={"rebuild_status": "failed", "failed_run_id": info["run_id"], "failed_backfill": info["backfill"],
+                  "failed_assets": dg.MetadataValue.json(info["assets"]), "failed_partition": info["partition"],
+                  "failed_checks": dg.MetadataValue.json(info["failed_checks"]),
+                  "why": dg.MetadataValue.md(f"```\n{info['why']}{checks}\n```")}))
+    return None
+
+
+# ------------------------------------------------------------------------------------------ upstream pins
 
 
 def _hf_api():
@@ -83,7 +194,3 @@ def upstream_pins_sensor(context: dg.SensorEvaluationContext, gistforge: BuildRe
     summary = f"{len(behind)} of {len(rows)} pinned sources are behind the Hub's main" if behind else \
         f"all {len(rows)} pins current or unknown"
     return dg.SensorResult(asset_events=events, skip_reason=dg.SkipReason(summary))
-
-
-def build_after_ingest() -> dg.AutomationConditionSensorDefinition:
-    return dg.AutomationConditionSensorDefinition("build_after_ingest", target=["triplet_dataset", "published_dataset"])

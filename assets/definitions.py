@@ -53,16 +53,18 @@ def executor_for(deployment: Deployment) -> dg.ExecutorDefinition | None:
                                        "config_source": CELERY_SETTINGS}, name="celery")
 
 
-def build_definitions(cfg: BuildConfig, deployment: Deployment) -> dg.Definitions:
-    """Assets, checks, jobs, schedules and sensors for one build configuration and deployment."""
+def build_definitions(cfg: BuildConfig, deployment: Deployment,
+                      rebuild: automation.Rebuild = automation.Rebuild()) -> dg.Definitions:
+    """Assets, checks, jobs and sensors for one build configuration and deployment; `rebuild` says when the
+    scheduled rebuild (sensor `weekly_rebuild`) ticks."""
     tasks = [t.name for t in cfg.included_tasks]
     partitions = dg.StaticPartitionsDefinition(tasks)
     return dg.Definitions(
-        assets=[mteb_test_texts, medi_triplets, train_split_asset(partitions), mined_triplets_asset(partitions),
-                triplet_dataset, published_dataset, finetuned_encoder],
+        assets=rebuild.apply([mteb_test_texts, medi_triplets, train_split_asset(partitions),
+                              mined_triplets_asset(partitions), triplet_dataset, published_dataset,
+                              finetuned_encoder]),
         jobs=automation.jobs(partitions),
-        schedules=automation.schedules(tasks),
-        sensors=[automation.upstream_pins_sensor, automation.build_after_ingest()],
+        sensors=[rebuild.sensor(), automation.rebuild_failure_sensor, automation.upstream_pins_sensor],
         resources={"gistforge": BuildResource.of(cfg, deployment.home),
                    "guide": GuideModelResource(device=deployment.guide_device),
                    "publisher": publisher_for(deployment)},
@@ -72,4 +74,4 @@ def build_definitions(cfg: BuildConfig, deployment: Deployment) -> dg.Definition
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_definitions(config_from_env(), Deployment.from_env())
+    return build_definitions(config_from_env(), Deployment.from_env(), automation.Rebuild.from_env())

@@ -1,4 +1,4 @@
-"""Operating gistforge as a data platform: blocking checks, schedules, the upstream-pins sensor."""
+"""Operating gistforge as a data platform: blocking checks, the scheduled rebuild, the sensors."""
 
 import datetime as dt
 import shutil
@@ -17,19 +17,75 @@ from pipeline.config import embedded_profile
 from pipeline.registry import get_task
 
 
-def test_weekly_schedule_requests_every_task_partition(tmp_path):
+def test_one_switch_is_off_by_default_and_nothing_else_needs_turning_on(tmp_path):
+    """`weekly_rebuild` is the only switch; the failure sensor is on already; no schedule, no hidden sensor."""
     defs = build_definitions(embedded_profile(), Deployment(home=tmp_path))
-    ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 23, 3, tzinfo=dt.timezone.utc),
-                                    repository_def=defs.get_repository_def())
-    weekly_medi, weekly_rebuild = (defs.resolve_schedule_def(n) for n in ("weekly_medi", "weekly_rebuild"))
-    requests = list(weekly_rebuild.evaluate_tick(ctx).run_requests)
-    assert [r.partition_key for r in requests] == ["Banking77Classification", "ImdbClassification", "ChatterbotTopics"]
-    assert requests[0].run_key == "Banking77Classification-2026-11-23"
-    assert (weekly_medi.cron_schedule, weekly_rebuild.cron_schedule) == ("0 3 * * 1", "0 4 * * 1")
-    assert weekly_medi.job_name == "ingest_medi" and weekly_rebuild.job_name == "ingest_and_mine"
-    # the rebuild's downstream assets follow by automation; the schedules themselves never publish
-    job = defs.resolve_job_def("ingest_and_mine")
-    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {"mteb_train_split", "mined_triplets"}
+    repo = defs.get_repository_def()
+    assert not repo.schedule_defs, "the rebuild is one automation sensor, not clock-ordered schedules"
+    status = {s.name: s.default_status for s in repo.sensor_defs}
+    assert status == {"weekly_rebuild": dg.DefaultSensorStatus.STOPPED,  # the one switch
+                      "rebuild_failure_sensor": dg.DefaultSensorStatus.RUNNING,
+                      "upstream_pins_sensor": dg.DefaultSensorStatus.STOPPED}
+    # every asset with a condition belongs to weekly_rebuild, so Dagster adds no default_automation_condition_sensor
+    # that would run them on its own
+    rebuild = repo.get_sensor_def("weekly_rebuild")
+    assert isinstance(rebuild, dg.AutomationConditionSensorDefinition) and rebuild.emit_backfills
+    graph = defs.resolve_asset_graph()
+    conditioned = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).automation_condition}
+    assert conditioned == set(automation.REBUILT) == {k.to_user_string()
+                                                       for k in rebuild.asset_selection.resolve(graph)}
+    assert "finetuned_encoder" not in conditioned, "fine-tuning is not scheduled"
+    assert {a.get_label() for a in (graph.get(dg.AssetKey(k)).automation_condition for k in conditioned)} == {
+        "rebuild on '0 3 * * 1' UTC"}
+    freshness = graph.get(dg.AssetKey("published_dataset")).freshness_policy
+    assert (freshness.fail_window.to_timedelta(), freshness.warn_window.to_timedelta()) == (
+        dt.timedelta(days=8), dt.timedelta(days=7, hours=6))
+
+
+def test_a_cron_tick_requests_the_whole_graph_once(tmp_path):
+    """Dagster's own evaluation of the conditions: nothing on the first look, everything (every partition) after
+    a tick, nothing again until the next tick."""
+    defs = build_definitions(embedded_profile(), Deployment(home=tmp_path))
+    monday = dt.datetime(2026, 11, 23, tzinfo=dt.timezone.utc)
+    with dg.instance_for_test() as instance:
+        result = dg.evaluate_automation_conditions(defs, instance, evaluation_time=monday.replace(hour=2))
+        assert result.total_requested == 0, "turning the switch on is not a tick"
+        result = dg.evaluate_automation_conditions(defs, instance, cursor=result.cursor,
+                                                   evaluation_time=monday.replace(hour=3, minute=0, second=20))
+        tasks = {"Banking77Classification", "ImdbClassification", "ChatterbotTopics"}
+        for key in ("mteb_train_split", "mined_triplets"):
+            assert result.get_requested_partitions(dg.AssetKey(key)) == tasks
+        for key in ("mteb_test_texts", "medi_triplets", "triplet_dataset", "published_dataset"):
+            assert result.get_num_requested(dg.AssetKey(key)) == 1
+        assert result.get_num_requested(dg.AssetKey("finetuned_encoder")) == 0
+        result = dg.evaluate_automation_conditions(defs, instance, cursor=result.cursor,
+                                                   evaluation_time=monday.replace(hour=3, minute=5))
+        assert result.total_requested == 0
+
+
+def test_rebuild_timing_comes_from_the_environment():
+    assert automation.Rebuild.from_env({}) == automation.Rebuild("0 3 * * 1", 30)
+    daily = automation.Rebuild.from_env({"GISTFORGE_REBUILD_CRON": "30 1 * * *", "GISTFORGE_REBUILD_INTERVAL_S": "10"})
+    assert (daily.cron, daily.interval_s, daily.period) == ("30 1 * * *", 10, dt.timedelta(days=1))
+    with pytest.raises(ValueError, match="GISTFORGE_REBUILD_CRON: 'weekly' is not a cron schedule"):
+        automation.Rebuild.from_env({"GISTFORGE_REBUILD_CRON": "weekly"})
+
+
+def test_a_failed_rebuild_run_is_described_by_run_step_and_check():
+    run = dg.DagsterRun(job_name="__ASSET_JOB", run_id="r1", asset_selection={dg.AssetKey("mined_triplets")},
+                        tags={"dagster/sensor_name": "weekly_rebuild", "dagster/backfill": "bf1",
+                              "dagster/partition": "ImdbClassification"})
+
+    class NoChecks:
+        def all_logs(self, run_id, of_type=None):
+            return []
+
+    step = SimpleNamespace(step_key="mined_triplets", message="step failed", event_specific_data=SimpleNamespace(
+        error=SimpleNamespace(message="pipeline.road.sources.SourceError: no revision\n  in the offline cache\n")))
+    info = automation.rebuild_failure(NoChecks(), run, None, [step])
+    assert info == {"run_id": "r1", "backfill": "bf1", "partition": "ImdbClassification", "assets": ["mined_triplets"],
+                    "failed_steps": ["mined_triplets"], "failed_checks": [],
+                    "why": "mined_triplets: pipeline.road.sources.SourceError: no revision in the offline cache"}
 
 
 def test_the_cli_runs_the_defined_jobs_in_dependency_order(tmp_path):
