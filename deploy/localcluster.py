@@ -227,10 +227,9 @@ class LocalCluster:
                                              "-a", "defs"])
 
     def start_worker(self, name: str) -> None:
-        self.workers[name] = self._spawn(name, [str(BIN / "dagster-celery"), "worker", "start", "-A",
-                                                "dagster_celery.app", "-y", str(REPO / "deploy" / "celery.yaml"),
-                                                "-n", name, "--", "--concurrency=1", "--without-gossip",
-                                                "--without-mingle"])
+        # deploy/worker.sh: dagster-celery worker start -A dagster_celery.app -y deploy/celery.yaml -n NAME
+        #   -- --concurrency=1 --without-gossip --without-mingle
+        self.workers[name] = self._spawn(name, ["bash", str(REPO / "deploy" / "worker.sh"), name])
 
     def wait_for_workers(self, timeout: float = 180) -> None:
         """Until every worker answers a ping through the broker."""
@@ -318,7 +317,11 @@ class LocalCluster:
         statuses = self.wait([self.launch("ingest_medi")], timeout)
         if set(statuses.values()) != {"SUCCESS"}:
             return statuses
-        parts = self.wait([self.launch("ingest_and_mine", t) for t in tasks], timeout)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(tasks)) as pool:  # `dagster job launch` loads the code location: launch at once
+            ids = list(pool.map(lambda t: self.launch("ingest_and_mine", t), tasks))
+        parts = self.wait(ids, timeout)
         statuses.update(parts)
         if set(parts.values()) != {"SUCCESS"}:
             return statuses

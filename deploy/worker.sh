@@ -9,4 +9,4 @@ cd "$(dirname "$0")/.."
 name=${1:?worker name}; shift
 queues=(); for q in "${@:-dagster}"; do queues+=(-q "$q"); done
 exec dagster-celery worker start -A dagster_celery.app -y deploy/celery.yaml -n "$name" "${queues[@]}" \
-  -- --concurrency=1 --without-gossip --without-mingle --without-heartbeat
+  -- --concurrency=1 --without-gossip --without-mingle
