@@ -90,9 +90,12 @@ class Rebuild:
 
         Every rebuilt asset has this same condition, so a tick requests all of them together and the sensor
         (`emit_backfills`) makes that one backfill: Dagster then runs each partition only after its upstreams
-        succeeded, and nothing downstream of a failure.
+        succeeded, and nothing downstream of a failure. A tick is handled when the sensor requests the rebuild
+        (not when something else updates the asset), so a tick that passed while the switch was off is made
+        up as soon as it is turned on.
         """
-        return (dg.AutomationCondition.cron_tick_passed(self.cron, "UTC").since_last_handled()
+        handled = dg.AutomationCondition.newly_requested() | dg.AutomationCondition.initial_evaluation()
+        return (dg.AutomationCondition.cron_tick_passed(self.cron, "UTC").since(handled)
                 & ~dg.AutomationCondition.in_progress()).with_label(f"rebuild on '{self.cron}' UTC")
 
     def freshness(self) -> dg.FreshnessPolicy:

@@ -4,8 +4,9 @@
 `GISTFORGE_*` variables) against a SQLite instance in a temp folder; the test turns `weekly_rebuild` on with
 `dagster sensor start` and from then on only watches the instance and the local Hub folder, changing inputs
 between ticks. The cron is every minute here (`GISTFORGE_REBUILD_CRON`), faster than a rebuild takes, so the
-switch is off while a rebuild runs: each rebuild is exactly one tick. Two task partitions (a Hub task and the
-local one) keep the four rebuilds to a few minutes on two cores.
+switch is off while a rebuild runs and back on for the next: each rebuild is exactly one tick, the one that
+passed while the switch was off. Two task partitions (a Hub task and the local one) keep the four rebuilds to
+a few minutes on two cores.
 """
 
 import os
@@ -21,7 +22,7 @@ import polars as pl
 import pytest
 import yaml
 from dagster._core.execution.backfill import BulkActionStatus
-from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatus, InstigatorType
+from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatus, InstigatorType, TickStatus
 
 from pipeline.config import SAMPLE_DIR, embedded_profile
 from pipeline.road.publish import LocalHub
@@ -107,13 +108,22 @@ class Deployment:
             time.sleep(1)
         return value
 
+    def evaluations(self) -> list:
+        state = self.sensor_states()["weekly_rebuild"]
+        return [t for t in self.instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=5)
+                if t.status != TickStatus.STARTED]
+
     def rebuild(self, n: int):
-        """Switch on, wait for the tick's backfill, switch off (the next tick is a minute away), let it end."""
+        """Switch on, wait for the tick's backfill and the sensor's next look, switch off (another tick is at
+        most a minute away, and a rebuild takes longer), let the backfill end."""
         known = {b.backfill_id for b in self.instance.get_backfills()}
         if n > 1:
             self.switch(True)
         backfill = self.wait(f"tick {n}", lambda: next((b for b in self.instance.get_backfills()
                                                          if b.backfill_id not in known), None), timeout_s=180)
+        requested_at = backfill.backfill_timestamp
+        self.wait("the sensor's next evaluation", lambda: any(t.timestamp > requested_at for t in self.evaluations()),
+                  timeout_s=120)
         self.switch(False)
         self.say(f"tick {n}: backfill {backfill.backfill_id} from sensor {backfill.tags.get('dagster/sensor_name')}")
         done = self.wait(f"end of backfill {backfill.backfill_id}", lambda: (
@@ -122,9 +132,9 @@ class Deployment:
         runs = sorted(self.instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id})),
                       key=lambda r: r.create_timestamp)
         self.say(f"tick {n}: backfill {done.status.value}, runs " + ", ".join(
-            f"{'+'.join(sorted(k.to_user_string() for k in r.dagster_run.asset_selection))}"
-            f"{'[' + r.dagster_run.tags['dagster/partition'] + ']' if 'dagster/partition' in r.dagster_run.tags else ''}"
-            f"={r.dagster_run.status.value}" for r in runs))
+            "+".join(sorted(_assets(r))) + (f"[{r.dagster_run.tags['dagster/partition']}]"
+                                            if "dagster/partition" in r.dagster_run.tags else "")
+            + f"={r.dagster_run.status.value}" for r in runs))
         return done, runs
 
     def tags(self) -> dict[str, str]:
