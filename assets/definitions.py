@@ -54,7 +54,8 @@ def executor_for(deployment: Deployment) -> dg.ExecutorDefinition | None:
 
 
 def build_definitions(cfg: BuildConfig, deployment: Deployment,
-                      rebuild: automation.Rebuild = automation.Rebuild()) -> dg.Definitions:
+                      rebuild: automation.Rebuild = automation.Rebuild(),
+                      loggers: dict[str, dg.LoggerDefinition] | None = None) -> dg.Definitions:
     """Assets, checks, jobs and sensors for one build configuration and deployment; `rebuild` says when the
     scheduled rebuild (sensor `weekly_rebuild`) ticks."""
     tasks = [t.name for t in cfg.included_tasks]
@@ -68,6 +69,7 @@ def build_definitions(cfg: BuildConfig, deployment: Deployment,
         resources={"gistforge": BuildResource.of(cfg, deployment.home),
                    "guide": GuideModelResource(device=deployment.guide_device),
                    "publisher": publisher_for(deployment)},
+        loggers=loggers,  # None: Dagster's console logger; the CLI passes its short one
         executor=executor_for(deployment),
     )
 
