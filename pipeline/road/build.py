@@ -45,7 +45,8 @@ def medi_frame(medi: pl.DataFrame) -> pl.DataFrame:
 
 def assemble(frames: list[pl.DataFrame], seed: int) -> pa.Table:
     """One table, grouped by (task_type, task_name), shuffled within each task by a seeded permutation."""
-    df = pl.concat([f.cast(PL_SCHEMA) for f in frames], how="vertical") if frames else pl.DataFrame(schema=PL_SCHEMA)
+    df = pl.concat([f.cast(PL_SCHEMA) for f in frames], how="vertical", rechunk=False) if frames else \
+        pl.DataFrame(schema=PL_SCHEMA)
     if df.height == 0:
         return df.to_arrow().cast(SCHEMA)
     groups = df.select(pl.concat_str("task_type", pl.lit("\x00"), "task_name").alias("g")).get_column("g")
@@ -98,13 +99,18 @@ def content_hash(folder: Path) -> str:
 IDENTITY_COLUMNS = ["task_name", "task_type", "query", "pos", "neg", "query_instruct", "pos_instruct", "neg_instruct"]
 
 
-def row_hashes(table: pa.Table) -> pl.DataFrame:
-    """(task_type, task_name, 64-bit blake2b of the row's training content): what version diffs compare."""
-    df = pl.from_arrow(table.select(IDENTITY_COLUMNS))
-    joined = df.select(pl.concat_str([pl.col(c).fill_null("") for c in IDENTITY_COLUMNS], separator="\x1f"))[:, 0]
-    digests = [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") for s in joined]
-    return pl.DataFrame({"task_type": df["task_type"], "task_name": df["task_name"],
-                         "row_hash": pl.Series(digests, dtype=pl.UInt64)})
+def row_hashes(table: pa.Table, chunk: int = 65_536) -> pl.DataFrame:
+    """(task_type, task_name, 64-bit blake2b of the row's training content): what version diffs compare.
+    A chunk of rows at a time: the joined content of a full build would be several GB."""
+    parts = []
+    for start in range(0, table.num_rows, chunk):
+        df = pl.from_arrow(table.slice(start, chunk).select(IDENTITY_COLUMNS))
+        joined = df.select(pl.concat_str([pl.col(c).fill_null("") for c in IDENTITY_COLUMNS], separator="\x1f"))[:, 0]
+        digests = [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") for s in joined]
+        parts.append(pl.DataFrame({"task_type": df["task_type"], "task_name": df["task_name"],
+                                   "row_hash": pl.Series(digests, dtype=pl.UInt64)}))
+    return pl.concat(parts) if parts else pl.DataFrame(schema={"task_type": pl.String, "task_name": pl.String,
+                                                               "row_hash": pl.UInt64})
 
 
 def per_task_counts(table: pa.Table) -> list[dict]:
@@ -217,15 +223,18 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
         accounts += [ingest.account, mined.account]
         sources.append(SourceRows.of(src.name, ingest.source, ingest.account, mined.account))
         guide = mined.guide
-    table = assemble(frames + mined_frames, cfg.seed)
+    extra = {"ntuple": ntuple_table(mined_frames, cfg.mining.negatives_per_query),
+             "candidates": stacked(candidates, CANDIDATES_ARROW, ["task_type", "task_name", "query_id"]),
+             "corpus": stacked(corpora, CORPUS_ARROW, ["task_type", "task_name", "id"])}
+    frames += mined_frames
+    del mined_frames, candidates, corpora
+    table = assemble(frames, cfg.seed)
+    del frames  # the sources' rows now live in `table` only: a full build holds one copy, not two
     if table.num_rows == 0:
         raise EmptyBuildError(f"profile {cfg.profile!r}: no rows to publish (no MEDI rows and no mined triplets; "
                               "see each source's drops): an empty version is never published")
     tasks = per_task_counts(table)
     reference = ws.load_report(ws.test_texts(), decontaminate.ReferenceReport) if ws.test_texts().exists() else None
-    extra = {"ntuple": ntuple_table(mined_frames, cfg.mining.negatives_per_query),
-             "candidates": stacked(candidates, CANDIDATES_ARROW, ["task_type", "task_name", "query_id"]),
-             "corpus": stacked(corpora, CORPUS_ARROW, ["task_type", "task_name", "id"])}
     configs = [ConfigRows(name=t, rows=n, num_bytes=b, kind="triplets")
                for t, n, b in ((t, p.num_rows, p.nbytes) for t, p in layout.task_type_slices(table))]
     configs += [ConfigRows(name=name, rows=t.num_rows, num_bytes=t.nbytes, kind=name) for name, t in extra.items()]

@@ -177,7 +177,7 @@ def mine_triplets(
     fallback_tries: int = 64,
     negatives_per_query: int = 1,
     candidates: int = 32,
-    approx_above: int = 250_000,
+    approx_above: int = 100_000,
     ivf_nlist: int | None = None,
     ivf_nprobe: int = 32,
     recall_sample: int = 200,
