@@ -282,10 +282,12 @@ class LocalCluster:
 
     # ----------------------------------------------------------------------------------------------- runs
 
-    def launch(self, job: str, partition: str | None = None, timeout: float = 120) -> str:
+    def launch(self, job: str, partition: str | None = None, timeout: float = 120,
+               tags: dict[str, str] | None = None) -> str:
         """Submit a run through the queued run coordinator (`dagster job launch`); returns its run id."""
         marker = uuid.uuid4().hex
-        tags = {"gistforge/launch": marker, **({"dagster/partition": partition} if partition else {})}
+        tags = {**(tags or {}), "gistforge/launch": marker,
+                **({"dagster/partition": partition} if partition else {})}
         r = subprocess.run([str(BIN / "dagster"), "job", "launch", "-m", "assets.definitions", "-a", "defs",
                             "-j", job, "--tags", json.dumps(tags)], cwd=REPO, env=self.env(), capture_output=True,
                            text=True, timeout=timeout)

@@ -2,9 +2,9 @@
 broker, the Dagster daemon with the queued run coordinator, and two dagster-celery workers sharing one work folder
 and embedding cache (deploy/localcluster.py starts them on loopback; deploy/dagster.yaml, deploy/celery.yaml).
 
-The module's tests share one cluster and run in file order: a worker killed mid-step, then the embedded build
-(no fine-tuning) across both workers, its tag against the in-process build's, then the broker and the database
-stopped. They skip, with the reason, only when PostgreSQL, redis-server or the deploy extra is not installed.
+The module's tests share one cluster and run in file order: a worker's step process killed mid-step, a whole
+worker killed mid-step, then the embedded build (no fine-tuning) across both workers, its tag against the
+in-process build's, a rebuild that publishes nothing new, then the broker and the database stopped. They skip, with the reason, only when PostgreSQL, redis-server or the deploy extra is not installed.
 """
 
 from __future__ import annotations
@@ -191,6 +191,20 @@ def _visible_partials(home: Path) -> list[Path]:
             and not p.name.startswith(".")]
 
 
+def _step_started_on_a_worker(cluster, run: str, timeout: float = 300) -> tuple[str, str]:
+    """Waits until a step of `run` has started on a worker; (step key, worker name)."""
+    from dagster import DagsterEventType
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        where = cluster.step_workers(run)
+        for entry in cluster.instance.all_logs(run, of_type=DagsterEventType.STEP_START):
+            if entry.step_key in where:
+                return entry.step_key, where[entry.step_key].split("@")[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no step of run {run} started on a worker within {timeout} s")
+
+
 def _pool_children(cluster, worker: str) -> list[int]:
     """The Celery pool process(es) of a worker: the processes that run steps."""
     leader = cluster.workers[worker].pid
@@ -202,24 +216,10 @@ def _pool_children(cluster, worker: str) -> list[int]:
 
 @pytest.mark.slow
 def test_worker_killed_mid_step_fails_the_step_and_publishes_nothing(cluster):
-    from dagster import DagsterEventType
-
     medi = cluster.launch("ingest_medi")
     assert cluster.wait([medi], 600)[medi] == "SUCCESS", cluster.failure_text(medi)[-2000:]
     run = cluster.launch("ingest_and_mine", TASKS[0])
-    deadline = time.monotonic() + 300
-    victim = None
-    while victim is None and time.monotonic() < deadline:
-        starts = cluster.instance.all_logs(run, of_type=DagsterEventType.STEP_START)
-        where = cluster.step_workers(run)
-        for entry in starts:
-            worker = where.get(entry.step_key)
-            if worker:
-                victim = (entry.step_key, worker.split("@")[0])
-                break
-        time.sleep(0.05)
-    assert victim, "no step started on a worker within 300 s"
-    step, worker = victim
+    step, worker = _step_started_on_a_worker(cluster, run)
     children = _pool_children(cluster, worker)
     assert children, f"no pool process under worker {worker}"
     for pid in children:
@@ -231,6 +231,26 @@ def test_worker_killed_mid_step_fails_the_step_and_publishes_nothing(cluster):
     assert _versions(cluster.home) == []  # nothing published
     assert _visible_partials(cluster.home) == []
     cluster.wait_for_workers()  # the worker's main process replaced its pool process: both workers serve again
+
+
+@pytest.mark.slow
+def test_whole_worker_killed_fails_the_run_at_its_max_runtime(cluster):
+    """The whole worker (main process and pool) killed mid-step: Celery loses the task, so the run cannot learn
+    its step's fate; run monitoring fails it at its maximum runtime (tag here, instance-wide in
+    deploy/dagster.yaml) instead of it waiting forever."""
+    run = cluster.launch("ingest_and_mine", TASKS[1], tags={"dagster/max_runtime": "45"})
+    step, worker = _step_started_on_a_worker(cluster, run)
+    cluster.kill_worker(worker)
+    started = time.monotonic()
+    status = cluster.wait([run], 240)[run]
+    text = cluster.failure_text(run) + "\n" + "\n".join(
+        e.message or "" for e in (x.dagster_event for x in cluster.instance.all_logs(run)) if e)
+    assert status in ("FAILURE", "CANCELED"), status
+    assert "maximum runtime" in text, text[-2000:]
+    assert _versions(cluster.home) == []
+    print(f"\nwhole worker {worker} killed in step {step}: run {status} {time.monotonic() - started:.0f} s later")
+    cluster.start_worker(worker)  # a replacement, as a cluster's supervisor would start one
+    cluster.wait_for_workers()
 
 
 @pytest.mark.slow
