@@ -42,6 +42,8 @@ def executor_for(deployment: Deployment) -> dg.ExecutorDefinition | None:
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor.configured(k8s_executor_config(deployment), name="k8s")
+    if deployment.executor == "in_process":
+        return dg.in_process_executor
     if deployment.executor != "celery":
         return None
     if not deployment.celery_broker:

@@ -31,7 +31,9 @@ class Deployment(BaseModel):
     hub_private: bool = True
     hub_endpoint: str | None = None
     guide_device: str | None = None  # None: CUDA (fp16) when present (every GPU when several), else the CPU
-    executor: Literal["default", "celery", "k8s"] = "default"  # celery: dagster-celery workers; k8s: a pod per step
+    # in_process: every step of a run in the run's own process (no start-up per step: a small box, the tests);
+    # celery: dagster-celery workers; k8s: a pod per step
+    executor: Literal["default", "in_process", "celery", "k8s"] = "default"
     celery_broker: str | None = None  # e.g. redis://host:6379/0
     celery_backend: str | None = None  # default: the broker's URL (Redis stores the results too)
 
@@ -42,7 +44,8 @@ class Deployment(BaseModel):
     def from_env(cls, environ: Mapping[str, str] = os.environ, home: str | None = None) -> "Deployment":
         """`GISTFORGE_HOME` (default ./.gistforge), `GISTFORGE_PUBLISH_TARGET` (local | hub),
         `GISTFORGE_LOCAL_HUB`, `GISTFORGE_HUB_PRIVATE` (0 for a public repo), `GISTFORGE_GUIDE_DEVICE`,
-        `GISTFORGE_EXECUTOR` (default: Dagster's multiprocess executor; `celery`: dagster-celery workers, with
+        `GISTFORGE_EXECUTOR` (default: Dagster's multiprocess executor; `in_process`: one process per run;
+        `celery`: dagster-celery workers, with
         `GISTFORGE_CELERY_BROKER` and optionally `GISTFORGE_CELERY_BACKEND`; `k8s`: one Kubernetes pod per step;
         see docs/deploy.md)."""
         return cls(home=Path(home or environ.get("GISTFORGE_HOME", ".gistforge")).resolve(),

@@ -61,6 +61,7 @@ class Deployment:
         self.env = {**os.environ, "DAGSTER_HOME": str(self.dagster_home), "GISTFORGE_HOME": str(self.home),
                     "GISTFORGE_CONFIG": str(config), "GISTFORGE_REBUILD_CRON": "* * * * *",
                     "GISTFORGE_REBUILD_INTERVAL_S": "5", "FRESHNESS_DAEMON_INTERVAL_SECONDS": "5",
+                    "GISTFORGE_EXECUTOR": "in_process",  # no process start-up per step: ~15 s saved a run
                     "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         self.location = ["-m", "assets.definitions", "-d", str(ROOT)]
         self.instance = dg.DagsterInstance.from_config(str(self.dagster_home))  # creates the storage once
