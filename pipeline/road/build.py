@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
@@ -44,19 +45,26 @@ def medi_frame(medi: pl.DataFrame) -> pl.DataFrame:
 
 
 def assemble(frames: list[pl.DataFrame], seed: int) -> pa.Table:
-    """One table, grouped by (task_type, task_name), shuffled within each task by a seeded permutation."""
-    df = pl.concat([f.cast(PL_SCHEMA) for f in frames], how="vertical", rechunk=False) if frames else \
-        pl.DataFrame(schema=PL_SCHEMA)
-    if df.height == 0:
-        return df.to_arrow().cast(SCHEMA)
-    groups = df.select(pl.concat_str("task_type", pl.lit("\x00"), "task_name").alias("g")).get_column("g")
-    names, codes = np.unique(groups.to_numpy(), return_inverse=True)
-    keys = np.empty(df.height, dtype=np.float64)
+    """One table, grouped by (task_type, task_name), shuffled within each task by a seeded permutation.
+
+    Consumes `frames` (emptied as each is converted): at full size (1.8M rows, ~3 GB of text) the build holds
+    the unsorted table and the sorted one, never a third copy (measured: 8.8 GB peak for the build of the
+    full-scale rehearsal, against 11 GB when the sources' frames stayed alive beside both)."""
+    tables = []
+    while frames:
+        tables.append(frames.pop(0).cast(PL_SCHEMA).to_arrow().cast(SCHEMA))
+    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+    del tables
+    if table.num_rows == 0:
+        return table
+    groups = pc.binary_join_element_wise(table.column("task_type"), table.column("task_name"), "\x00")
+    names, codes = np.unique(groups.to_numpy(zero_copy_only=False), return_inverse=True)
+    del groups
+    keys = np.empty(table.num_rows, dtype=np.float64)
     for g, name in enumerate(names):
         at = np.flatnonzero(codes == g)
         keys[at] = task_rng(seed, str(name)).random(len(at))
-    order = np.lexsort((keys, codes))
-    return df[order].to_arrow().cast(SCHEMA)
+    return table.take(pa.array(np.lexsort((keys, codes))))
 
 
 def ntuple_table(mined: list[pl.DataFrame], k: int) -> pa.Table:
