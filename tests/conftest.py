@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +113,12 @@ def clustered(n: int, labels: int, dim: int = 16, seed: int = 0, noise: float = 
     centers = rng.normal(size=(labels, dim))
     x = centers[y] + rng.normal(size=(n, dim)) * noise
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), y
+
+
+def wait_for_text(path: Path, text: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:
+    """Until `text` appears in a subprocess's log file; fails if the process ends first or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while text not in path.read_text(errors="replace"):
+        assert proc.poll() is None, f"build ended before {text!r}: {path.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} after {timeout_s} s"
+        time.sleep(0.2)

@@ -29,6 +29,7 @@ from pipeline.common.progress import Progress
 from pipeline.common.retry import RetryBudget, is_transient
 from pipeline.config import NetworkConfig, embedded_profile
 from pipeline.road.sources import SourceError, hub_snapshot
+from tests.conftest import wait_for_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_FAKEtoken0987654321abcdef"
@@ -158,12 +159,16 @@ def _gistforge_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("gistforge: ")]
 
 
-def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while text not in path.read_text(errors="replace"):
-        assert proc.poll() is None, f"build ended before {text!r}: {path.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"no {text!r} after {timeout_s} s"
-        time.sleep(0.2)
+def _sigterm_after(cmd: list[str], env: dict, log: Path, text: str, delay_s: float) -> tuple[int, float]:
+    """Start a build, wait for `text` in its output, SIGTERM it `delay_s` later: (exit code, seconds to exit)."""
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        wait_for_text(log, text, proc)
+        time.sleep(delay_s)
+        proc.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        code = proc.wait(timeout=60)
+    return code, time.monotonic() - start
 
 
 @pytest.mark.slow
@@ -214,16 +219,10 @@ def test_finding_2_and_3_an_unreachable_hub_fails_within_the_budget_and_sigterm_
 
     # SIGTERM while publishing waits to retry: exit 130 within 10 s
     log = tmp_path / "retry.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen(_cli("--config", str(_config(tmp_path, retry_budget_s=600, first_retry_delay_s=30))),
-                                cwd=ROOT, env=_env(home, **hub), stdout=sink, stderr=subprocess.STDOUT)
-        _wait_for(log, "; retry 1 in", proc)
-        time.sleep(1)
-        proc.send_signal(signal.SIGTERM)
-        start = time.monotonic()
-        code = proc.wait(timeout=60)
-    print(f"SIGTERM in a retry wait: exit {code} after {time.monotonic() - start:.1f} s")
-    assert code == 130 and time.monotonic() - start < 10
+    code, seconds = _sigterm_after(_cli("--config", str(_config(tmp_path, retry_budget_s=600, first_retry_delay_s=30))),
+                                   _env(home, **hub), log, "; retry 1 in", 1)
+    print(f"SIGTERM in a retry wait: exit {code} after {seconds:.1f} s")
+    assert code == 130 and seconds < 10
     assert "gistforge: interrupted; finished stages are kept" in log.read_text()
 
     # offline mode can never reach the Hub: no retry at all
@@ -241,16 +240,10 @@ def test_finding_2_and_3_an_unreachable_hub_fails_within_the_budget_and_sigterm_
 def test_finding_4_and_12_sigterm_in_a_step_exits_130_and_the_next_build_resumes_with_its_history(tmp_path):
     home = tmp_path / "home"
     log = tmp_path / "paused.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen(_cli(), cwd=ROOT, env=_env(home, GISTFORGE_PAUSE_AT="mine"), stdout=sink,
-                                stderr=subprocess.STDOUT)
-        _wait_for(log, "paused at fault point 'mine'", proc)
-        time.sleep(5)
-        proc.send_signal(signal.SIGTERM)
-        start = time.monotonic()
-        code = proc.wait(timeout=60)
-    print(f"SIGTERM 5 s into a step: exit {code} after {time.monotonic() - start:.1f} s")
-    assert code == 130 and time.monotonic() - start < 10
+    code, seconds = _sigterm_after(_cli(), _env(home, GISTFORGE_PAUSE_AT="mine"), log,
+                                   "paused at fault point 'mine'", 5)
+    print(f"SIGTERM 5 s into a step: exit {code} after {seconds:.1f} s")
+    assert code == 130 and seconds < 10
     text = log.read_text()
     assert _gistforge_lines(text) == ["gistforge: interrupted; finished stages are kept and the next build resumes"]
     assert not [n for n in NOISE if n in text], text[-3000:]

@@ -19,6 +19,7 @@ import pytest
 from pipeline.common.faults import POINTS
 from pipeline.road.mine import MineReport
 from pipeline.workspace import Workspace
+from tests.conftest import wait_for_text
 
 pytestmark = pytest.mark.slow
 
@@ -83,14 +84,6 @@ def test_build_killed_at_every_stage_resumes(tmp_path):
     assert not [p for p in home.rglob(".*") if re.fullmatch(r"\..+\.\d+\..+", p.name)]
 
 
-def _wait_for_text(path: Path, text: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:
-    deadline = time.time() + timeout_s
-    while text not in path.read_text(errors="replace"):
-        assert proc.poll() is None, f"build ended before '{text}': {path.read_text()[-3000:]}"
-        assert time.time() < deadline, f"no '{text}' after {timeout_s} s"
-        time.sleep(0.5)
-
-
 def test_a_build_waiting_for_a_busy_pool_says_so_stops_on_sigterm_and_goes_on_when_freed(tmp_path):
     """Dagster's in-process wait for a slot ignores SIGTERM; the CLI waits first, visibly and interruptibly."""
     home, dagster_home = tmp_path / "home", tmp_path / "dagster_home"
@@ -105,7 +98,7 @@ def test_a_build_waiting_for_a_busy_pool_says_so_stops_on_sigterm_and_goes_on_wh
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(home, dagster_home), stdout=out, stderr=subprocess.STDOUT)
-        _wait_for_text(log, waiting, proc)
+        wait_for_text(log, waiting, proc)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 130
     assert "gistforge: interrupted" in log.read_text()
@@ -115,7 +108,7 @@ def test_a_build_waiting_for_a_busy_pool_says_so_stops_on_sigterm_and_goes_on_wh
     log = tmp_path / "second.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(home, dagster_home), stdout=out, stderr=subprocess.STDOUT)
-        _wait_for_text(log, waiting, proc)
+        wait_for_text(log, waiting, proc)
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
             instance.event_log_storage.free_concurrency_slots_for_run("other-build-run")
         assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
