@@ -113,7 +113,7 @@ def main() -> None:
     digest = write_build(table, lambda size: f"{card}# synthetic, {size} bytes\n", out / "build",
                          args.max_shard_mb * 1024**2)
     build_s = time.time() - t0
-    nbytes = table.nbytes
+    nbytes = table.nbytes()
     del table
 
     t0 = time.time()

@@ -29,7 +29,7 @@ def _frames(seed_rows=30):
 
 
 def test_task_type_rule_and_grouping_by_task():
-    table = assemble(_frames(), seed=1)
+    table = assemble(_frames(), seed=1).to_table()
     assert table.schema == SCHEMA
     df = pl.from_arrow(table)
     assert df.filter(pl.col("source") == "mteb")["task_type"].unique().to_list() == ["mteb_banking77"]
@@ -41,8 +41,8 @@ def test_task_type_rule_and_grouping_by_task():
     # shuffled within the task, deterministically
     block = df.filter(pl.col("task_name") == "Banking77Classification")["query"].to_list()
     assert block != sorted(block, key=lambda t: int(t.split()[1]))
-    assert pl.from_arrow(assemble(_frames(), seed=1)).equals(df)
-    assert not pl.from_arrow(assemble(_frames(), seed=2)).equals(df)
+    assert pl.from_arrow(assemble(_frames(), seed=1).to_table()).equals(df)
+    assert not pl.from_arrow(assemble(_frames(), seed=2).to_table()).equals(df)
 
 
 def test_build_is_byte_identical_and_sharded_like_the_hub(tmp_path):
@@ -83,14 +83,14 @@ def test_local_hub_versions_load_back_by_tag(tmp_path, monkeypatch):
         path = snapshot_download("org/ds", repo_type="dataset", revision=result.tag, cache_dir=str(tmp_path / "hub"),
                                  local_files_only=True)
         ds = load_dataset(path, split="train")
-        assert ds.to_polars().equals(pl.from_arrow(table))
+        assert ds.to_polars().equals(pl.from_arrow(table.to_table()))
         assert result.tag in open(os.path.join(path, "README.md")).read()
 
 
 def test_checks_read_one_shard_at_a_time_and_add_up_over_shards(tmp_path):
     from pipeline.road.checks import verify_build
 
-    df = pl.from_arrow(assemble(_frames(), seed=1))
+    df = pl.from_arrow(assemble(_frames(), seed=1).to_table())
     mined = np.flatnonzero((df["source"] != "medi").to_numpy())
     bad = [int(mined[0]), int(mined[-1])]  # far apart: in different shards
     df = df.with_columns(neg_label=pl.when(pl.int_range(df.height).is_in(bad)).then(pl.col("query_label"))

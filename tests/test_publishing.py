@@ -51,7 +51,7 @@ def test_card_parses_and_streaming_works(tmp_path):
     from pipeline.schema import SCHEMA
 
     table = assemble(_frames(), seed=1)
-    card = lambda size: render_card(repo_id="org/ds", schema=SCHEMA, num_rows=table.num_rows, num_bytes=table.nbytes,
+    card = lambda size: render_card(repo_id="org/ds", schema=SCHEMA, num_rows=table.num_rows, num_bytes=table.nbytes(),
                                     download_size=size, sources=[],
                                     exclusions={"AmazonPolarityClassification": "GIST"},
                                     guide={"name": "m", "revision": "r"}, mining={"margin": 0.05}, seed=1,

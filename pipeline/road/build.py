@@ -12,21 +12,19 @@ import json
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from pipeline.common import atomic, faults
 from pipeline.common.accounting import RowAccount
 from pipeline.config import BuildConfig
 from pipeline.road import clean, decontaminate, layout, mine
+from pipeline.road.grouped import TaskGrouped
 from pipeline.road.card import licenses_md, render_card, top_license
 from pipeline.road.checks import CheckOutcome, verify_build
 from pipeline.road.ingest import MediReport, SplitReport
-from pipeline.road.mine import MineReport, task_rng
+from pipeline.road.mine import MineReport
 from pipeline.schema import CANDIDATES_ARROW, CORPUS_ARROW, PL_SCHEMA, SCHEMA, ntuple_schema
 from pipeline.workspace import StageSpec, Workspace
 
@@ -44,27 +42,10 @@ def medi_frame(medi: pl.DataFrame) -> pl.DataFrame:
     ).cast(PL_SCHEMA)
 
 
-def assemble(frames: list[pl.DataFrame], seed: int) -> pa.Table:
-    """One table, grouped by (task_type, task_name), shuffled within each task by a seeded permutation.
-
-    Consumes `frames` (emptied as each is converted): at full size (1.8M rows, ~3 GB of text) the build holds
-    the unsorted table and the sorted one, never a third copy (measured: 8.8 GB peak for the build of the
-    full-scale rehearsal, against 11 GB when the sources' frames stayed alive beside both)."""
-    tables = []
-    while frames:
-        tables.append(frames.pop(0).cast(PL_SCHEMA).to_arrow().cast(SCHEMA))
-    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-    del tables
-    if table.num_rows == 0:
-        return table
-    groups = pc.binary_join_element_wise(table.column("task_type"), table.column("task_name"), "\x00")
-    names, codes = np.unique(groups.to_numpy(zero_copy_only=False), return_inverse=True)
-    del groups
-    keys = np.empty(table.num_rows, dtype=np.float64)
-    for g, name in enumerate(names):
-        at = np.flatnonzero(codes == g)
-        keys[at] = task_rng(seed, str(name)).random(len(at))
-    return table.take(pa.array(np.lexsort((keys, codes))))
+def assemble(frames: list[pl.DataFrame], seed: int) -> TaskGrouped:
+    """The rows grouped by (task_type, task_name) and shuffled within each task by a seeded permutation.
+    Consumes `frames`; see `grouped` for why the order is not applied until the shards are written."""
+    return TaskGrouped.of(frames, seed)
 
 
 def ntuple_table(mined: list[pl.DataFrame], k: int) -> pa.Table:
@@ -121,30 +102,34 @@ def row_hashes(table: pa.Table, chunk: int = 65_536) -> pl.DataFrame:
                                                                "row_hash": pl.UInt64})
 
 
-def per_task_counts(table: pa.Table) -> list[dict]:
-    df = pl.from_arrow(table.select(["task_type", "task_name"]))
-    return df.group_by("task_type", "task_name").len("rows").sort("task_type", "task_name").to_dicts()
-
-
-def write_build(table: pa.Table, card: Callable[[int], str], dest: Path, max_shard_bytes: int,
+def write_build(triplets: TaskGrouped | pa.Table, card: Callable[[int], str], dest: Path, max_shard_bytes: int,
                 extra: dict[str, pa.Table] | None = None, texts: dict[str, str] | None = None) -> str:
     """Write every config's shards + the card (rendered given the default config's total bytes) into `dest`
-    atomically; returns the content hash. `table` is the task-grouped triplets (`default` and one config per
-    task_type), `extra` the other configs by name (see `layout`)."""
+    atomically; returns the content hash. `triplets` is the task-grouped rows (`default` and one config per
+    task_type; a plain table is taken as already in task order), `extra` the other configs by name (see
+    `layout`)."""
+    if isinstance(triplets, pa.Table):
+        triplets = TaskGrouped.presorted(triplets)
+    hashes: list[pl.DataFrame] = []
     with atomic.atomic_dir(Path(dest)) as tmp:
-        names = [n for task_type, part in layout.task_type_slices(table)
-                 for n in layout.write_shards(part, tmp, f"data/{task_type}", max_shard_bytes)]
+        names = []
+        for part in triplets.parts():
+            names += layout.write_parts(part.stop - part.start, triplets.nbytes(part.start, part.stop),
+                                        lambda at, n, a=part.start: triplets.rows(a + at, a + at + n), tmp,
+                                        f"data/{part.task_type}", max_shard_bytes,
+                                        each=lambda shard: hashes.append(row_hashes(shard)))
         if not names:  # no row at all: one empty shard keeps the layout valid (an empty build is never published)
-            names = layout.write_shards(table, tmp, "data/none", max_shard_bytes)
+            names = layout.write_shards(SCHEMA.empty_table(), tmp, "data/none", max_shard_bytes)
         for name, extra_table in (extra or {}).items():
             layout.write_shards(extra_table, tmp, name, max_shard_bytes)
         for name, text in (texts or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
         (tmp / "README.md").write_text(card(sum((tmp / n).stat().st_size for n in names)), encoding="utf-8")
         (tmp / ".gistforge").mkdir()
-        row_hashes(table).write_parquet(tmp / ".gistforge" / "row_hashes.parquet")
+        (pl.concat(hashes) if hashes else row_hashes(SCHEMA.empty_table())).write_parquet(
+            tmp / ".gistforge" / "row_hashes.parquet")
         digest = content_hash(tmp)
-        (tmp / ".gistforge-build.json").write_text(json.dumps({"content_hash": digest, "rows": table.num_rows}))
+        (tmp / ".gistforge-build.json").write_text(json.dumps({"content_hash": digest, "rows": triplets.num_rows}))
         faults.point("write")
     return digest
 
@@ -163,7 +148,7 @@ class EmptyBuildError(ValueError):
 DROP_REASONS = {**clean.DROPS, **mine.DROPS, **decontaminate.DROPS}
 # The build is always redone (it is cheap next to mining, and its checks must see the files it publishes);
 # its version is the asset's code version.
-SPEC = StageSpec("build", version="3")  # 3: per-task, ntuple, candidates and corpus configs; licences
+SPEC = StageSpec("build", version="4")  # 4: config sizes are content bytes; 3: per-task and extra configs
 
 
 class SourceRows(BaseModel):
@@ -236,19 +221,19 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
              "corpus": stacked(corpora, CORPUS_ARROW, ["task_type", "task_name", "id"])}
     frames += mined_frames
     del mined_frames, candidates, corpora
-    table = assemble(frames, cfg.seed)
-    del frames  # the sources' rows now live in `table` only: a full build holds one copy, not two
-    if table.num_rows == 0:
+    triplets = assemble(frames, cfg.seed)
+    if triplets.num_rows == 0:
         raise EmptyBuildError(f"profile {cfg.profile!r}: no rows to publish (no MEDI rows and no mined triplets; "
                               "see each source's drops): an empty version is never published")
-    tasks = per_task_counts(table)
+    tasks = triplets.tasks()
     reference = ws.load_report(ws.test_texts(), decontaminate.ReferenceReport) if ws.test_texts().exists() else None
-    configs = [ConfigRows(name=t, rows=n, num_bytes=b, kind="triplets")
-               for t, n, b in ((t, p.num_rows, p.nbytes) for t, p in layout.task_type_slices(table))]
+    configs = [ConfigRows(name=p.task_type, rows=p.stop - p.start, num_bytes=triplets.nbytes(p.start, p.stop),
+                          kind="triplets") for p in triplets.parts()]
     configs += [ConfigRows(name=name, rows=t.num_rows, num_bytes=t.nbytes, kind=name) for name, t in extra.items()]
     card = functools.partial(
-        render_card, repo_id=cfg.dataset_repo_id, schema=SCHEMA, num_rows=table.num_rows, num_bytes=table.nbytes,
-        sources=[s.model_dump() for s in sources], configs=[c.model_dump() for c in configs],
+        render_card, repo_id=cfg.dataset_repo_id, schema=SCHEMA, num_rows=triplets.num_rows,
+        num_bytes=triplets.nbytes(), sources=[s.model_dump() for s in sources],
+        configs=[c.model_dump() for c in configs],
         extra_schemas={name: t.schema for name, t in extra.items()}, exclusions=cfg.exclusions,
         guide={"name": guide.name, "revision": guide.revision} if guide else
         {"name": cfg.guide_model, "revision": cfg.guide_revision or "n/a"},
@@ -257,12 +242,14 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
     )
     provenance = [s.model_dump() for s in sources]
     texts = {"LICENSES.md": licenses_md(provenance)} if "license_link" in top_license(provenance) else {}
-    digest = write_build(table, lambda size: card(download_size=size), ws.build_dir(), cfg.max_shard_bytes, extra,
-                         texts)
+    digest = write_build(triplets, lambda size: card(download_size=size), ws.build_dir(), cfg.max_shard_bytes,
+                         extra, texts)
+    rows = triplets.num_rows
+    del triplets, extra  # the checks read the written shards, one at a time
     shards = [p.relative_to(ws.build_dir()).as_posix() for p in layout.DEFAULT.files(ws.build_dir())]
     checks = verify_build(ws.build_dir(), cfg.exclusions, accounts,
                           decontaminate.reference_keys(ws, cfg.decontamination))
-    report = BuildReport(content_hash=digest, rows=table.num_rows, shards=shards,
+    report = BuildReport(content_hash=digest, rows=rows, shards=shards,
                          tasks=[TaskRows(**t) for t in tasks], accounts=accounts, excluded=cfg.exclusions,
                          checks=checks)
     ws.save_report(report, ws.build_report())

@@ -19,6 +19,7 @@ import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -69,19 +70,22 @@ def write_parquet(table: pa.Table, path: Path) -> None:
 
 def write_shards(table: pa.Table, folder: Path, prefix: str, max_shard_bytes: int) -> list[str]:
     """`<prefix>/train-0000i-of-0000N.parquet` under `folder`, each at most about `max_shard_bytes` in memory."""
-    n = max(1, math.ceil(table.nbytes / max_shard_bytes))
-    per = math.ceil(table.num_rows / n) if table.num_rows else 0
+    return write_parts(table.num_rows, table.nbytes, table.slice, folder, prefix, max_shard_bytes)
+
+
+def write_parts(num_rows: int, nbytes: int, rows: Callable[[int, int], pa.Table], folder: Path, prefix: str,
+                max_shard_bytes: int, each: Callable[[pa.Table], None] | None = None) -> list[str]:
+    """Shards of `num_rows` rows (`nbytes` in all), each asked of `rows(offset, length)` only when it is written,
+    so that only one shard is ever materialised; `each` sees every shard after it is written."""
+    n = max(1, math.ceil(nbytes / max_shard_bytes))
+    per = math.ceil(num_rows / n) if num_rows else 0
     (folder / prefix).mkdir(parents=True, exist_ok=True)
     names = shard_names(prefix, n)
     for i, name in enumerate(names):
-        write_parquet(table.slice(i * per, per), folder / name)
+        shard = rows(i * per, min(per, max(0, num_rows - i * per)))
+        write_parquet(shard, folder / name)
+        if each is not None:
+            each(shard)
+        del shard
+        pa.default_memory_pool().release_unused()  # hand the shard's pages back before the next one is taken
     return names
-
-
-def task_type_slices(table: pa.Table) -> list[tuple[str, pa.Table]]:
-    """The task-grouped default table cut at its `task_type` boundaries (it is sorted by task_type)."""
-    import numpy as np
-
-    types = table.column("task_type").to_numpy(zero_copy_only=False)
-    cuts = [0, *(np.flatnonzero(types[1:] != types[:-1]) + 1).tolist(), len(types)]
-    return [(str(types[a]), table.slice(a, b - a)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]

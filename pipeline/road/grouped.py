@@ -1,0 +1,125 @@
+"""The published triplets, grouped by task and shuffled within each task, without a sorted copy.
+
+At GIST's size the triplets are ~3 GB of text. Sorting them into task order with one `take` held the
+unsorted and the sorted table at once; here the order is a permutation over the one unsorted table, and
+each shard takes its own rows when it is written, so a build holds the rows once plus one shard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.road.mine import task_rng
+from pipeline.schema import PL_SCHEMA, SCHEMA
+
+
+def to_published_arrow(frame: pl.DataFrame) -> pa.Table:
+    """`frame` in the published Arrow schema, one column at a time: each polars column is released once it is
+    converted, so the conversion of MEDI's 1.4M rows never holds two copies of them."""
+    frame = frame.cast(PL_SCHEMA)
+    arrays = []
+    for field in SCHEMA:
+        arrays.append(frame.get_column(field.name).to_arrow().cast(field.type))
+        frame = frame.drop(field.name)
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def content_bytes(table: pa.Table) -> np.ndarray:
+    """Bytes per row as the published schema holds them (string bytes + a 4-byte offset, fixed widths), so a
+    part's size depends on its rows only, not on how they happen to be chunked or sliced in memory."""
+    sizes = np.zeros(table.num_rows, dtype=np.int64)
+    for field in table.schema:
+        if pa.types.is_string(field.type):
+            lengths = pc.fill_null(pc.binary_length(table.column(field.name)), 0)
+            sizes += lengths.to_numpy().astype(np.int64) + 4
+        else:
+            sizes += max(1, field.type.bit_width // 8)
+    return sizes
+
+
+@dataclass(frozen=True)
+class Part:
+    """One `task_type`'s rows: positions [start, stop) of the grouped order."""
+
+    task_type: str
+    start: int
+    stop: int
+
+
+class TaskGrouped:
+    """Rows grouped by (task_type, task_name), each task's rows in a seeded shuffle: row i is
+    `table[order[i]]`. What GIST's trainer needs (batches that never mix tasks) and what the
+    per-task configs are cut from."""
+
+    def __init__(self, table: pa.Table, order: np.ndarray, group_names: list[str], group_sizes: np.ndarray):
+        self.table, self.order = table, order
+        self._sizes = content_bytes(table)
+        self._groups = list(zip(group_names, group_sizes.tolist()))
+
+    @classmethod
+    def of(cls, frames: list[pl.DataFrame], seed: int) -> "TaskGrouped":
+        """Consumes `frames` (emptied as each is converted), so the sources' rows exist once, as Arrow."""
+        tables = []
+        while frames:
+            tables.append(to_published_arrow(frames.pop(0)))
+        table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+        del tables
+        groups = pc.binary_join_element_wise(table.column("task_type"), table.column("task_name"), "\x00")
+        names, codes = np.unique(groups.to_numpy(zero_copy_only=False), return_inverse=True)
+        del groups
+        keys = np.empty(table.num_rows, dtype=np.float64)
+        for g, name in enumerate(names):
+            at = np.flatnonzero(codes == g)
+            keys[at] = task_rng(seed, str(name)).random(len(at))
+        order = np.lexsort((keys, codes))
+        return cls(table, order, [str(n) for n in names], np.bincount(codes, minlength=len(names)))
+
+    @classmethod
+    def presorted(cls, table: pa.Table) -> "TaskGrouped":
+        """A table already in task order, taken as it is."""
+        table = table.cast(SCHEMA)
+        df = pl.from_arrow(table.select(["task_type", "task_name"]))
+        runs = df.with_columns(run=(pl.col("task_type") + "\x00" + pl.col("task_name")).rle_id())
+        sizes = runs.group_by("run", maintain_order=True).agg(pl.col("task_type").first(), pl.col("task_name").first(),
+                                                              pl.len())
+        names = [f"{t}\x00{n}" for t, n in zip(sizes["task_type"], sizes["task_name"])]
+        return cls(table, np.arange(table.num_rows), names, sizes["len"].to_numpy())
+
+    @property
+    def num_rows(self) -> int:
+        return self.table.num_rows
+
+    def nbytes(self, start: int = 0, stop: int | None = None) -> int:
+        return int(self._sizes[self.order[start:stop]].sum())
+
+    def rows(self, start: int, stop: int) -> pa.Table:
+        """Rows [start, stop) of the grouped order, as a new table."""
+        return self.table.take(pa.array(self.order[start:stop]))
+
+    def to_table(self) -> pa.Table:
+        return self.rows(0, self.num_rows)
+
+    def tasks(self) -> list[dict]:
+        """(task_type, task_name, rows) per task, in order."""
+        out = []
+        for name, n in self._groups:
+            task_type, task_name = name.split("\x00", 1)
+            out.append({"task_type": task_type, "task_name": task_name, "rows": n})
+        return out
+
+    def parts(self) -> list[Part]:
+        """The grouped order cut at its `task_type` boundaries: one part per per-task config."""
+        parts: list[Part] = []
+        at = 0
+        for task in self.tasks():
+            if parts and parts[-1].task_type == task["task_type"]:
+                parts[-1] = Part(task["task_type"], parts[-1].start, at + task["rows"])
+            else:
+                parts.append(Part(task["task_type"], at, at + task["rows"]))
+            at += task["rows"]
+        return parts
