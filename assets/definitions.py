@@ -13,7 +13,7 @@ from assets.mine import mined_triplets_asset
 from assets.publish import published_dataset, triplet_dataset
 from assets.resources import BuildResource, GuideModelResource, HfHubPublisher, LocalHubPublisher, PublisherResource
 from assets.settings import CELERY_SETTINGS, Deployment, config_from_env
-from assets.train import finetuned_encoder
+from assets.train import finetuned_encoder_asset
 from pipeline.config import BuildConfig
 
 
@@ -64,8 +64,8 @@ def build_definitions(cfg: BuildConfig, deployment: Deployment,
     partitions = dg.StaticPartitionsDefinition(tasks)
     return dg.Definitions(
         assets=rebuild.apply([mteb_test_texts, medi_triplets, train_split_asset(partitions),
-                              mined_triplets_asset(partitions), triplet_dataset, published_dataset,
-                              finetuned_encoder]),
+                              mined_triplets_asset(partitions, deployment.guide_step_tags()), triplet_dataset,
+                              published_dataset, finetuned_encoder_asset(deployment.guide_step_tags())]),
         jobs=automation.jobs(partitions),
         sensors=[rebuild.sensor(), automation.rebuild_failure_sensor, automation.upstream_pins_sensor],
         resources={"gistforge": BuildResource.of(cfg, deployment.home),

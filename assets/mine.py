@@ -9,9 +9,12 @@ from pipeline.common.plots import png_markdown
 from pipeline.road import mine
 
 
-def mined_triplets_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def mined_triplets_asset(partitions: dg.PartitionsDefinition,
+                         op_tags: dict[str, str] | None = None) -> dg.AssetsDefinition:
+    """`op_tags`: where the step runs (the guide queue on Celery; see `Deployment.guide_step_tags`)."""
+
     @dg.asset(group_name="mine", partitions_def=partitions, deps=["mteb_train_split"], kinds={"faiss", "pytorch"},
-              owners=OWNERS, code_version=mine.SPEC.version, pool="guide_model",
+              owners=OWNERS, code_version=mine.SPEC.version, pool="guide_model", op_tags=op_tags,
               description="Label-based triplets for one task: guide-model positives, margin-guarded hard negatives.")
     def mined_triplets(context: dg.AssetExecutionContext, gistforge: BuildResource,
                        guide: GuideModelResource) -> dg.MaterializeResult:

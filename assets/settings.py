@@ -16,10 +16,23 @@ from pydantic import BaseModel, ConfigDict
 from pipeline.config import BuildConfig, load_config
 from pipeline.workspace import Workspace
 
-# Celery settings shared by the executor (`assets.definitions.executor_for`) and the workers (deploy/celery.yaml):
-# an unreachable broker or result store fails within seconds instead of retrying forever.
+# Celery settings shared by the executor (`assets.definitions.executor_for`) and the workers (deploy/celery.yaml).
+# - An unreachable broker or result store fails within seconds instead of retrying forever.
+# - A step's message is acknowledged when the step ends, not when it starts (acks_late, one message per
+#   worker at a time): a worker that dies whole (node lost, pod evicted, SIGKILL) leaves its step's message
+#   unacknowledged in Redis, and a live worker puts it back on the queue once it is `visibility_timeout`
+#   seconds old, so the step runs again elsewhere instead of being lost. The timeout must be longer than any
+#   step, or a healthy long step would be run twice (harmless, every output is written atomically and
+#   content-addressed, but wasted). A pool process that dies under a live worker (an OOM kill) is not
+#   redelivered: that step fails at once with WorkerLostError, since it would most likely die again.
+STEP_VISIBILITY_TIMEOUT_S = 6 * 3600
 CELERY_SETTINGS = {"broker_connection_timeout": 5, "redis_socket_connect_timeout": 5,
-                   "redis_backend_health_check_interval": 10}
+                   "redis_backend_health_check_interval": 10,
+                   "task_acks_late": True, "worker_prefetch_multiplier": 1,
+                   "broker_transport_options": {
+                       "max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,  # dagster-celery's
+                       "visibility_timeout": STEP_VISIBILITY_TIMEOUT_S, "unacked_restore_interval": 10,
+                       "unacked_restore_throttle": 1}}
 
 
 class Deployment(BaseModel):
@@ -36,6 +49,11 @@ class Deployment(BaseModel):
     executor: Literal["default", "in_process", "celery", "k8s"] = "default"
     celery_broker: str | None = None  # e.g. redis://host:6379/0
     celery_backend: str | None = None  # default: the broker's URL (Redis stores the results too)
+    guide_queue: str | None = None  # Celery: the queue of the steps that load the guide model (GPU workers)
+
+    def guide_step_tags(self) -> dict[str, str]:
+        """Op tags of the steps that load the guide model (mining, fine-tuning): on Celery, the guide queue."""
+        return {"dagster-celery/queue": self.guide_queue} if self.guide_queue else {}
 
     def workspace(self, cfg: BuildConfig) -> Workspace:
         return Workspace(self.home, cfg.profile)
@@ -46,7 +64,8 @@ class Deployment(BaseModel):
         `GISTFORGE_LOCAL_HUB`, `GISTFORGE_HUB_PRIVATE` (0 for a public repo), `GISTFORGE_GUIDE_DEVICE`,
         `GISTFORGE_EXECUTOR` (default: Dagster's multiprocess executor; `in_process`: one process per run;
         `celery`: dagster-celery workers, with
-        `GISTFORGE_CELERY_BROKER` and optionally `GISTFORGE_CELERY_BACKEND`; `k8s`: one Kubernetes pod per step;
+        `GISTFORGE_CELERY_BROKER`, optionally `GISTFORGE_CELERY_BACKEND`, and `GISTFORGE_GUIDE_QUEUE`, the queue
+        that only the GPU workers serve, for the steps that load the guide model; `k8s`: one Kubernetes pod per step;
         see docs/deploy.md)."""
         return cls(home=Path(home or environ.get("GISTFORGE_HOME", ".gistforge")).resolve(),
                    publish_target=environ.get("GISTFORGE_PUBLISH_TARGET", "local"),
@@ -56,7 +75,8 @@ class Deployment(BaseModel):
                    guide_device=environ.get("GISTFORGE_GUIDE_DEVICE") or None,
                    executor=environ.get("GISTFORGE_EXECUTOR") or "default",
                    celery_broker=environ.get("GISTFORGE_CELERY_BROKER") or None,
-                   celery_backend=environ.get("GISTFORGE_CELERY_BACKEND") or None)
+                   celery_backend=environ.get("GISTFORGE_CELERY_BACKEND") or None,
+                   guide_queue=environ.get("GISTFORGE_GUIDE_QUEUE") or None)
 
 
 def config_from_env(environ: Mapping[str, str] = os.environ) -> BuildConfig:

@@ -158,8 +158,13 @@ class LocalCluster:
     """Postgres + Redis + the daemon + `workers` dagster-celery workers, all sharing `home` (GISTFORGE_HOME)."""
 
     def __init__(self, root: Path, home: Path, workers: int = 2, profile: str | None = "embedded",
-                 config: Path | None = None, guide_slots: int | None = None, extra_env: dict | None = None):
+                 config: Path | None = None, guide_slots: int | None = None, extra_env: dict | None = None,
+                 queues: dict[str, list[str]] | None = None, visibility_timeout_s: int | None = None):
+        """`queues`: a worker's Celery queues by name (default: `dagster` only); `visibility_timeout_s`: the
+        workers' deploy/celery.yaml with that visibility timeout instead (how soon a dead worker's step is
+        requeued)."""
         self.root, self.home, self.n_workers = Path(root), Path(home), workers
+        self.queues, self.visibility_timeout_s = queues or {}, visibility_timeout_s
         self.guide_slots = guide_slots or workers  # one guide_model slot per worker (per GPU on a cluster)
         self.dagster_home = self.root / "dagster_home"
         self.logs = self.root / "logs"
@@ -184,6 +189,8 @@ class LocalCluster:
             env["GISTFORGE_CONFIG"] = str(self._config)
         elif self._profile:
             env["GISTFORGE_PROFILE"] = self._profile
+        if self.visibility_timeout_s is not None:
+            env["GISTFORGE_CELERY_WORKER_YAML"] = str(self.root / "celery.yaml")
         env.update(self._extra)
         return env
 
@@ -202,6 +209,13 @@ class LocalCluster:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "deploy" / "dagster.yaml", self.dagster_home / "dagster.yaml")
+        if self.visibility_timeout_s is not None:
+            import yaml
+
+            celery = yaml.safe_load((REPO / "deploy" / "celery.yaml").read_text())
+            celery["execution"]["config"]["config_source"]["broker_transport_options"].update(
+                visibility_timeout=self.visibility_timeout_s, unacked_restore_interval=2)
+            (self.root / "celery.yaml").write_text(yaml.safe_dump(celery))
         self.pg = Postgres().start()
         self.redis = Redis().start()
         self.instance = self.open_instance()
@@ -227,9 +241,10 @@ class LocalCluster:
                                              "-a", "defs"])
 
     def start_worker(self, name: str) -> None:
-        # deploy/worker.sh: dagster-celery worker start -A dagster_celery.app -y deploy/celery.yaml -n NAME
+        # deploy/worker.sh: dagster-celery worker start -A dagster_celery.app -y deploy/celery.yaml -n NAME -q QUEUE..
         #   -- --concurrency=1 --without-gossip --without-mingle
-        self.workers[name] = self._spawn(name, ["bash", str(REPO / "deploy" / "worker.sh"), name])
+        self.workers[name] = self._spawn(name, ["bash", str(REPO / "deploy" / "worker.sh"), name,
+                                                *self.queues.get(name, [])])
 
     def wait_for_workers(self, timeout: float = 180) -> None:
         """Until every worker answers a ping through the broker."""

@@ -1,6 +1,8 @@
 import polars as pl
 
-from pipeline.road.clean import clean_labelled, clean_medi
+import numpy as np
+
+from pipeline.road.clean import clean_labelled, clean_medi, first_of_each
 
 
 def test_labelled_cleaning_counts_every_drop_with_a_reason():
@@ -32,3 +34,21 @@ def test_medi_cleaning():
     out, acc = clean_medi(df, "medi")
     assert acc.drops == {"empty_text": 1, "query_equals_pos_or_neg": 1, "duplicate_row": 1}
     assert acc.balanced and out.height == 2 and out["neg_instruct"].to_list() == ["", ""]
+
+
+def test_first_of_each_is_exactly_unique_keep_first(monkeypatch):
+    """The hash-grouped dedupe keeps what `unique(keep="first", maintain_order=True)` keeps, nulls included, and
+    stays exact when every row's hash collides (the exact comparison then decides alone)."""
+    rng = np.random.default_rng(0)
+    n = 5_000
+    words = np.array(["a", "b", "c", None], dtype=object)
+    df = pl.DataFrame({c: words[rng.integers(0, 4, n)].tolist() for c in ("query", "pos", "neg", "task_name")},
+                      schema={c: pl.String for c in ("query", "pos", "neg", "task_name")})
+    subset = ["query", "pos", "neg", "task_name"]
+    expected = df.with_row_index().unique(subset=subset, keep="first", maintain_order=True)["index"].to_list()
+    assert np.flatnonzero(first_of_each(df, subset)).tolist() == expected
+    assert len(expected) < n  # there were repeats to drop
+
+    real_hash = pl.Expr.hash
+    monkeypatch.setattr(pl.Expr, "hash", lambda self, seed=0: real_hash(self, seed) * 0)  # every hash collides
+    assert np.flatnonzero(first_of_each(df, subset)).tolist() == expected

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import polars as pl
+from tqdm.auto import tqdm
 
 from pipeline.common.text import text_keys
 from pipeline.common.retry import RetryBudget
@@ -110,6 +111,20 @@ def reference_texts(ws: Workspace, task: str | None = None) -> list[str]:
     if task is not None:
         df = df.filter(pl.col("task") == task)
     return df.get_column("text").to_list()
+
+
+def near_duplicate_texts(texts: Sequence[str], tests: Sequence[str], vectors: Callable[[list[str]], np.ndarray],
+                         threshold: float, block: int = 65_536) -> set[str]:
+    """The `texts` whose guide vector is within `threshold` of a test text's, encoded a block at a time: MEDI
+    has ~4M distinct texts, whose vectors at once would be 12 GB for a 768-dimension guide."""
+    if not len(texts) or not len(tests):
+        return set()
+    test_vectors = vectors(list(tests))
+    near: set[str] = set()
+    for start in tqdm(range(0, len(texts), block), desc="near-duplicate pass", unit="block", disable=None):
+        chunk = list(texts[start:start + block])
+        near.update(t for t, hit in zip(chunk, near_duplicates(vectors(chunk), test_vectors, threshold)) if hit)
+    return near
 
 
 def near_duplicates(vectors: np.ndarray, test_vectors: np.ndarray, threshold: float,

@@ -15,7 +15,7 @@ from pipeline.common import faults
 from pipeline.common.accounting import RowAccount
 from pipeline.config import DecontaminationConfig, MediSource, NetworkConfig, TaskSource
 from pipeline.road.clean import clean_labelled, clean_medi
-from pipeline.road.decontaminate import near_duplicates, reference_fingerprint, reference_keys, reference_texts
+from pipeline.road.decontaminate import near_duplicate_texts, reference_fingerprint, reference_keys, reference_texts
 from pipeline.road.sources import describe_medi_source, describe_task_source, load_medi, load_task_split, source_identity
 from pipeline.schema import MEDI_COLUMNS
 from pipeline.workspace import StageReport, StageSpec, Workspace
@@ -62,9 +62,8 @@ def ingest_medi(ws: Workspace, medi: MediSource | None, decontamination: Deconta
         df, acc = clean_medi(load_medi(medi, budget), "MEDI", reference_keys(ws, decontamination))
     tests = reference_texts(ws) if threshold is not None and df.height and embed is not None else []
     if tests:
-        texts = pl.concat([df.get_column(c) for c in ("query", "pos", "neg")]).unique()
-        vectors = embed()
-        near = texts.filter(pl.Series(near_duplicates(vectors(texts.to_list()), vectors(tests), threshold)))
+        texts = pl.concat([df.get_column(c) for c in ("query", "pos", "neg")]).unique(maintain_order=True)
+        near = pl.Series(sorted(near_duplicate_texts(texts, tests, embed(), threshold)), dtype=pl.String)
         flagged = df.select(pl.any_horizontal(pl.col(c).is_in(near) for c in ("query", "pos", "neg"))).to_series()
         acc.drop("test_near_duplicate", int(flagged.sum()))
         acc.rows_out -= int(flagged.sum())
