@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?worker name}; shift
-queues=(); for q in "${@:-dagster}"; do queues+=(-q "$q"); done
-exec dagster-celery worker start -A dagster_celery.app -y "${GISTFORGE_CELERY_WORKER_YAML:-deploy/celery.yaml}" -n "$name" "${queues[@]}" \
+# one -q with the queues comma-joined: dagster-celery turns each -q into a -Q, and Celery 5 keeps only the last -Q
+queues=$(IFS=,; echo "${*:-dagster}")
+exec dagster-celery worker start -A dagster_celery.app -y "${GISTFORGE_CELERY_WORKER_YAML:-deploy/celery.yaml}" -n "$name" -q "$queues" \
   -- --concurrency=1 --without-gossip --without-mingle
