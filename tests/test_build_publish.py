@@ -103,3 +103,18 @@ def test_checks_read_one_shard_at_a_time_and_add_up_over_shards(tmp_path):
     assert outcomes["no_excluded_task"].metadata["rows"] == 30  # the local task's rows, wherever they landed
     assert outcomes["shards_match_card"].passed and outcomes["shards_match_card"].metadata["shard_rows"] == df.height
     assert outcomes["task_type_rule"].passed and outcomes["distinct_triplet_texts"].passed
+
+
+def test_shards_taken_one_at_a_time_equal_slices_of_the_sorted_table(tmp_path):
+    """The build never materialises the task-grouped table: each shard takes its rows when it is written. Its
+    files are those of the same rows sorted first and sliced (the order, shard cuts and row groups)."""
+    grouped = assemble(_frames(200), seed=3)
+    sorted_table = grouped.to_table()
+    write_build(grouped, lambda size: "card", tmp_path / "lazy", max_shard_bytes=4096)
+    write_build(sorted_table, lambda size: "card", tmp_path / "sorted", max_shard_bytes=4096)
+    lazy = sorted(p.relative_to(tmp_path / "lazy") for p in (tmp_path / "lazy").rglob("*.parquet"))
+    assert len([p for p in lazy if p.parts[0] == "data"]) > 3
+    assert lazy == sorted(p.relative_to(tmp_path / "sorted") for p in (tmp_path / "sorted").rglob("*.parquet"))
+    for rel in lazy:
+        assert (tmp_path / "lazy" / rel).read_bytes() == (tmp_path / "sorted" / rel).read_bytes(), rel
+    assert grouped.nbytes() == sum(grouped.nbytes(p.start, p.stop) for p in grouped.parts())

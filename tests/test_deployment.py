@@ -107,6 +107,21 @@ def test_celery_without_a_broker_is_a_clear_error(tmp_path):
         executor_for(Deployment.from_env({"GISTFORGE_EXECUTOR": "celery"}, home=str(tmp_path)))
 
 
+def test_guide_steps_go_to_the_guide_queue_only_when_one_is_set(tmp_path):
+    from assets.definitions import build_definitions
+    from assets.settings import Deployment, config_from_env
+
+    def queues(environ: dict) -> dict[str, str | None]:
+        defs = build_definitions(config_from_env({}), Deployment.from_env(environ, home=str(tmp_path)))
+        jobs = defs.get_repository_def().get_all_jobs()
+        return {n.name: n.tags.get("dagster-celery/queue") for j in jobs for n in j.graph.node_dict.values()}
+
+    tagged = queues({"GISTFORGE_GUIDE_QUEUE": "guide"})
+    assert {n for n, q in tagged.items() if q} == {"mined_triplets", "finetuned_encoder"}
+    assert {q for q in tagged.values() if q} == {"guide"}
+    assert not any(queues({}).values())
+
+
 def test_deploy_files_are_valid_and_agree(tmp_path, monkeypatch):
     """deploy/dagster.yaml passes Dagster's instance schema; the worker settings are the executor's; the Helm values
     run the same code location with the k8s executor, GISTFORGE_HOME on the shared volume, the queued coordinator."""
