@@ -11,8 +11,9 @@ In-process: `gistforge build --no-finetune` (the CLI runs the defined jobs with 
 deploy/localcluster.py's PostgreSQL + Redis + daemon (queued run coordinator) + N workers on loopback, the same
 runs (ingest_medi, the three task partitions launched together, build_and_publish) through `dagster job launch`.
 Both start from empty work folders; the cluster's start-up (servers, daemon, workers answering) is reported apart
-and not counted in `distributed_s`. `overhead_ratio` = distributed_s / in_process_s. Needs PostgreSQL, redis-server
-and the deploy extra.
+and not counted in `distributed_s`. `overhead_ratio` = distributed_s / in_process_s; `run_wall_s` (each run, start
+to end) and `queued_to_start_s` (submitted to started) show where the difference goes; the rest is
+`dagster job launch` loading the code location. Needs PostgreSQL, redis-server and the deploy extra.
 """
 
 from __future__ import annotations
@@ -75,9 +76,12 @@ def main() -> None:
         distributed_s = time.monotonic() - t0
         assert set(statuses.values()) == {"SUCCESS"}, statuses
         records = {r.dagster_run.run_id: r for r in cluster.instance.get_run_records()}
-        runs = {(records[r].dagster_run.job_name + (f"[{records[r].dagster_run.tags['dagster/partition']}]"
-                 if "dagster/partition" in records[r].dagster_run.tags else "")):
-                round(records[r].end_time - records[r].start_time, 1) for r in statuses}
+        names = {r: records[r].dagster_run.job_name + (f"[{records[r].dagster_run.tags['dagster/partition']}]"
+                 if "dagster/partition" in records[r].dagster_run.tags else "") for r in statuses}
+        runs = {names[r]: round(records[r].end_time - records[r].start_time, 1) for r in statuses}
+        # submitted (`dagster job launch` done) to started: the daemon's dequeue plus the run process coming up
+        queued = {names[r]: round(records[r].start_time - records[r].create_timestamp.timestamp(), 1)
+                  for r in statuses}
         workers = sorted({w for r in statuses for w in cluster.step_workers(r).values()})
     tag = last_published(Workspace(root / "cluster" / "home", cfg.profile)).tag
 
@@ -87,7 +91,7 @@ def main() -> None:
         "machine_cores": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
         "in_process_s": round(in_process_s, 1), "workers": args.workers, "workers_used": workers,
         "cluster_start_s": round(start_s, 1), "distributed_s": round(distributed_s, 1),
-        "overhead_ratio": round(distributed_s / in_process_s, 2), "run_wall_s": runs,
+        "overhead_ratio": round(distributed_s / in_process_s, 2), "run_wall_s": runs, "queued_to_start_s": queued,
         "same_tag": tag == tag_in_process, "tag": tag}))
 
 

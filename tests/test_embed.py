@@ -101,3 +101,21 @@ def test_cache_key_separates_what_changes_vectors():
     assert cache_key(ref, 256, "float16") != key, "fp16 (CUDA) and fp32 (CPU) vectors never share a key"
     assert cache_key(ref, 128, "float32") != key and cache_key(ModelRef("m", "/x", "r2"), 256, "float32") != key
     assert cache_key(ModelRef("m", "/elsewhere/m", "r1"), 256, "float32") == key, "the folder is not the model"
+
+
+def test_a_local_model_folder_is_named_by_its_files_not_its_path(tmp_path):
+    """The same model folder in two places gives the same name and revision (so the same card, tag and embedding
+    cache); a changed file gives another revision; an explicit revision is kept."""
+    import shutil
+
+    bundled = Path(resolve_model(BUNDLED_MODEL).path)
+    a, b = tmp_path / "a" / "guide", tmp_path / "b" / "deeper" / "guide"
+    shutil.copytree(bundled, a)
+    shutil.copytree(bundled, b)
+    ra, rb = resolve_model(str(a)), resolve_model(str(b))
+    assert (ra.name, ra.revision) == (rb.name, rb.revision) == ("guide", ra.revision)
+    assert ra.revision.startswith("local-") and str(tmp_path) not in ra.name + ra.revision
+    assert ra.path == str(a.resolve())
+    (b / "config.json").write_text((b / "config.json").read_text() + "\n")
+    assert resolve_model(str(b)).revision != ra.revision
+    assert resolve_model(str(a), "v2").revision == "v2"

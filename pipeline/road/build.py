@@ -23,6 +23,7 @@ from pipeline.road import clean, decontaminate, layout, mine
 from pipeline.road.grouped import TaskGrouped
 from pipeline.road.card import licenses_md, render_card, top_license
 from pipeline.road.checks import CheckOutcome, verify_build
+from pipeline.road.embed import public_model_name
 from pipeline.road.ingest import MediReport, SplitReport
 from pipeline.road.mine import MineReport
 from pipeline.schema import CANDIDATES_ARROW, CORPUS_ARROW, PL_SCHEMA, SCHEMA, ntuple_schema
@@ -236,7 +237,7 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
         configs=[c.model_dump() for c in configs],
         extra_schemas={name: t.schema for name, t in extra.items()}, exclusions=cfg.exclusions,
         guide={"name": guide.name, "revision": guide.revision} if guide else
-        {"name": cfg.guide_model, "revision": cfg.guide_revision or "n/a"},
+        {"name": public_model_name(cfg.guide_model), "revision": cfg.guide_revision or "n/a"},
         mining=cfg.mining.model_dump(), seed=cfg.seed, tasks=tasks, accounts=accounts, drop_reasons=DROP_REASONS,
         decontamination=cfg.decontamination, reference=reference,
     )

