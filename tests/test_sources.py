@@ -105,3 +105,30 @@ def test_only_the_shipped_sample_is_called_a_sample(tmp_path):
     user = TaskSource(name="Banking77Classification", cache_dir=user_cache)
     assert describe_task_source(shipped)["sample"] is True
     assert describe_task_source(user)["sample"] is False
+
+
+def test_a_stage_resolves_a_hub_source_once_so_a_moving_ref_names_one_commit(tmp_path, banking_like_rows, monkeypatch):
+    """The reference and an ingest each ask the Hub (here its cache) for a source's snapshot once, and the
+    fingerprint, the rows and the card's provenance all name that one commit, also for a moving ref (`main`)."""
+    from pipeline.config import DecontaminationConfig
+    from pipeline.road import sources
+    from pipeline.road.decontaminate import collect_test_texts
+    from pipeline.road.ingest import ingest_task
+    from pipeline.workspace import Workspace
+
+    cache = tmp_path / "hub"
+    make_hub_repo(cache, "mteb/banking77", "d" * 40, {"train.jsonl": jsonl(banking_like_rows),
+                                                      "test.jsonl": jsonl(banking_like_rows[:2])})
+    calls = []
+    real = sources.hub_snapshot
+    monkeypatch.setattr(sources, "hub_snapshot", lambda *a, **kw: calls.append(a[:2]) or real(*a, **kw))
+    src = TaskSource(name="Banking77Classification", cache_dir=cache, revision="main")
+    ws = Workspace(tmp_path / "home", "t")
+    collect_test_texts(ws, [src])
+    assert calls == [("mteb/banking77", "main")]
+    report = ingest_task(ws, src, DecontaminationConfig(), {})
+    assert len(calls) == 2
+    assert report.source["commit"] == "d" * 40 and report.source["moving_ref"] is True
+    assert report.account.rows_in == len(banking_like_rows)
+    ingest_task(ws, src, DecontaminationConfig(), {})  # reused: the identity is the one lookup
+    assert len(calls) == 3

@@ -16,7 +16,8 @@ from pipeline.common.accounting import RowAccount
 from pipeline.config import DecontaminationConfig, MediSource, NetworkConfig, TaskSource
 from pipeline.road.clean import clean_labelled, clean_medi
 from pipeline.road.decontaminate import near_duplicate_texts, reference_fingerprint, reference_keys, reference_texts
-from pipeline.road.sources import describe_medi_source, describe_task_source, load_medi, load_task_split, source_identity
+from pipeline.road.sources import (describe_medi_source, describe_task_source, load_medi, load_task_split, resolve,
+                                   source_identity)
 from pipeline.schema import MEDI_COLUMNS
 from pipeline.workspace import StageReport, StageSpec, Workspace
 
@@ -50,16 +51,17 @@ def ingest_medi(ws: Workspace, medi: MediSource | None, decontamination: Deconta
     factory of its embed function, called only when that pass runs: a reused stage never loads the model.
     """
     threshold = decontamination.near_duplicate_threshold
-    budget = network.budget()
+    folder = resolve(medi, network.budget()) if medi else None  # once: the fingerprint, rows and card name one commit
     fp = MEDI_SPEC.fingerprint(
         {"medi": medi, "decontamination": decontamination, "guide": guide if threshold is not None else None},
-        {"source": medi and source_identity(medi, budget), "reference": reference_fingerprint(ws, decontamination)})
+        {"source": medi and source_identity(medi, folder=folder),
+         "reference": reference_fingerprint(ws, decontamination)})
     if (done := ws.reuse(ws.medi_rows(), fp, MediReport)) is not None:
         return done
     if medi is None:
         df, acc = clean_medi(pl.DataFrame(schema={c: pl.String for c in MEDI_COLUMNS}), "MEDI (none configured)")
     else:
-        df, acc = clean_medi(load_medi(medi, budget), "MEDI", reference_keys(ws, decontamination))
+        df, acc = clean_medi(load_medi(medi, folder=folder), "MEDI", reference_keys(ws, decontamination))
     tests = reference_texts(ws) if threshold is not None and df.height and embed is not None else []
     if tests:
         texts = pl.concat([df.get_column(c) for c in ("query", "pos", "neg")]).unique(maintain_order=True)
@@ -71,7 +73,7 @@ def ingest_medi(ws: Workspace, medi: MediSource | None, decontamination: Deconta
     acc.check()
     ws.write_parquet(df, ws.medi_rows())
     report = MediReport(account=acc, tasks=df.get_column("task_name").n_unique(),
-                        source=describe_medi_source(medi, budget) if medi else None, fingerprint=fp)
+                        source=describe_medi_source(medi, folder=folder) if medi else None, fingerprint=fp)
     ws.save_report(report, ws.medi_rows())
     return report
 
@@ -81,17 +83,17 @@ def ingest_task(ws: Workspace, src: TaskSource, decontamination: Decontamination
     """Load and clean one task's train split for mining."""
     if src.name in exclusions:
         raise ValueError(f"task {src.name!r} is excluded ({exclusions[src.name]}); it is never ingested")
-    budget = network.budget()
+    folder = resolve(src, network.budget())  # once: the fingerprint, rows and card name one commit
     fp = TASK_SPEC.fingerprint({"source": src, "decontamination.exact": decontamination.exact},
-                               {"source": source_identity(src, budget),
+                               {"source": source_identity(src, folder=folder),
                                 "reference": decontamination.exact and ws.fingerprint_of(ws.test_texts())})
     if (done := ws.reuse(ws.split(src.name), fp, SplitReport)) is not None:
         return done
     keys = reference_keys(ws, decontamination)
-    df, acc = clean_labelled(load_task_split(src, budget), f"{src.name} (ingest)", keys)
+    df, acc = clean_labelled(load_task_split(src, folder=folder), f"{src.name} (ingest)", keys)
     faults.point("ingest")
     ws.write_parquet(df, ws.split(src.name))
     report = SplitReport(account=acc, labels=df.get_column("label").n_unique(),
-                         source=describe_task_source(src, budget), fingerprint=fp)
+                         source=describe_task_source(src, folder=folder), fingerprint=fp)
     ws.save_report(report, ws.split(src.name))
     return report

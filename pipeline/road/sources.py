@@ -73,14 +73,31 @@ def snapshot(src: TaskSource | MediSource, budget: RetryBudget | None = None) ->
     return hub_snapshot(repo_id, revision, src.cache_dir, local_files_only=src.cache_dir is not None, budget=budget)
 
 
-def source_identity(src: TaskSource | MediSource, budget: RetryBudget | None = None) -> dict:
+def is_local(src: TaskSource | MediSource) -> bool:
+    """A source read from a file of the user's, not from a Hub snapshot."""
+    return src.kind in ("local", "json")
+
+
+def resolve(src: TaskSource | MediSource, budget: RetryBudget | None = None) -> Path | None:
+    """The snapshot folder a Hub source reads (None for a local file). A stage resolves it once and hands it to
+    `source_identity`, the loader and the provenance, so that with a moving ref (`main`) its fingerprint, its
+    rows and its card name the same commit, and online the Hub is asked once, not three times."""
+    return None if is_local(src) else snapshot(src, budget)
+
+
+def _folder(src: TaskSource | MediSource, budget: RetryBudget | None, folder: Path | None) -> Path:
+    return folder if folder is not None else snapshot(src, budget)
+
+
+def source_identity(src: TaskSource | MediSource, budget: RetryBudget | None = None,
+                    folder: Path | None = None) -> dict:
     """What a source's content is pinned to, for fingerprints: the resolved Hub commit (a branch name moves;
     the commit does not), or a local file's path, size and modification time."""
     if isinstance(src, TaskSource) and src.kind == "local":
         return {"file": _file_identity(src.path), "test": _file_identity(src.test_path) if src.test_path else {}}
     if isinstance(src, MediSource) and src.kind == "json":
         return {"file": _file_identity(src.path)}
-    return {"hub": pin(src)[0], "commit": snapshot(src, budget).name}
+    return {"hub": pin(src)[0], "commit": _folder(src, budget, folder).name}
 
 
 def _file_identity(path: Path | None) -> dict:
@@ -305,15 +322,13 @@ def _license(found: str | None, fallback: str | None, fallback_from: str) -> dic
     return {"license": "unknown", "license_from": "not declared by the source's card, the registry or the config"}
 
 
-def _hub_provenance(src: TaskSource | MediSource, budget: RetryBudget | None, fallback: str | None,
-                    fallback_from: str) -> dict:
-    folder = snapshot(src, budget)
+def _hub_provenance(src: TaskSource | MediSource, folder: Path, fallback: str | None, fallback_from: str) -> dict:
     revision = pin(src)[1]
     return {"revision": revision, "commit": folder.name, "moving_ref": not is_commit(revision),
             **_license(card_license(folder), fallback, fallback_from)}
 
 
-def describe_task_source(src: TaskSource, budget: RetryBudget | None = None) -> dict:
+def describe_task_source(src: TaskSource, budget: RetryBudget | None = None, folder: Path | None = None) -> dict:
     """Provenance of a task source for the dataset card: where, at which resolved commit, under which licence."""
     if src.kind == "local":
         return {"task": src.name, "kind": "local", "path": src.path.name if src.path else None,
@@ -322,10 +337,11 @@ def describe_task_source(src: TaskSource, budget: RetryBudget | None = None) -> 
     task = get_task(src.name)
     fallback, fallback_from = (src.license, "the build config") if src.license else (task.license, "the registry")
     return {"task": src.name, "kind": "hub", "repo_id": task.hub_id, "config": task.config, "split": task.split,
-            "sample": _is_sample(src.cache_dir), **_hub_provenance(src, budget, fallback, fallback_from)}
+            "sample": _is_sample(src.cache_dir),
+            **_hub_provenance(src, _folder(src, budget, folder), fallback, fallback_from)}
 
 
-def load_task_split(src: TaskSource, budget: RetryBudget | None = None) -> pl.DataFrame:
+def load_task_split(src: TaskSource, budget: RetryBudget | None = None, folder: Path | None = None) -> pl.DataFrame:
     """The train split of one labelled task, as `text, label, label_text`."""
     if src.kind == "local":
         source = f"local task {src.name} ({src.path})"
@@ -333,7 +349,7 @@ def load_task_split(src: TaskSource, budget: RetryBudget | None = None) -> pl.Da
     else:
         task = get_task(src.name)
         source = f"{src.name} ({'@'.join(pin(src))})"
-        raw = load_split(snapshot(src, budget), source, task.config, task.split)
+        raw = load_split(_folder(src, budget, folder), source, task.config, task.split)
     if raw.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     log.info("loaded %s rows from %s", raw.height, source)
@@ -369,23 +385,23 @@ def _medi_json(path: Path, source: str) -> pl.DataFrame:
     return pl.DataFrame(cols, schema={c: pl.String for c in MEDI_COLUMNS})
 
 
-def load_medi(src: MediSource, budget: RetryBudget | None = None) -> pl.DataFrame:
+def load_medi(src: MediSource, budget: RetryBudget | None = None, folder: Path | None = None) -> pl.DataFrame:
     """MEDI triplets with the `avsolatorio/medi-data` columns."""
     if src.kind == "json":
         source = f"MEDI json ({src.path})"
         df = _medi_json(Path(src.path), source)
     else:
         source = f"MEDI ({'@'.join(pin(src))})"
-        df = load_split(snapshot(src, budget), source, None, "train")
+        df = load_split(_folder(src, budget, folder), source, None, "train")
     if df.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     _require(df, {c: c for c in MEDI_COLUMNS}, source)
     return pl.DataFrame({c: _string_column(df, c, source) for c in MEDI_COLUMNS})
 
 
-def describe_medi_source(src: MediSource, budget: RetryBudget | None = None) -> dict:
+def describe_medi_source(src: MediSource, budget: RetryBudget | None = None, folder: Path | None = None) -> dict:
     """Provenance of MEDI for the dataset card (as `describe_task_source`)."""
     if src.kind == "json":
         return {"kind": "json", "path": Path(src.path).name, **_license(None, src.license, "the build config")}
     return {"kind": "hub", "repo_id": src.repo_id, "sample": _is_sample(src.cache_dir),
-            **_hub_provenance(src, budget, src.license, "the build config")}
+            **_hub_provenance(src, _folder(src, budget, folder), src.license, "the build config")}
