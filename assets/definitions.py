@@ -8,7 +8,7 @@ the environment when the code location loads, never at import.
 import dagster as dg
 
 from assets import automation
-from assets.ingest import medi_triplets, mteb_test_texts, train_split_asset
+from assets.ingest import medi_triplets_asset, mteb_test_texts, train_split_asset
 from assets.mine import mined_triplets_asset
 from assets.publish import published_dataset, triplet_dataset
 from assets.resources import BuildResource, GuideModelResource, HfHubPublisher, LocalHubPublisher, PublisherResource
@@ -24,24 +24,28 @@ def publisher_for(deployment: Deployment) -> PublisherResource:
     return LocalHubPublisher(root=str(deployment.local_hub or deployment.home / "hub"))
 
 
-GUIDE_STEPS = ["medi_triplets", "mined_triplets", "finetuned_encoder"]  # the steps that encode with the guide model
+def guide_steps(cfg: BuildConfig) -> list[str]:
+    """The steps that load the guide model: mining and fine-tuning; MEDI's ingest only for the optional
+    near-duplicate pass. They share the `guide_model` pool, the guide queue and, on Kubernetes, a GPU each."""
+    medi = ["medi_triplets"] if cfg.decontamination.near_duplicate_threshold is not None else []
+    return [*medi, "mined_triplets", "finetuned_encoder"]
 
 
-def k8s_executor_config(deployment: Deployment) -> dict:
-    """One pod per step, at most 8 at once; the steps that load the guide model get one GPU each (unless the
-    guide is pinned to the CPU)."""
+def k8s_executor_config(deployment: Deployment, steps: list[str]) -> dict:
+    """One pod per step, at most 8 at once; the guide `steps` get one GPU each (unless the guide is pinned to
+    the CPU)."""
     gpu = {"container_config": {"resources": {"limits": {"nvidia.com/gpu": 1}}}}
-    steps = {} if deployment.guide_device == "cpu" else {s: gpu for s in GUIDE_STEPS}
+    steps = {} if deployment.guide_device == "cpu" else {s: gpu for s in steps}
     return {"max_concurrent": 8, "per_step_k8s_config": steps}
 
 
-def executor_for(deployment: Deployment) -> dg.ExecutorDefinition | None:
+def executor_for(deployment: Deployment, steps: list[str]) -> dg.ExecutorDefinition | None:
     """None: Dagster's default (multiprocess) executor; `celery`: each step goes to a dagster-celery worker;
     `k8s`: each step is a Kubernetes job (docs/deploy.md). `gistforge build` runs in-process and ignores this."""
     if deployment.executor == "k8s":
         from dagster_k8s import k8s_job_executor
 
-        return k8s_job_executor.configured(k8s_executor_config(deployment), name="k8s")
+        return k8s_job_executor.configured(k8s_executor_config(deployment, steps), name="k8s")
     if deployment.executor == "in_process":
         return dg.in_process_executor
     if deployment.executor != "celery":
@@ -62,17 +66,18 @@ def build_definitions(cfg: BuildConfig, deployment: Deployment,
     scheduled rebuild (sensor `weekly_rebuild`) ticks."""
     tasks = [t.name for t in cfg.included_tasks]
     partitions = dg.StaticPartitionsDefinition(tasks)
+    steps, tags = guide_steps(cfg), deployment.guide_step_tags()
     return dg.Definitions(
-        assets=rebuild.apply([mteb_test_texts, medi_triplets, train_split_asset(partitions),
-                              mined_triplets_asset(partitions, deployment.guide_step_tags()), triplet_dataset,
-                              published_dataset, finetuned_encoder_asset(deployment.guide_step_tags())]),
+        assets=rebuild.apply([mteb_test_texts, medi_triplets_asset(tags if "medi_triplets" in steps else None),
+                              train_split_asset(partitions), mined_triplets_asset(partitions, tags), triplet_dataset,
+                              published_dataset, finetuned_encoder_asset(tags)]),
         jobs=automation.jobs(partitions),
         sensors=[rebuild.sensor(), automation.rebuild_failure_sensor, automation.upstream_pins_sensor],
         resources={"gistforge": BuildResource.of(cfg, deployment.home),
                    "guide": GuideModelResource(device=deployment.guide_device),
                    "publisher": publisher_for(deployment)},
         loggers=loggers,  # None: Dagster's console logger; the CLI passes its short one
-        executor=executor_for(deployment),
+        executor=executor_for(deployment, steps),
     )
 
 

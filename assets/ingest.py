@@ -36,18 +36,27 @@ def mteb_test_texts(context: dg.AssetExecutionContext, gistforge: BuildResource)
                                           "not_decontaminated": dg.MetadataValue.json(report.not_decontaminated)})
 
 
-@dg.asset(group_name="ingest", kinds={"polars", "parquet"}, owners=OWNERS, code_version=ingest.MEDI_SPEC.version,
-          tags={"network": "hub"}, deps=[mteb_test_texts],
-          description="MEDI instruction triplets at the pinned revision, cleaned and decontaminated (drops counted).")
-def medi_triplets(context: dg.AssetExecutionContext, gistforge: BuildResource,
-                  guide: GuideModelResource) -> dg.MaterializeResult:
-    cfg, ws = gistforge.config(), gistforge.workspace()
-    with fail_fast():
-        report = ingest.ingest_medi(ws, cfg.medi, cfg.decontamination, guide=f"{cfg.guide_model}@{cfg.guide_revision}",
-                                    embed=lambda: guide.encoder(cfg, ws).vectors, network=cfg.network)
-    context.log.info("MEDI: %s", report.account)
-    return dg.MaterializeResult(metadata={**reuse_metadata(report), **account_metadata(report.account),
-                                          "medi_tasks": report.tasks})
+def medi_triplets_asset(guide_op_tags: dict[str, str] | None = None) -> dg.AssetsDefinition:
+    """`guide_op_tags` given (the optional near-duplicate pass loads the guide here): the step joins the
+    `guide_model` pool and runs where those tags send it, like mining (`Deployment.guide_step_tags`)."""
+
+    @dg.asset(group_name="ingest", kinds={"polars", "parquet"}, owners=OWNERS, code_version=ingest.MEDI_SPEC.version,
+              tags={"network": "hub"}, deps=[mteb_test_texts], op_tags=guide_op_tags,
+              pool="guide_model" if guide_op_tags is not None else None,
+              description="MEDI instruction triplets at the pinned revision, cleaned and decontaminated (drops "
+                          "counted).")
+    def medi_triplets(context: dg.AssetExecutionContext, gistforge: BuildResource,
+                      guide: GuideModelResource) -> dg.MaterializeResult:
+        cfg, ws = gistforge.config(), gistforge.workspace()
+        with fail_fast():
+            report = ingest.ingest_medi(ws, cfg.medi, cfg.decontamination,
+                                        guide=f"{cfg.guide_model}@{cfg.guide_revision}",
+                                        embed=lambda: guide.encoder(cfg, ws).vectors, network=cfg.network)
+        context.log.info("MEDI: %s", report.account)
+        return dg.MaterializeResult(metadata={**reuse_metadata(report), **account_metadata(report.account),
+                                              "medi_tasks": report.tasks})
+
+    return medi_triplets
 
 
 def train_split_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:

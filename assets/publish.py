@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.ingest import OWNERS, medi_triplets
+from assets.ingest import OWNERS
 from assets.metadata import schema_metadata, tasks_table, version_diff_table
 from assets.resources import BuildResource, PublisherResource
 from pipeline.road import build, publish
@@ -15,7 +15,7 @@ def _json(value):
     return dg.MetadataValue.json(value) if isinstance(value, (list, dict)) else value
 
 
-@dg.asset(group_name="publish", deps=[medi_triplets, "mined_triplets"], kinds={"parquet"}, owners=OWNERS,
+@dg.asset(group_name="publish", deps=["medi_triplets", "mined_triplets"], kinds={"parquet"}, owners=OWNERS,
           code_version=build.SPEC.version,
           check_specs=[dg.AssetCheckSpec(name, asset="triplet_dataset", blocking=True) for name in BUILD_CHECKS],
           description="MEDI + mined triplets in the published schema: shards and dataset card. Its checks block "

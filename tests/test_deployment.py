@@ -77,7 +77,7 @@ def test_executor_choice_resolves_for_every_job(env, executor, tmp_path):
     from dagster._core.execution.api import create_execution_plan
 
     from assets.automation import rebuild_plan
-    from assets.definitions import GUIDE_STEPS, build_definitions, k8s_executor_config
+    from assets.definitions import build_definitions, guide_steps, k8s_executor_config
     from assets.settings import Deployment
     from pipeline.config import load_config
 
@@ -94,9 +94,9 @@ def test_executor_choice_resolves_for_every_job(env, executor, tmp_path):
                                      if step.partition else {})
         assert plan.step_keys_to_execute
     if executor == "k8s":
-        per_step = k8s_executor_config(deployment)["per_step_k8s_config"]
-        assert set(per_step) == (set() if deployment.guide_device == "cpu" else set(GUIDE_STEPS))
-        assert set(GUIDE_STEPS) <= {key for job in defs.resolve_all_job_defs() for key in job.graph.node_dict}
+        per_step = k8s_executor_config(deployment, guide_steps(cfg))["per_step_k8s_config"]
+        assert set(per_step) == (set() if deployment.guide_device == "cpu" else {"mined_triplets", "finetuned_encoder"})
+        assert set(guide_steps(cfg)) <= {key for job in defs.resolve_all_job_defs() for key in job.graph.node_dict}
 
 
 def test_celery_without_a_broker_is_a_clear_error(tmp_path):
@@ -104,22 +104,32 @@ def test_celery_without_a_broker_is_a_clear_error(tmp_path):
     from assets.settings import Deployment
 
     with pytest.raises(ValueError, match="GISTFORGE_CELERY_BROKER"):
-        executor_for(Deployment.from_env({"GISTFORGE_EXECUTOR": "celery"}, home=str(tmp_path)))
+        executor_for(Deployment.from_env({"GISTFORGE_EXECUTOR": "celery"}, home=str(tmp_path)), [])
 
 
 def test_guide_steps_go_to_the_guide_queue_only_when_one_is_set(tmp_path):
+    """The steps that load the guide (MEDI's ingest too when the near-duplicate pass is on) go to the guide
+    queue and share the `guide_model` pool; no queue is named when none is set."""
     from assets.definitions import build_definitions
     from assets.settings import Deployment, config_from_env
+    from pipeline.config import DecontaminationConfig
 
-    def queues(environ: dict) -> dict[str, str | None]:
-        defs = build_definitions(config_from_env({}), Deployment.from_env(environ, home=str(tmp_path)))
+    embedded = config_from_env({})
+    near = embedded.model_copy(update={"decontamination": DecontaminationConfig(near_duplicate_threshold=0.95)})
+
+    def steps(cfg, environ: dict) -> dict[str, tuple[str | None, str | None]]:
+        defs = build_definitions(cfg, Deployment.from_env(environ, home=str(tmp_path)))
         jobs = defs.get_repository_def().get_all_jobs()
-        return {n.name: n.tags.get("dagster-celery/queue") for j in jobs for n in j.graph.node_dict.values()}
+        return {n.name: (n.tags.get("dagster-celery/queue"), n.definition.pool)
+                for j in jobs for n in j.graph.node_dict.values()}
 
-    tagged = queues({"GISTFORGE_GUIDE_QUEUE": "guide"})
-    assert {n for n, q in tagged.items() if q} == {"mined_triplets", "finetuned_encoder"}
-    assert {q for q in tagged.values() if q} == {"guide"}
-    assert not any(queues({}).values())
+    for cfg, guided in ((embedded, {"mined_triplets", "finetuned_encoder"}),
+                        (near, {"medi_triplets", "mined_triplets", "finetuned_encoder"})):
+        tagged = steps(cfg, {"GISTFORGE_GUIDE_QUEUE": "guide"})
+        assert {n for n, (q, _) in tagged.items() if q} == guided
+        assert {n for n, (_, pool) in tagged.items() if pool == "guide_model"} == guided
+        assert {q for q, _ in tagged.values() if q} == {"guide"}
+        assert not any(q for q, _ in steps(cfg, {}).values())
 
 
 def test_deploy_files_are_valid_and_agree(tmp_path, monkeypatch):
