@@ -35,8 +35,8 @@ def k8s_executor_config(deployment: Deployment, steps: list[str]) -> dict:
     """One pod per step, at most 8 at once; the guide `steps` get one GPU each (unless the guide is pinned to
     the CPU)."""
     gpu = {"container_config": {"resources": {"limits": {"nvidia.com/gpu": 1}}}}
-    steps = {} if deployment.guide_device == "cpu" else {s: gpu for s in steps}
-    return {"max_concurrent": 8, "per_step_k8s_config": steps}
+    per_step = {} if deployment.guide_device == "cpu" else {s: gpu for s in steps}
+    return {"max_concurrent": 8, "per_step_k8s_config": per_step}
 
 
 def executor_for(deployment: Deployment, steps: list[str]) -> dg.ExecutorDefinition | None:

@@ -19,7 +19,8 @@ from pipeline.common.text import text_keys
 from pipeline.common.retry import RetryBudget
 from pipeline.config import DecontaminationConfig, NetworkConfig, TaskSource
 from pipeline.registry import get_task
-from pipeline.road.sources import labelled_frame, load_split, pin, read_local, resolve, snapshot, source_identity
+from pipeline.road.sources import (labelled_frame, load_split, pin, read_local, resolve, snapshot_folder,
+                                   source_identity)
 from pipeline.workspace import StageReport, StageSpec, Workspace
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,8 @@ def load_test_split(src: TaskSource, budget: RetryBudget | None = None,
         return labelled_frame(read_local(Path(src.test_path), f"local task {src.name} test"), src, src.name)
     task = get_task(src.name)
     source = f"{src.name} ({'@'.join(pin(src))}) test"
-    folder = folder if folder is not None else snapshot(src, budget)
-    return labelled_frame(load_split(folder, source, task.config, task.test_split), src, source)
+    return labelled_frame(load_split(snapshot_folder(src, budget, folder), source, task.config, task.test_split),
+                          src, source)
 
 
 def collect_test_texts(ws: Workspace, tasks: Sequence[TaskSource],

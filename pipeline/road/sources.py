@@ -85,7 +85,8 @@ def resolve(src: TaskSource | MediSource, budget: RetryBudget | None = None) -> 
     return None if is_local(src) else snapshot(src, budget)
 
 
-def _folder(src: TaskSource | MediSource, budget: RetryBudget | None, folder: Path | None) -> Path:
+def snapshot_folder(src: TaskSource | MediSource, budget: RetryBudget | None, folder: Path | None) -> Path:
+    """The folder a stage already resolved (`resolve`), else the source's snapshot, resolved now."""
     return folder if folder is not None else snapshot(src, budget)
 
 
@@ -97,7 +98,7 @@ def source_identity(src: TaskSource | MediSource, budget: RetryBudget | None = N
         return {"file": _file_identity(src.path), "test": _file_identity(src.test_path) if src.test_path else {}}
     if isinstance(src, MediSource) and src.kind == "json":
         return {"file": _file_identity(src.path)}
-    return {"hub": pin(src)[0], "commit": _folder(src, budget, folder).name}
+    return {"hub": pin(src)[0], "commit": snapshot_folder(src, budget, folder).name}
 
 
 def _file_identity(path: Path | None) -> dict:
@@ -338,7 +339,7 @@ def describe_task_source(src: TaskSource, budget: RetryBudget | None = None, fol
     fallback, fallback_from = (src.license, "the build config") if src.license else (task.license, "the registry")
     return {"task": src.name, "kind": "hub", "repo_id": task.hub_id, "config": task.config, "split": task.split,
             "sample": _is_sample(src.cache_dir),
-            **_hub_provenance(src, _folder(src, budget, folder), fallback, fallback_from)}
+            **_hub_provenance(src, snapshot_folder(src, budget, folder), fallback, fallback_from)}
 
 
 def load_task_split(src: TaskSource, budget: RetryBudget | None = None, folder: Path | None = None) -> pl.DataFrame:
@@ -349,7 +350,7 @@ def load_task_split(src: TaskSource, budget: RetryBudget | None = None, folder: 
     else:
         task = get_task(src.name)
         source = f"{src.name} ({'@'.join(pin(src))})"
-        raw = load_split(_folder(src, budget, folder), source, task.config, task.split)
+        raw = load_split(snapshot_folder(src, budget, folder), source, task.config, task.split)
     if raw.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     log.info("loaded %s rows from %s", raw.height, source)
@@ -392,7 +393,7 @@ def load_medi(src: MediSource, budget: RetryBudget | None = None, folder: Path |
         df = _medi_json(Path(src.path), source)
     else:
         source = f"MEDI ({'@'.join(pin(src))})"
-        df = load_split(_folder(src, budget, folder), source, None, "train")
+        df = load_split(snapshot_folder(src, budget, folder), source, None, "train")
     if df.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     _require(df, {c: c for c in MEDI_COLUMNS}, source)
@@ -404,4 +405,4 @@ def describe_medi_source(src: MediSource, budget: RetryBudget | None = None, fol
     if src.kind == "json":
         return {"kind": "json", "path": Path(src.path).name, **_license(None, src.license, "the build config")}
     return {"kind": "hub", "repo_id": src.repo_id, "sample": _is_sample(src.cache_dir),
-            **_hub_provenance(src, _folder(src, budget, folder), src.license, "the build config")}
+            **_hub_provenance(src, snapshot_folder(src, budget, folder), src.license, "the build config")}
