@@ -12,6 +12,7 @@ because `initdb` refuses root). Nothing listens beyond 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -273,17 +274,16 @@ class LocalCluster:
         self.workers[name].wait(30)
 
     def _stop(self, proc: subprocess.Popen | None) -> None:
-        if proc is None or proc.poll() is not None:
+        """SIGTERM to the process's whole group, then SIGKILL to what is left of it: the daemon's code server
+        (`dagster api grpc`) shares its group and outlived a daemon that had exited on SIGTERM."""
+        if proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
     def close(self) -> None:
         for proc in [*self.workers.values(), self.daemon]:
