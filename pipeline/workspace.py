@@ -8,17 +8,19 @@ asset's `code_version`, so "stale in the UI" and "redone on rerun" always agree.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.common import atomic
+from pipeline.common import atomic, locks
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,12 @@ class StageReport(BaseModel):
 
 R = TypeVar("R", bound=StageReport)
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+_OUTPUT = "output_identity"
+
+
+class StaleOutputError(RuntimeError):
+    """A stage's output is no longer the one its report describes."""
 
 
 def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -138,30 +146,66 @@ class Workspace:
             df.write_parquet(tmp)
 
     def save_report(self, report: BaseModel, output: Path) -> None:
-        """Commit `report` beside `output` (after the output itself: see `StageReport`)."""
-        atomic.write_text(self.report_path(output),
-                          json.dumps(report.model_dump(mode="json", exclude={"reused"}), indent=2, sort_keys=True))
+        """Commit `report` beside `output` (after the output itself: see `StageReport`), naming the output it
+        describes (its `atomic.identity`), so a report is never paired with another build's output."""
+        data = report.model_dump(mode="json", exclude={"reused"})
+        if self.report_path(output) != output and (stamp := atomic.committed(output)) is not None:
+            data[_OUTPUT] = stamp
+        atomic.write_text(self.report_path(output), json.dumps(data, indent=2, sort_keys=True))
+
+    def _read(self, output: Path) -> tuple[dict[str, Any], bool]:
+        """The report's fields, and whether `output` is still the one it was written for."""
+        data = json.loads(self.report_path(output).read_text(encoding="utf-8"))
+        stamp = data.pop(_OUTPUT, None) if self.report_path(output) != output else None
+        return data, stamp is None or (output.exists() and atomic.identity(output) == stamp)
 
     def load_report(self, output: Path, kind: type[M]) -> M:
         path = self.report_path(output)
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: materialise the stage that writes {output.name} first")
-        return kind.model_validate_json(path.read_text(encoding="utf-8"))
+        data, matches = self._read(output)
+        if not matches:
+            raise StaleOutputError(f"{output} was replaced after {path.name} was written (two builds on one home "
+                                   "at once?): materialise the stage that writes it again")
+        return kind.model_validate(data)
 
     def fingerprint_of(self, output: Path) -> str | None:
         """The committed fingerprint of an upstream output, or None when it was never made."""
         path = self.report_path(output)
-        return json.loads(path.read_text()).get("fingerprint") if path.exists() else None
+        if not path.exists():
+            return None
+        data, matches = self._read(output)
+        if not matches:
+            raise StaleOutputError(f"{output} was replaced after {path.name} was written (two builds on one home "
+                                   "at once?): materialise the stage that writes it again")
+        return data.get("fingerprint")
 
     def reuse(self, output: Path, fingerprint: str, kind: type[R]) -> R | None:
         """The committed report of `output` when it was made from the same inputs, so a rerun skips the work."""
         path = self.report_path(output)
         if output.exists() and path.exists():
+            data, matches = self._read(output)
             try:
-                report = kind.model_validate_json(path.read_text(encoding="utf-8"))
+                report = kind.model_validate(data)
             except ValueError:  # a report of an older layout: redo the stage
                 return None
-            if report.fingerprint == fingerprint:
+            if report.fingerprint == fingerprint and matches:
                 log.info("%s is up to date (fingerprint %s): reused, not redone", output.name, fingerprint)
                 return report.model_copy(update={"reused": True})
         return None
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the profile's build lock (an OS lock on `work/<profile>/.lock`): the build and the publish of
+        one home and profile never overlap, across processes and Dagster instances alike."""
+        with locks.exclusive(self.work / ".lock", f"profile {self.profile!r} in {self.home}"):
+            yield
+
+
+def holding_lock(fn: Callable[..., T]) -> Callable[..., T]:
+    """Run a stage `fn(ws, ...)` under `ws.lock()`."""
+    @functools.wraps(fn)
+    def locked(ws: Workspace, *args: Any, **kwargs: Any) -> T:
+        with ws.lock():
+            return fn(ws, *args, **kwargs)
+    return locked

@@ -15,6 +15,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from pipeline.road import publish as publish_mod
 from pipeline.road.build import assemble, write_build
 from pipeline.road.publish import HubPublisher, LocalHub, PublishError
+from tests.hub_double import GitHubApi
 from tests.test_build_publish import _frames
 
 TOKEN = "hf_SECRETtoken1234567890"
@@ -132,94 +133,116 @@ def test_a_crash_before_the_ref_moves_leaves_the_previous_version_intact(tmp_pat
 # ------------------------------------------------------------------------------------------ Hub boundary
 
 
-class FakeHfApi:
-    """A recording stand-in for `huggingface_hub.HfApi` (no Hub is reachable from tests): it keeps commits and
-    tags in memory, serves files back for `hf_hub_download`, and can be told to fail a call with an HTTP status.
-    """
-
-    def __init__(self, tmp: Path):
-        self.tmp, self.calls, self.commits, self.tags = tmp, [], [], {}
-        self.fail: dict[str, list[int]] = {}
-        self.lose: str | None = None  # a file the next commit silently loses
-
-    def _record(self, name, kwargs):
-        self.calls.append((name, {k: v for k, v in kwargs.items() if k != "operations"}))
-        if self.fail.get(name):
-            status = self.fail[name].pop(0)
-            request = httpx2.Request("POST", f"https://huggingface.co/api/{name}")
-            raise HfHubHTTPError(f"{status} Server Error for url {request.url} (token {kwargs.get('token')})",
-                                 response=httpx2.Response(status, request=request))
-
-    def create_repo(self, repo_id, **kw):
-        self._record("create_repo", kw)
-
-    def list_repo_refs(self, repo_id, **kw):
-        self._record("list_repo_refs", kw)
-        head = self.commits[-1]["oid"] if self.commits else None
-        return SimpleNamespace(tags=[SimpleNamespace(name=t, target_commit=c) for t, c in self.tags.items()],
-                               branches=[SimpleNamespace(name="main", target_commit=head)] if head else [])
-
-    def create_commit(self, repo_id, operations, **kw):
-        self._record("create_commit", kw)
-        head = self.commits[-1]["oid"] if self.commits else None
-        if kw.get("parent_commit") != head:
-            raise AssertionError("parent_commit guard not honoured")
-        files = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in operations
-                 if op.path_in_repo != self.lose}
-        oid = hashlib.sha1(json.dumps(sorted(files)).encode() + str(len(self.commits)).encode()).hexdigest()
-        self.commits.append({"oid": oid, "files": files, "parent": kw.get("parent_commit")})
-        return SimpleNamespace(oid=oid)
-
-    def create_tag(self, repo_id, *, tag, revision, **kw):
-        self._record("create_tag", {**kw, "tag": tag, "revision": revision})
-        self.tags[tag] = revision
-
-    def list_repo_tree(self, repo_id, *, revision, recursive, **kw):
-        self._record("list_repo_tree", {**kw, "revision": revision})
-        commit = next(c for c in self.commits if c["oid"] == self.tags.get(revision, revision))
-        return [SimpleNamespace(path=".gitattributes", size=1), SimpleNamespace(path="data", tree_id="0"),
-                *(SimpleNamespace(path=p, size=len(b)) for p, b in commit["files"].items())]
-
-    def hf_hub_download(self, repo_id, filename, *, revision, **kw):
-        self._record("hf_hub_download", {**kw, "filename": filename, "revision": revision})
-        commit = next(c for c in self.commits if c["oid"] == self.tags.get(revision, revision))
-        path = self.tmp / "dl" / commit["oid"] / filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(commit["files"][filename])
-        return str(path)
+def _hub(tmp_path: Path) -> GitHubApi:
+    return GitHubApi(tmp_path / "hub-remote")
 
 
-def test_hub_publish_is_one_commit_plus_one_tag_per_version(tmp_path, caplog):
-    api = FakeHfApi(tmp_path)
+def _build_of(tmp_path: Path, name: str, frames, max_shard_bytes: int) -> Path:
+    dest = tmp_path / name
+    write_build(assemble(frames, seed=1), lambda size: "---\nlicense: other\n---\n# card\n", dest, max_shard_bytes)
+    return dest
+
+
+def test_each_hub_version_is_exactly_its_build_and_load_dataset_reads_only_it(tmp_path):
+    """Issue 22 #1: v1 has three tasks (two shards for one), v2 two tasks of one shard: v2's tag holds exactly
+    v2's files (the dropped task and the renamed shards deleted in v2's one commit), and `load_dataset` of v2
+    gives v2's rows, not v1's leftovers."""
+    from datasets import load_dataset
+
+    api = _hub(tmp_path)
+    pub = HubPublisher(api, TOKEN, sleep=lambda s: None)
+    v1_dir = _build_of(tmp_path, "v1", _frames(200), 16_000)
+    v1 = pub.publish(v1_dir, "org/ds", today=dt.date(2026, 1, 1))
+    v1_files = set(api.files("org/ds", v1.tag))
+    assert {"data/mteb_banking77/train-00000-of-00002.parquet", "data/mteb_banking77/train-00001-of-00002.parquet",
+            "data/local_my_task/train-00000-of-00002.parquet"} <= v1_files, sorted(v1_files)
+    v2_dir = _build_of(tmp_path, "v2", [f for f in _frames(200) if f["source"][0] != "local"], 1 << 30)
+    v2 = pub.publish(v2_dir, "org/ds", today=dt.date(2026, 1, 2))
+    v2_files = api.files("org/ds", v2.tag)
+    staged = {p.relative_to(v2_dir).as_posix() for p in v2_dir.rglob("*") if p.is_file()} - {".gistforge-build.json"}
+    assert set(v2_files) == staged | {".gitattributes", ".gistforge/manifest.json"}, \
+        "v2's tree is exactly v2 (plus its manifest and the Hub's .gitattributes)"
+    assert not any(f.startswith("data/local_my_task/") or "-of-00002" in f for f in v2_files)
+    assert "data/mteb_banking77/train-00000-of-00001.parquet" in v2_files
+    assert set(api.files("org/ds", v1.tag)) == v1_files, "v1's tag still holds v1"
+    commits = api.git(api._repo("org/ds", "dataset"), "rev-list", "--count", "main")
+    assert commits == "3", "the initial commit, then one commit per version"
+    ds = load_dataset(str(api.checkout("org/ds", v2.tag, tmp_path / "v2-read")), split="train")
+    expected = pl.read_parquet(v2_dir / "data" / "*" / "*.parquet")
+    assert ds.num_rows == expected.height
+    assert sorted(ds["query"]) == sorted(expected["query"].to_list())
+    print("v1:", sorted(v1_files), "\nv2:", sorted(v2_files))
+
+
+def test_hub_publish_is_one_commit_plus_one_tag_per_version(tmp_path):
+    api = _hub(tmp_path)
     pub = HubPublisher(api, TOKEN, sleep=lambda s: None)
     first = pub.publish(_build(tmp_path, 1), "org/ds", today=dt.date(2026, 1, 1))
     second = pub.publish(_build(tmp_path, 2), "org/ds", today=dt.date(2026, 1, 2))
     again = pub.publish(_build(tmp_path, 2), "org/ds", today=dt.date(2026, 1, 3))
     assert [first.status, second.status, again.status] == ["published", "published", "unchanged"]
-    assert len(api.commits) == 2 and api.tags == {first.tag: first.revision, second.tag: second.revision}
-    files = set(api.commits[1]["files"])
+    commits = [kw for name, kw in api.calls if name == "create_commit"]
+    assert len(commits) == 2
+    assert {t.name: t.target_commit for t in api.list_repo_refs("org/ds", repo_type="dataset").tags} == \
+        {first.tag: first.revision, second.tag: second.revision}
     assert {"README.md", "data/mteb_banking77/train-00000-of-00001.parquet", ".gistforge/manifest.json",
-            ".gistforge/row_hashes.parquet"} <= files
-    assert api.commits[1]["parent"] == first.revision, "second commit guarded by parent_commit"
+            ".gistforge/row_hashes.parquet"} <= set(api.files("org/ds", second.tag))
+    assert commits[1]["parent_commit"] == first.revision, "second commit guarded by parent_commit"
     assert second.previous_tag == first.tag and any(d.kept for d in second.diff)
     create = [kw for name, kw in api.calls if name == "create_repo"][0]
     assert create == {"repo_type": "dataset", "exist_ok": True, "private": True, "token": TOKEN}
 
 
-def test_hub_publish_verifies_the_tag_against_its_manifest(tmp_path):
-    api = FakeHfApi(tmp_path)
+def test_a_commit_that_fails_its_tree_check_is_never_tagged(tmp_path):
+    """Issue 22 #1: the commit's tree is checked before the tag moves; a rerun commits the version again."""
+    api = _hub(tmp_path)
     good = HubPublisher(api, TOKEN).publish(_build(tmp_path, 1), "org/ds")
-    assert [n for n, _ in api.calls][-1] == "list_repo_tree", "checked after tagging"
-    manifest = json.loads(api.commits[-1]["files"][".gistforge/manifest.json"])
-    assert manifest["files"]["README.md"] == len(api.commits[-1]["files"]["README.md"]) and good.status == "published"
+    assert [n for n, _ in api.calls][-1] == "create_tag", "checked, then tagged"
+    manifest = json.loads(api.files("org/ds", good.tag)[".gistforge/manifest.json"])
+    assert manifest["files"]["README.md"] == len(api.files("org/ds", good.tag)["README.md"])
     api.lose = "data/medi/train-00000-of-00001.parquet"
-    with pytest.raises(PublishError, match=r"org/ds@.* does not match its manifest: missing \['data/medi/train-0000"):
+    with pytest.raises(PublishError, match=r"org/ds@.* does not match its manifest: .*content differs "
+                                           r"\['data/medi/train-0000.*not tagged"):
         HubPublisher(api, TOKEN).publish(_build(tmp_path, 2), "org/ds")
+    assert [t.name for t in api.list_repo_refs("org/ds", repo_type="dataset").tags] == [good.tag]
+    again = HubPublisher(api, TOKEN).publish(_build(tmp_path, 2), "org/ds")
+    assert again.status == "published" and "data/medi/train-00000-of-00001.parquet" in api.files("org/ds", again.tag)
+
+
+def test_a_commit_not_on_the_head_is_refused_as_on_the_hub(tmp_path):
+    """The double's `parent_commit` guard is the Hub's: a concurrent commit between list and commit gives 412,
+    which is not retried, and nothing is tagged."""
+    api = _hub(tmp_path)
+    pub = HubPublisher(api, TOKEN, sleep=lambda s: None)
+    pub.publish(_build(tmp_path, 1), "org/ds")
+    real = api.list_repo_refs
+
+    def racing(repo_id, **kw):  # another publisher commits right after we read the head
+        refs = real(repo_id, **kw)
+        from huggingface_hub import CommitOperationAdd
+        api.create_commit(repo_id, [CommitOperationAdd("x.txt", b"x")], commit_message="other", repo_type="dataset")
+        return refs
+
+    api.list_repo_refs = racing
+    with pytest.raises(PublishError, match="412"):
+        pub.publish(_build(tmp_path, 2), "org/ds")
+    api.list_repo_refs = real
+    assert len(api.list_repo_refs("org/ds", repo_type="dataset").tags) == 1
+
+
+def test_a_private_publish_never_lands_in_a_public_repo(tmp_path):
+    """Issue 23 #9: `create_repo(exist_ok=True, private=True)` leaves a public repo public; the publish refuses."""
+    api = _hub(tmp_path)
+    api.create_repo("org/ds", repo_type="dataset", private=False)
+    with pytest.raises(PublishError, match="is public, while GISTFORGE_HUB_PRIVATE=1"):
+        HubPublisher(api, TOKEN, private=True).publish(_build(tmp_path, 1), "org/ds")
+    assert not api.list_repo_refs("org/ds", repo_type="dataset").tags
+    assert HubPublisher(api, TOKEN, private=False).publish(_build(tmp_path, 1), "org/ds").status == "published"
 
 
 def test_hub_retries_a_503_and_fails_fast_and_clean_on_a_401(tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
-    api = FakeHfApi(tmp_path)
+    api = _hub(tmp_path)
     sleeps, now = [], [0.0]
 
     def sleep(seconds):  # a clock that the retry waits advance
@@ -249,12 +272,12 @@ def test_hub_retries_a_503_and_fails_fast_and_clean_on_a_401(tmp_path, caplog):
         assert TOKEN not in text
     assert "***" in caplog.text, "the retry log shows the message with the token redacted"
 
-    # the commit landed but its tag did not: a rerun tags that commit instead of committing again
+    # the commit landed but its tag did not: a rerun checks that commit's tree and tags it instead of committing again
     api.fail = {}
-    commits = len(api.commits)
+    commits = [n for n, _ in api.calls].count("create_commit")
     done = pub.publish(_build(tmp_path, 3), "org/ds")
-    assert done.status == "published" and len(api.commits) == commits
-    assert api.tags[done.tag] == api.commits[-1]["oid"]
+    assert done.status == "published" and [n for n, _ in api.calls].count("create_commit") == commits
+    assert done.revision == api.resolve("org/ds", "main") == api.resolve("org/ds", done.tag)
 
 
 def test_model_folders_publish_with_a_tag_locally_and_to_the_hub(tmp_path):
@@ -264,16 +287,25 @@ def test_model_folders_publish_with_a_tag_locally_and_to_the_hub(tmp_path):
     (folder / "1_Pooling").mkdir(parents=True)
     (folder / "config.json").write_text("{}")
     (folder / "1_Pooling" / "config.json").write_text("{}")
+    (folder / "old_head.bin").write_text("v1 only")
     local = LocalHub(tmp_path / "hub").publish_model(folder, "org/encoder", "2026.01.01-abcdef12")
     path = snapshot_download("org/encoder", revision="2026.01.01-abcdef12", cache_dir=str(tmp_path / "hub"),
                              local_files_only=True)
     assert Path(path).name == local.revision and (Path(path) / "1_Pooling" / "config.json").exists()
 
-    api = FakeHfApi(tmp_path)
-    hub = HubPublisher(api, TOKEN, sleep=lambda s: None).publish_model(folder, "org/encoder", "2026.01.01-abcdef12")
-    assert set(api.commits[0]["files"]) == {"config.json", "1_Pooling/config.json"}
-    assert api.tags == {"2026.01.01-abcdef12": hub.revision}
-    assert [kw.get("repo_type") for n, kw in api.calls if n != "hf_hub_download"] == ["model"] * 3
+    api = _hub(tmp_path)
+    pub = HubPublisher(api, TOKEN, sleep=lambda s: None)
+    first = pub.publish_model(folder, "org/encoder", "2026.01.01-abcdef12")
+    assert set(api.files("org/encoder", first.tag, "model")) == \
+        {".gitattributes", "config.json", "1_Pooling/config.json", "old_head.bin"}
+    (folder / "old_head.bin").unlink()
+    (folder / "config.json").write_text('{"retrained": true}')
+    second = pub.publish_model(folder, "org/encoder", "2026.01.02-abcdef12")
+    assert set(api.files("org/encoder", second.tag, "model")) == {".gitattributes", "config.json",
+                                                                  "1_Pooling/config.json"}
+    retrained = pub.publish_model(folder / "1_Pooling", "org/encoder", "2026.01.02-abcdef12")
+    assert api.resolve("org/encoder", "2026.01.02-abcdef12", "model") == retrained.revision != second.revision
+    assert {kw.get("repo_type") for n, kw in api.calls if n != "hf_hub_download"} == {"model"}
 
 
 @pytest.mark.slow
@@ -296,7 +328,7 @@ def test_hub_target_reads_the_token_through_the_resource_and_leaks_it_nowhere(em
     apis = []
 
     def fake_api(endpoint=None):
-        api = FakeHfApi(tmp_path)
+        api = GitHubApi(tmp_path / "hub-remote")
         api.fail = {"create_tag": [403]}  # refused, with the token in the error text: fails at once, no retry
         apis.append(api)
         return api

@@ -1,8 +1,17 @@
-"""Whether a process on this host still exists: how leftovers of killed runs are told from live work."""
+"""Whether a process still exists on this host, and whether it is the one that wrote something.
+
+A bare pid proves little: pids are reused (a container's build is often pid 1 or the same small number at
+every start), so a writer is identified by pid *and* start time: a live process that started after a
+temporary was made cannot be the process that made it.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import socket
+
+import psutil
 
 
 def alive(pid: int) -> bool:
@@ -13,3 +22,24 @@ def alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def started_at(pid: int) -> float | None:
+    """The process's start time (seconds since the epoch), or None when no such process lives here."""
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied:  # exists, owned by someone else, start time unreadable
+        return 0.0
+
+
+def alive_since(pid: int, since: float) -> bool:
+    """A process with this pid lives here and started no later than `since` (with 2 s of clock slack)."""
+    start = started_at(pid)
+    return start is not None and start <= since + 2.0
+
+
+def host_id() -> str:
+    """This host's name as a file-name-safe token (no dots): what tells hosts apart on a shared folder."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"

@@ -14,30 +14,37 @@ read a version exactly as a downstream trainer reads one from the Hub.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import re
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Protocol
 
 import polars as pl
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
-from pipeline.common import atomic, faults
+from pipeline.common import atomic, faults, locks
 from pipeline.common.markdown import markdown_table
 from pipeline.common.retry import BudgetSpent, RetryBudget, describe, http_status
 from pipeline.road.build import content_hash, read_build_hash
+from pipeline.road.build import content_hash as folder_hash
 from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 MANIFEST = ".gistforge/manifest.json"
 ROW_HASHES = ".gistforge/row_hashes.parquet"
-_TAG = re.compile(r"^\d{4}\.\d{2}\.\d{2}-[0-9a-f]{8}$")
+_TAG = re.compile(r"\d{4}\.\d{2}\.\d{2}-[0-9a-f]{8}")
+
+
+def is_tag(name: str) -> bool:
+    """A gistforge version tag, exactly (`YYYY.MM.DD-<8 hex>`, nothing before or after)."""
+    return _TAG.fullmatch(name) is not None
 
 
 class PublishError(RuntimeError):
@@ -168,10 +175,20 @@ class Manifest(BaseModel):
     previous_tag: str | None
     diff: list[RowDiff]
     files: dict[str, int] = {}  # every other file of the version: path -> bytes, checked after publishing
+    sha256: dict[str, str] = {}  # the same files' sha256: what the Hub's LFS entries are checked against
+
+    @field_validator("tag", "previous_tag")
+    @classmethod
+    def _a_version_tag(cls, value: str | None) -> str | None:
+        """A manifest is read back from a snapshot or the Hub: its tag becomes a ref's file name."""
+        if value is not None and not is_tag(value):
+            raise ValueError(f"{value!r} is not a gistforge version tag (YYYY.MM.DD-<8 hex>)")
+        return value
 
 
-def _manifest(tag: str, content_hash: str, previous_tag: str | None, diff: list[RowDiff], files: dict[str, int]) -> str:
-    return json.dumps(Manifest(tag=tag, content_hash=content_hash, previous_tag=previous_tag, diff=diff, files=files)
+def _manifest(tag: str, content_hash: str, previous_tag: str | None, diff: list[RowDiff], folder: Path) -> str:
+    return json.dumps(Manifest(tag=tag, content_hash=content_hash, previous_tag=previous_tag, diff=diff,
+                               files=file_sizes(folder), sha256=file_digests(folder))
                       .model_dump(mode="json"), indent=2, sort_keys=True)
 
 
@@ -181,26 +198,49 @@ def file_sizes(folder: Path) -> dict[str, int]:
             if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST}
 
 
-def verify_files(expected: dict[str, int], found: dict[str, int], where: str) -> None:
+def file_digests(folder: Path) -> dict[str, str]:
+    """Path -> sha256 of every file of a version folder except its manifest."""
+    out = {}
+    for name in file_sizes(folder):
+        h = hashlib.sha256()
+        with open(Path(folder) / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        out[name] = h.hexdigest()
+    return out
+
+
+def verify_files(expected: dict[str, int], found: dict[str, int], where: str,
+                 expected_sha: dict[str, str] | None = None, found_sha: dict[str, str] | None = None) -> None:
     """The published files are exactly the manifest's (extra files the Hub adds itself, such as
-    `.gitattributes`, aside), with the same sizes; else a `PublishError` naming what differs."""
+    `.gitattributes`, aside), with the same sizes and, where both sides know it, the same sha256; else a
+    `PublishError` naming what differs."""
     missing = sorted(set(expected) - set(found))
     resized = sorted(p for p in expected if p in found and found[p] != expected[p])
+    changed = sorted(p for p, d in (found_sha or {}).items() if p in (expected_sha or {}) and expected_sha[p] != d)
     extra = sorted(p for p in set(found) - set(expected) if p not in (MANIFEST, ".gitattributes"))
-    if missing or resized or extra:
+    if missing or resized or extra or changed:
         raise PublishError(f"{where} does not match its manifest: missing {missing[:5]}, size differs {resized[:5]}, "
-                           f"unexpected {extra[:5]}")
+                           f"content differs {changed[:5]}, unexpected {extra[:5]}")
 
 
 def _stage_version(build_dir: Path, dest: Path, repo_id: str, tag: str, content_hash: str, local: bool,
                    previous: pl.DataFrame | None, previous_tag: str | None) -> list[RowDiff]:
-    """Copy a build into `dest` with its version section and manifest; returns the diff."""
+    """Copy a build into `dest` with its version section and manifest; returns the diff.
+
+    The copy must hash to the build's recorded content hash: a shard changed or removed since the build (or a
+    second build replacing `build/` meanwhile) is refused here, before any ref moves."""
     shutil.copytree(build_dir, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".gistforge-build.json"))
+    if (found := folder_hash(dest)) != content_hash:
+        raise PublishError(f"{build_dir} does not hold the build it records (content hash {found[:12]}, recorded "
+                           f"{content_hash[:12]}): a file changed or went missing after the build; materialise "
+                           "triplet_dataset again, then publish")
     diff = diff_versions(previous, pl.read_parquet(dest / ROW_HASHES))
     card = (dest / "README.md").read_text(encoding="utf-8")
     (dest / "README.md").write_text(card + version_section(repo_id, tag, content_hash, local, previous_tag, diff),
                                     encoding="utf-8")
-    (dest / MANIFEST).write_text(_manifest(tag, content_hash, previous_tag, diff, file_sizes(dest)))
+    (dest / MANIFEST).parent.mkdir(exist_ok=True)
+    (dest / MANIFEST).write_text(_manifest(tag, content_hash, previous_tag, diff, dest))
     return diff
 
 
@@ -219,12 +259,22 @@ class LocalHub:
         if not refs.is_dir():
             return {}
         return {p.name: p.read_text().strip() for p in sorted(refs.iterdir())
-                if p.is_file() and _TAG.match(p.name)}
+                if p.is_file() and is_tag(p.name)}
 
     def _snapshot(self, repo_id: str, rev: str) -> Path:
         return self.repo_dir(repo_id) / "snapshots" / rev
 
+    def lock(self, repo_id: str) -> AbstractContextManager[None]:
+        """One publisher of a repo at a time, across processes and homes sharing this hub (in the Hub cache's
+        own `.locks/` folder)."""
+        return locks.exclusive(self.root / ".locks" / f"gistforge-{self.repo_dir(repo_id).name}.lock",
+                               f"{repo_id} in {self.root}")
+
     def publish(self, build_dir: Path, repo_id: str, today: dt.date | None = None) -> PublishResult:
+        with self.lock(repo_id):
+            return self._publish(build_dir, repo_id, today)
+
+    def _publish(self, build_dir: Path, repo_id: str, today: dt.date | None) -> PublishResult:
         content_hash = read_build_hash(build_dir)
         sha = content_hash[:40]
         repo = self.repo_dir(repo_id)
@@ -283,11 +333,12 @@ class LocalHub:
         digest = content_hash(Path(folder))
         repo = self.root / f"models--{repo_id.replace('/', '--')}"
         snap = repo / "snapshots" / digest[:40]
-        if not snap.exists():
-            with atomic.atomic_dir(snap) as tmp:
-                shutil.copytree(folder, tmp, dirs_exist_ok=True)
-        atomic.write_text(repo / "refs" / tag, digest[:40])
-        atomic.write_text(repo / "refs" / "main", digest[:40])
+        with locks.exclusive(self.root / ".locks" / f"gistforge-{repo.name}.lock", f"{repo_id} in {self.root}"):
+            if not snap.exists():
+                with atomic.atomic_dir(snap) as tmp:
+                    shutil.copytree(folder, tmp, dirs_exist_ok=True)
+            atomic.write_text(repo / "refs" / tag, digest[:40])
+            atomic.write_text(repo / "refs" / "main", digest[:40])
         return PublishResult(repo_id=repo_id, tag=tag, revision=digest[:40], status="published",
                              location=self.location, content_hash=digest)
 
@@ -354,14 +405,59 @@ class HubPublisher:
         with self._one_budget():
             return self._publish(build_dir, repo_id, today)
 
-    def _publish(self, build_dir: Path, repo_id: str, today: dt.date | None) -> PublishResult:
-        from huggingface_hub import CommitOperationAdd
-
-        content_hash = read_build_hash(build_dir)
-        self._call(f"create_repo {repo_id}", self.api.create_repo, repo_id, repo_type="dataset", exist_ok=True,
+    def _ensure_repo(self, repo_id: str, repo_type: str) -> None:
+        """Create the repo if needed; a private publish never lands in a repo that is public (on the Hub,
+        `create_repo(exist_ok=True, private=True)` leaves an existing repo's visibility as it is)."""
+        self._call(f"create_repo {repo_id}", self.api.create_repo, repo_id, repo_type=repo_type, exist_ok=True,
                    private=self.private)
+        if self.private:
+            info = self._call(f"repo_info {repo_id}", self.api.repo_info, repo_id, repo_type=repo_type)
+            if getattr(info, "private", None) is False:
+                raise PublishError(f"{repo_id} exists on the Hub and is public, while GISTFORGE_HUB_PRIVATE=1 asks "
+                                   "for a private version: make the repo private in its Hub settings, or set "
+                                   "GISTFORGE_HUB_PRIVATE=0 to publish publicly")
+
+    def _tree(self, repo_id: str, revision: str | None, repo_type: str) -> tuple[dict[str, int], dict[str, str]]:
+        """Path -> size of every file of a revision, as the Hub lists it (none for no revision), and path ->
+        sha256 of its LFS files."""
+        if revision is None:
+            return {}, {}
+        tree = [e for e in self._call(f"list_repo_tree {repo_id}@{revision}", self.api.list_repo_tree, repo_id,
+                                      revision=revision, recursive=True, repo_type=repo_type)
+                if getattr(e, "size", None) is not None]
+        return {e.path: e.size for e in tree}, {e.path: e.lfs.sha256 for e in tree if getattr(e, "lfs", None)}
+
+    def _commit_exactly(self, repo_id: str, folder: Path, head: str | None, repo_type: str, message: str) -> str:
+        """One commit on `main` whose tree is exactly `folder` (plus the Hub's own `.gitattributes`): every file
+        added, every file of the parent that `folder` lacks deleted; guarded by `parent_commit`."""
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+        stale = sorted(set(self._tree(repo_id, head, repo_type)[0]) - set(files) - {".gitattributes"})
+        ops = [CommitOperationAdd(name, str(path)) for name, path in files.items()] + \
+              [CommitOperationDelete(name) for name in stale]
+        commit = self._call(f"create_commit {repo_id}", self.api.create_commit, repo_id, ops, commit_message=message,
+                            repo_type=repo_type, parent_commit=head)
+        if stale:
+            log.info("%s: the new version deletes %s file(s) of the previous one", repo_id, len(stale))
+        return commit.oid
+
+    def _verify(self, repo_id: str, revision: str, expected: dict[str, int], sha256: dict[str, str],
+                repo_type: str = "dataset") -> None:
+        """A commit's file list, sizes and LFS digests, as the Hub reports them, against the staged version's:
+        run before the tag is made, so a version that fails it is never tagged."""
+        where = f"the Hub's {repo_id}@{revision[:12]}"
+        sizes, digests = self._tree(repo_id, revision, repo_type)
+        try:
+            verify_files(expected, sizes, where, sha256, digests)
+        except PublishError as exc:
+            raise PublishError(f"{exc}; it was not tagged (the next publish replaces it on main)") from None
+
+    def _publish(self, build_dir: Path, repo_id: str, today: dt.date | None) -> PublishResult:
+        content_hash = read_build_hash(build_dir)
+        self._ensure_repo(repo_id, "dataset")
         refs = self._call(f"list_repo_refs {repo_id}", self.api.list_repo_refs, repo_id, repo_type="dataset")
-        tags = {t.name: t.target_commit for t in refs.tags if _TAG.match(t.name)}
+        tags = {t.name: t.target_commit for t in refs.tags if is_tag(t.name)}
         for tag, commit in tags.items():
             if tag.endswith(content_hash[:8]):
                 manifest = self._download(repo_id, MANIFEST, tag)
@@ -370,13 +466,8 @@ class HubPublisher:
                                          content_hash=content_hash)
         head = next((b.target_commit for b in refs.branches if b.name == "main"), None)
         if head and head not in tags.values():  # a commit whose tag never landed (killed run): finish it
-            manifest = self._download(repo_id, MANIFEST, head)
-            data = Manifest.model_validate_json(manifest.read_text()) if manifest else None
-            if data and data.content_hash == content_hash:
-                self._call(f"create_tag {repo_id}@{data.tag}", self.api.create_tag, repo_id, tag=data.tag,
-                           revision=head, repo_type="dataset", tag_message=f"content hash {content_hash}")
-                return PublishResult(repo_id=repo_id, tag=data.tag, revision=head, status="published", location=HUB,
-                                     content_hash=content_hash, diff=data.diff, previous_tag=data.previous_tag)
+            if (done := self._finish(repo_id, head, content_hash)) is not None:
+                return done
         previous_tag = next((t for t, c in sorted(tags.items()) if c == head), None) or (max(tags) if tags else None)
         prev_path = self._download(repo_id, ROW_HASHES, previous_tag) if previous_tag else None
         previous = pl.read_parquet(prev_path) if prev_path else None
@@ -385,47 +476,56 @@ class HubPublisher:
             stage = Path(tmp) / "version"
             diff = _stage_version(build_dir, stage, repo_id, tag, content_hash, False, previous, previous_tag)
             expected = file_sizes(stage)
-            ops = [CommitOperationAdd(p.relative_to(stage).as_posix(), str(p))
-                   for p in sorted(stage.rglob("*")) if p.is_file()]
-            commit = self._call(f"create_commit {repo_id}", self.api.create_commit, repo_id, ops,
-                                commit_message=f"gistforge version {tag}", repo_type="dataset", parent_commit=head)
-        self._call(f"create_tag {repo_id}@{tag}", self.api.create_tag, repo_id, tag=tag, revision=commit.oid,
+            commit = self._commit_exactly(repo_id, stage, head, "dataset", f"gistforge version {tag}")
+            self._verify(repo_id, commit, expected, file_digests(stage))
+        self._call(f"create_tag {repo_id}@{tag}", self.api.create_tag, repo_id, tag=tag, revision=commit,
                    repo_type="dataset", tag_message=f"content hash {content_hash}")
-        self._verify(repo_id, tag, expected)
         log.info("published %s@%s to the Hub (%s files verified)", repo_id, tag, len(expected))
-        return PublishResult(repo_id=repo_id, tag=tag, revision=commit.oid, status="published", location=HUB,
+        return PublishResult(repo_id=repo_id, tag=tag, revision=commit, status="published", location=HUB,
                              content_hash=content_hash, diff=diff, previous_tag=previous_tag)
 
-    def _verify(self, repo_id: str, tag: str, expected: dict[str, int]) -> None:
-        """The tag's file list and sizes, as the Hub reports them, against the staged version's."""
-        tree = self._call(f"list_repo_tree {repo_id}@{tag}", self.api.list_repo_tree, repo_id, revision=tag,
-                          recursive=True, repo_type="dataset")
-        found = {e.path: e.size for e in tree if getattr(e, "size", None) is not None}
-        verify_files(expected, found, f"the Hub's {repo_id}@{tag}")
+    def _finish(self, repo_id: str, head: str, content_hash: str) -> PublishResult | None:
+        """Tag the untagged head when it is this build's version and its tree checks out; else None."""
+        manifest = self._download(repo_id, MANIFEST, head)
+        data = Manifest.model_validate_json(manifest.read_text()) if manifest else None
+        if data is None or data.content_hash != content_hash:
+            return None
+        try:
+            self._verify(repo_id, head, data.files, data.sha256)
+        except PublishError as exc:
+            log.warning("%s: the untagged head %s is not a whole version (%s): committing the version again",
+                        repo_id, head[:12], exc)
+            return None
+        self._call(f"create_tag {repo_id}@{data.tag}", self.api.create_tag, repo_id, tag=data.tag,
+                   revision=head, repo_type="dataset", tag_message=f"content hash {content_hash}")
+        return PublishResult(repo_id=repo_id, tag=data.tag, revision=head, status="published", location=HUB,
+                             content_hash=content_hash, diff=data.diff, previous_tag=data.previous_tag)
 
     def latest(self, repo_id: str) -> str | None:
         refs = self._call(f"list_repo_refs {repo_id}", self.api.list_repo_refs, repo_id, repo_type="dataset")
         head = next((b.target_commit for b in refs.branches if b.name == "main"), None)
-        return max((t.name for t in refs.tags if _TAG.match(t.name) and t.target_commit == head), default=None)
+        return max((t.name for t in refs.tags if is_tag(t.name) and t.target_commit == head), default=None)
 
     def publish_model(self, folder: Path, repo_id: str, tag: str) -> PublishResult:
-        """A model folder as one commit to a model repo, tagged like the dataset version it was trained on."""
+        """A model folder as one commit to a model repo (its tree exactly the folder), tagged like the dataset
+        version it was trained on."""
         with self._one_budget():
             return self._publish_model(folder, repo_id, tag)
 
     def _publish_model(self, folder: Path, repo_id: str, tag: str) -> PublishResult:
-        from huggingface_hub import CommitOperationAdd
-
         folder = Path(folder)
-        self._call(f"create_repo {repo_id}", self.api.create_repo, repo_id, repo_type="model", exist_ok=True,
-                   private=self.private)
-        ops = [CommitOperationAdd(p.relative_to(folder).as_posix(), str(p)) for p in sorted(folder.rglob("*"))
-               if p.is_file()]
-        commit = self._call(f"create_commit {repo_id}", self.api.create_commit, repo_id, ops,
-                            commit_message=f"gistforge model trained on {tag}", repo_type="model")
-        self._call(f"create_tag {repo_id}@{tag}", self.api.create_tag, repo_id, tag=tag, revision=commit.oid,
-                   repo_type="model", exist_ok=True)
-        return PublishResult(repo_id=repo_id, tag=tag, revision=commit.oid, status="published", location=HUB,
+        self._ensure_repo(repo_id, "model")
+        refs = self._call(f"list_repo_refs {repo_id}", self.api.list_repo_refs, repo_id, repo_type="model")
+        head = next((b.target_commit for b in refs.branches if b.name == "main"), None)
+        commit = self._commit_exactly(repo_id, folder, head, "model", f"gistforge model trained on {tag}")
+        self._verify(repo_id, commit, file_sizes(folder), file_digests(folder), repo_type="model")
+        tagged = next((t.target_commit for t in refs.tags if t.name == tag), None)
+        if tagged not in (None, commit):  # retrained on the same version: the tag names the newest model
+            self._call(f"delete_tag {repo_id}@{tag}", self.api.delete_tag, repo_id, tag=tag, repo_type="model")
+        if tagged != commit:
+            self._call(f"create_tag {repo_id}@{tag}", self.api.create_tag, repo_id, tag=tag, revision=commit,
+                       repo_type="model")
+        return PublishResult(repo_id=repo_id, tag=tag, revision=commit, status="published", location=HUB,
                              content_hash=content_hash(folder))
 
 
@@ -433,9 +533,11 @@ class HubPublisher:
 
 
 def publish(ws: Workspace, repo_id: str, publisher: Publisher) -> PublishResult:
-    """Publish the workspace's current build; the result is kept in the workspace for the CLI and the fine-tune."""
-    result = publisher.publish(ws.build_dir(), repo_id)
-    ws.save_report(result, ws.published())
+    """Publish the workspace's current build; the result is kept in the workspace for the CLI and the fine-tune.
+    Holds the profile's lock, so no build replaces `build/` while it is being copied."""
+    with ws.lock():
+        result = publisher.publish(ws.build_dir(), repo_id)
+        ws.save_report(result, ws.published())
     return result
 
 
