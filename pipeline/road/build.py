@@ -26,8 +26,9 @@ from pipeline.road.checks import CheckOutcome, verify_build
 from pipeline.road.embed import public_model_name
 from pipeline.road.ingest import MediReport, SplitReport
 from pipeline.road.mine import MineReport
-from pipeline.schema import CANDIDATES_ARROW, CORPUS_ARROW, PL_SCHEMA, SCHEMA, ntuple_schema
-from pipeline.workspace import StageSpec, Workspace
+from pipeline.schema import (CANDIDATES_ARROW, CORPUS_ARROW, NTUPLE_TASKS_ARROW, PL_SCHEMA, SCHEMA, TRIPLET_COLUMNS,
+                             TRIPLETS_ARROW, ntuple_schema)
+from pipeline.workspace import StageSpec, Workspace, holding_lock
 
 
 def medi_frame(medi: pl.DataFrame) -> pl.DataFrame:
@@ -49,21 +50,29 @@ def assemble(frames: list[pl.DataFrame], seed: int) -> TaskGrouped:
     return TaskGrouped.of(frames, seed)
 
 
-def ntuple_table(mined: list[pl.DataFrame], k: int) -> pa.Table:
-    """The `ntuple` config: one row per mined query that has `k` negatives (anchor, positive, neg_1..neg_k in
-    the guide's rank order), from the triplet rows, which list each query's negatives in that order."""
+def ntuple_tables(mined: list[pl.DataFrame], k: int) -> tuple[pa.Table, pa.Table]:
+    """The `ntuple` config and its `ntuple_tasks` companion, row for row: one row per mined query that has `k`
+    negatives, `anchor, positive, negative_1..negative_k` in the guide's rank order and `scores` (guide
+    similarity to the positive, then to each negative), from the triplet rows, which list each query's
+    negatives in that order; task by task, and each row's `task_type, task_name` in `ntuple_tasks`."""
     schema = ntuple_schema(k)
     frames = [f for f in mined if f.height]
     if not frames:
-        return schema.empty_table()
+        return schema.empty_table(), NTUPLE_TASKS_ARROW.empty_table()
     rows = (pl.concat(frames).group_by(["task_type", "task_name", "query", "pos"], maintain_order=True)
             .agg(pl.col("pos_score").first(), pl.col("neg"), pl.col("neg_score"))
             .filter(pl.col("neg").list.len() == k))
     rows = rows.with_columns(
-        *[pl.col("neg").list.get(j).alias(f"neg_{j + 1}") for j in range(k)],
-        *[pl.col("neg_score").list.get(j).alias(f"neg_{j + 1}_score") for j in range(k)],
-    ).sort("task_type", "task_name", maintain_order=True)
-    return rows.select(schema.names).to_arrow().cast(schema)
+        *[pl.col("neg").list.get(j).alias(f"negative_{j + 1}") for j in range(k)],
+        scores=pl.concat_list(pl.col("pos_score"), pl.col("neg_score")),
+    ).rename({"query": "anchor", "pos": "positive"}).sort("task_type", "task_name", maintain_order=True)
+    return (rows.select(schema.names).to_arrow().cast(schema),
+            rows.select(NTUPLE_TASKS_ARROW.names).to_arrow().cast(NTUPLE_TASKS_ARROW))
+
+
+def triplet_inputs(triplets: TaskGrouped, start: int, stop: int) -> pa.Table:
+    """Rows [start, stop) of the `triplets` config: the default's rows as `anchor, positive, negative` only."""
+    return triplets.rows(start, stop, list(TRIPLET_COLUMNS)).rename_columns(TRIPLETS_ARROW.names).cast(TRIPLETS_ARROW)
 
 
 def stacked(frames: list[pl.DataFrame], schema: pa.Schema, order: list[str]) -> pa.Table:
@@ -104,10 +113,12 @@ def row_hashes(table: pa.Table, chunk: int = 65_536) -> pl.DataFrame:
 
 
 def write_build(triplets: TaskGrouped | pa.Table, card: Callable[[int], str], dest: Path, max_shard_bytes: int,
-                extra: dict[str, pa.Table] | None = None, texts: dict[str, str] | None = None) -> str:
+                extra: dict[str, pa.Table] | None = None, texts: dict[str, str] | None = None,
+                with_triplets: bool = False) -> str:
     """Write every config's shards + the card (rendered given the default config's total bytes) into `dest`
     atomically; returns the content hash. `triplets` is the task-grouped rows (`default` and one config per
-    task_type; a plain table is taken as already in task order), `extra` the other configs by name (see
+    task_type; a plain table is taken as already in task order); `with_triplets` also writes them as the
+    `triplets` config (inputs only, same order, a shard at a time); `extra` the other configs by name (see
     `layout`)."""
     if isinstance(triplets, pa.Table):
         triplets = TaskGrouped.presorted(triplets)
@@ -121,8 +132,12 @@ def write_build(triplets: TaskGrouped | pa.Table, card: Callable[[int], str], de
                                         each=lambda shard: hashes.append(row_hashes(shard)))
         if not names:  # no row at all: one empty shard keeps the layout valid (an empty build is never published)
             names = layout.write_shards(SCHEMA.empty_table(), tmp, "data/none", max_shard_bytes)
+        if with_triplets:
+            layout.write_parts(triplets.num_rows, triplets.column_nbytes(list(TRIPLET_COLUMNS)),
+                               lambda at, n: triplet_inputs(triplets, at, at + n), tmp,
+                               layout.extra_config("triplets").name, max_shard_bytes)
         for name, extra_table in (extra or {}).items():
-            layout.write_shards(extra_table, tmp, name, max_shard_bytes)
+            layout.write_shards(extra_table, tmp, layout.extra_config(name).name, max_shard_bytes)
         for name, text in (texts or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
         (tmp / "README.md").write_text(card(sum((tmp / n).stat().st_size for n in names)), encoding="utf-8")
@@ -149,7 +164,9 @@ class EmptyBuildError(ValueError):
 DROP_REASONS = {**clean.DROPS, **mine.DROPS, **decontaminate.DROPS}
 # The build is always redone (it is cheap next to mining, and its checks must see the files it publishes);
 # its version is the asset's code version.
-SPEC = StageSpec("build", version="4")  # 4: config sizes are content bytes; 3: per-task and extra configs
+# 5: `triplets` and `ntuple_tasks` configs, `ntuple` as sentence-transformers names it, escaped card, writer versions;
+# 4: config sizes are content bytes; 3: per-task and extra configs
+SPEC = StageSpec("build", version="5")
 
 
 class SourceRows(BaseModel):
@@ -179,7 +196,7 @@ class ConfigRows(BaseModel):
     name: str
     rows: int
     num_bytes: int
-    kind: str  # "triplets" for `default` and the per-task configs, else the config's own name
+    kind: str  # "task" for the per-task configs, else the config's own name (see `layout.config_files`)
 
 
 class TaskRows(BaseModel):
@@ -198,6 +215,7 @@ class BuildReport(BaseModel):
     checks: list[CheckOutcome]
 
 
+@holding_lock
 def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
     """Assemble MEDI + every included task's triplets into shards and a card (atomically), then check them."""
     medi_report = ws.load_report(ws.medi_rows(), MediReport)
@@ -217,11 +235,12 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
         accounts += [ingest.account, mined.account]
         sources.append(SourceRows.of(src.name, ingest.source, ingest.account, mined.account))
         guide = mined.guide
-    extra = {"ntuple": ntuple_table(mined_frames, cfg.mining.negatives_per_query),
+    ntuple, ntuple_tasks = ntuple_tables(mined_frames, cfg.mining.negatives_per_query)
+    extra = {"ntuple": ntuple, "ntuple_tasks": ntuple_tasks,
              "candidates": stacked(candidates, CANDIDATES_ARROW, ["task_type", "task_name", "query_id"]),
              "corpus": stacked(corpora, CORPUS_ARROW, ["task_type", "task_name", "id"])}
     frames += mined_frames
-    del mined_frames, candidates, corpora
+    del mined_frames, candidates, corpora, ntuple, ntuple_tasks
     triplets = assemble(frames, cfg.seed)
     if triplets.num_rows == 0:
         raise EmptyBuildError(f"profile {cfg.profile!r}: no rows to publish (no MEDI rows and no mined triplets; "
@@ -229,13 +248,16 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
     tasks = triplets.tasks()
     reference = ws.load_report(ws.test_texts(), decontaminate.ReferenceReport) if ws.test_texts().exists() else None
     configs = [ConfigRows(name=p.task_type, rows=p.stop - p.start, num_bytes=triplets.nbytes(p.start, p.stop),
-                          kind="triplets") for p in triplets.parts()]
+                          kind="task") for p in triplets.parts()]
+    configs.append(ConfigRows(name="triplets", rows=triplets.num_rows,
+                              num_bytes=triplets.column_nbytes(list(TRIPLET_COLUMNS)), kind="triplets"))
     configs += [ConfigRows(name=name, rows=t.num_rows, num_bytes=t.nbytes, kind=name) for name, t in extra.items()]
     card = functools.partial(
         render_card, repo_id=cfg.dataset_repo_id, schema=SCHEMA, num_rows=triplets.num_rows,
         num_bytes=triplets.nbytes(), sources=[s.model_dump() for s in sources],
         configs=[c.model_dump() for c in configs],
-        extra_schemas={name: t.schema for name, t in extra.items()}, exclusions=cfg.exclusions,
+        extra_schemas={"triplets": TRIPLETS_ARROW, **{name: t.schema for name, t in extra.items()}},
+        exclusions=cfg.exclusions,
         guide={"name": guide.name, "revision": guide.revision} if guide else
         {"name": public_model_name(cfg.guide_model), "revision": cfg.guide_revision or "n/a"},
         mining=cfg.mining.model_dump(), seed=cfg.seed, tasks=tasks, accounts=accounts, drop_reasons=DROP_REASONS,
@@ -244,7 +266,7 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
     provenance = [s.model_dump() for s in sources]
     texts = {"LICENSES.md": licenses_md(provenance)} if "license_link" in top_license(provenance) else {}
     digest = write_build(triplets, lambda size: card(download_size=size), ws.build_dir(), cfg.max_shard_bytes,
-                         extra, texts)
+                         extra, texts, with_triplets=True)
     rows = triplets.num_rows
     del triplets, extra  # the checks read the written shards, one at a time
     shards = [p.relative_to(ws.build_dir()).as_posix() for p in layout.DEFAULT.files(ws.build_dir())]
