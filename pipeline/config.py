@@ -19,19 +19,20 @@ from pipeline.registry import DEFAULT_EXCLUSIONS, MTEB_TASKS
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+# Used with `fullmatch` only: `$` also matches before a trailing newline, so `match` let `Foo\n` through.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 SAMPLE_MEDI_COMMIT = "0" * 40  # the shipped sample's (and ../shared/data's) MEDI snapshot
 
 
 def is_commit(revision: str) -> bool:
-    return bool(_COMMIT.match(revision))
+    return bool(_COMMIT.fullmatch(revision))
 
 
 def _repo_id(v: str, field: str) -> str:
     """Repo ids become folder names in the local hub: only 'org/name' of safe characters, no '..'."""
     parts = v.split("/")
-    if len(parts) != 2 or not all(_SAFE_NAME.match(p) and ".." not in p for p in parts):
+    if len(parts) != 2 or not all(_SAFE_NAME.fullmatch(p) and ".." not in p for p in parts):
         raise ValueError(f"{field} {v!r} must look like 'org/name' (letters, digits, '-', '_', '.')")
     return v
 
@@ -49,6 +50,11 @@ class MediSource(_Strict):
     path: Path | None = None
     cache_dir: Path | None = Field(None, description="Hub cache to read; None = HF_HUB_CACHE")
     license: str | None = Field(None, description="the licence, when the snapshot's own card does not give one")
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        return _repo_id(v, "medi.repo_id")
 
     @model_validator(mode="after")
     def _path_for_json(self) -> "MediSource":
@@ -75,7 +81,7 @@ class TaskSource(_Strict):
     @field_validator("name")
     @classmethod
     def _safe(cls, v: str) -> str:
-        if not _SAFE_NAME.match(v):
+        if not _SAFE_NAME.fullmatch(v):
             raise ValueError(f"task name {v!r} must match {_SAFE_NAME.pattern} (it is used in file names)")
         return v
 
@@ -86,6 +92,10 @@ class TaskSource(_Strict):
             raise ValueError(f"unknown MTEB task {self.name!r} for a hub source; known: {known}")
         if self.kind == "local" and self.path is None:
             raise ValueError(f"local task source {self.name!r} needs `path`")
+        if self.kind == "local" and self.name in MTEB_TASKS:
+            raise ValueError(f"local task source {self.name!r} has an MTEB task's name, so its rows would be tagged "
+                             f"{MTEB_TASKS[self.name].task_type!r} / source 'mteb' (only MTEB rows may be): rename it, "
+                             f"e.g. 'My{self.name}'")
         return self
 
     @property
@@ -192,7 +202,7 @@ class BuildConfig(_Strict):
     @field_validator("profile")
     @classmethod
     def _profile(cls, v: str) -> str:
-        if not _SAFE_NAME.match(v) or ".." in v:
+        if not _SAFE_NAME.fullmatch(v) or ".." in v:
             raise ValueError(f"profile {v!r} must match {_SAFE_NAME.pattern} (it names work folders)")
         return v
 
@@ -212,6 +222,10 @@ class BuildConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"tasks listed twice: {dupes}")
+        clashes = _task_type_clashes(self.tasks)
+        if clashes:
+            raise ValueError("; ".join(clashes) + ": rename one of each (a task_type names one per-task config and "
+                             "folder, and task names name files on case-insensitive disks too)")
         return self
 
     @property
@@ -229,6 +243,23 @@ class BuildConfig(_Strict):
             if t.name == name:
                 return t
         raise KeyError(f"task {name!r} is not configured in profile {self.profile!r}")
+
+
+def _task_type_clashes(tasks: list[TaskSource]) -> list[str]:
+    """Pairs of tasks that would share a `task_type` (`FooBar`, `foo_bar`, `Foo.Bar` -> `local_foo_bar`) or a
+    case-folded name, and be merged into one per-task config or one split file."""
+    from pipeline.schema import task_type_of  # schema imports this module
+
+    seen: dict[str, str] = {}
+    clashes = []
+    for t in tasks:
+        for key, what in ((task_type_of(t).casefold(), f"task_type {task_type_of(t)!r}"),
+                          (f"name:{t.name.casefold()}", "one name up to case")):
+            if key in seen and seen[key] != t.name:
+                clashes.append(f"tasks {seen[key]!r} and {t.name!r} share {what}")
+                break
+            seen.setdefault(key, t.name)
+    return clashes
 
 
 def embedded_profile() -> BuildConfig:

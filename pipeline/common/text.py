@@ -1,10 +1,12 @@
-"""Text identity: normalisation and 64-bit keys, shared by deduplication, ambiguity checks and decontamination."""
+"""Text identity: normalisation and 64-bit keys, shared by deduplication, ambiguity checks and decontamination;
+label spellings; a card's YAML front matter."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import unicodedata
+from decimal import Decimal, InvalidOperation
 
 import numpy as np
 import polars as pl
@@ -54,3 +56,40 @@ def slug(name: str) -> str:
             out.append("_")
         out.append(ch.lower() if ch.isalnum() else "_")
     return re.sub("_+", "_", "".join(out)).strip("_")
+
+
+# A label that reads as a plain decimal number (`1`, ` +1 `, `1.0`, `1e3`): unified by `canonical_label`.
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_MAX_DIGITS = 30  # beyond this a "number" is an id (or a DoS via 1e999999), kept as spelled
+
+
+def canonical_label(label: str) -> str:
+    """One spelling per class: stripped, and a number in its shortest form (`1.0`, `01`, `+1` -> `1`;
+    `0.50` -> `0.5`). CSV keeps `1.0` as text while JSON reads it as the float 1; both must name one class,
+    or a "negative" can share its query's real class."""
+    label = label.strip()
+    if not _NUMBER.fullmatch(label):
+        return label
+    try:
+        d = Decimal(label)
+    except InvalidOperation:  # pragma: no cover - the pattern only lets decimals through
+        return label
+    if d.is_zero():
+        return "0"
+    if abs(d.adjusted()) > _MAX_DIGITS or len(d.as_tuple().digits) > 2 * _MAX_DIGITS:
+        return label
+    if d == d.to_integral_value():
+        return str(int(d))
+    return format(d.normalize(), "f")
+
+
+def front_matter(text: str) -> str | None:
+    """The YAML between a card's opening `---` line and the next line that is exactly `---` (as the Hub reads
+    it); None without one. A `---` inside a value (`org/my---data`) ends nothing."""
+    lines = text.lstrip("\ufeff").lstrip().splitlines()
+    if not lines or lines[0].rstrip() != "---":
+        return None
+    for i, line in enumerate(lines[1:], 1):
+        if line.rstrip() == "---":
+            return "\n".join(lines[1:i])
+    return None

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline.common.accounting import RowAccount
-from pipeline.common.text import leaked
+from pipeline.common.text import front_matter, leaked
 from pipeline.road import layout
 from pipeline.schema import SCHEMA
 
@@ -26,8 +26,9 @@ class CheckOutcome:
 
 
 def _card_yaml(folder: Path) -> dict:
-    text = (folder / "README.md").read_text(encoding="utf-8")
-    return yaml.safe_load(text.split("---", 2)[1]) if text.startswith("---") else {}
+    """The card's front matter, split on its own `---` lines: a `---` inside a value (`org/my---data`) is data."""
+    text = front_matter((folder / "README.md").read_text(encoding="utf-8"))
+    return (yaml.safe_load(text) or {}) if text is not None else {}
 
 
 def _shard_counts(df: pl.DataFrame, excluded: dict[str, str], test_keys: np.ndarray | None) -> dict[str, int]:

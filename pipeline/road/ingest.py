@@ -24,7 +24,7 @@ from pipeline.workspace import StageReport, StageSpec, Workspace
 log = logging.getLogger(__name__)
 
 MEDI_SPEC = StageSpec("medi", version="3")  # 3: the report records the source's commit and licence
-TASK_SPEC = StageSpec("split", version="3")
+TASK_SPEC = StageSpec("split", version="4")  # 4: labels stripped, numbers in one spelling (canonical_label)
 
 
 class MediReport(StageReport):

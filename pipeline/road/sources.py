@@ -9,15 +9,17 @@ error names the source and what was expected.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import polars as pl
 import yaml
 
 from pipeline.common.retry import BudgetSpent, RetryBudget
+from pipeline.common.text import canonical_label, front_matter
 from pipeline.config import SAMPLE_DIR, MediSource, TaskSource, is_commit
 from pipeline.registry import get_task
 from pipeline.schema import MEDI_COLUMNS
@@ -131,19 +133,65 @@ def _ext(path: Path) -> str:
     return Path(name).suffix
 
 
-def _data_files(paths) -> list[Path]:
-    return sorted({p for p in paths if p.is_file() and _ext(p) in _READERS})
+def _repo_roots(folder: Path) -> tuple[Path, ...]:
+    """Where a snapshot's files may really live: the snapshot itself and, in the Hub cache layout
+    (`<repo>/snapshots/<sha>`), that repo's `blobs/`, which its files link into. Nothing else: not a
+    neighbouring repo of the same cache, not the rest of the disk."""
+    folder = Path(folder)
+    roots = [folder.resolve()]
+    if folder.parent.name == "snapshots":
+        roots.append((folder.parent.parent / "blobs").resolve())
+    return tuple(roots)
 
 
-def _card_configs(folder: Path) -> list[dict]:
+def _inside(path: Path, folder: Path, source: str, what: str) -> Path:
+    """`path`, if it resolves (symlinks followed) inside the snapshot or its repo's blobs; else a SourceError:
+    a source's card or links must never make gistforge read another repo's (or the host's) files."""
+    real = Path(path).resolve()
+    if not any(real.is_relative_to(root) for root in _repo_roots(folder)):
+        raise SourceError(f"{source}: {what} resolves to {real}, outside the snapshot {folder} and its repo's "
+                          "blobs/: refused; a source may read only its own files (remove the link, or fix the card)")
+    return path
+
+
+def _data_files(paths, folder: Path, source: str) -> list[Path]:
+    found = sorted({p for p in paths if p.is_file() and _ext(p) in _READERS})
+    return [_inside(p, folder, source, f"data file {p.relative_to(folder).as_posix()!r}") for p in found]
+
+
+def _card_line(folder: Path, pattern: object) -> str:
+    """`README.md line N`: where the card names `pattern`, for an error the user can act on."""
+    lines = (folder / "README.md").read_text(encoding="utf-8", errors="replace").splitlines()
+    n = next((i for i, line in enumerate(lines, 1) if str(pattern) in line), None)
+    return f"README.md line {n}" if n else "README.md"
+
+
+def _card_glob(folder: Path, pattern: object, source: str) -> list[Path]:
+    """The files a card's `data_files` pattern matches; an absolute or `..` pattern is refused, never globbed
+    (`Path.glob` would follow it out of the snapshot, or crash on an absolute one)."""
+    if not isinstance(pattern, str) or not pattern.strip():
+        why = "is not a path pattern"
+    elif PurePosixPath(pattern).is_absolute() or PureWindowsPath(pattern).is_absolute() or \
+            PureWindowsPath(pattern).drive or pattern.startswith(("/", "\\", "~")):
+        why = "is absolute"
+    elif ".." in PurePosixPath(pattern).parts or ".." in PureWindowsPath(pattern).parts:
+        why = "climbs out with '..'"
+    else:
+        return list(folder.glob(pattern))
+    raise SourceError(f"{source}: {_card_line(folder, pattern)}: data_files pattern {pattern!r} {why}: refused; "
+                      "a card may name only files inside its own snapshot (a path relative to the repo root, no '..')")
+
+
+def _card_configs(folder: Path, source: str) -> list[dict]:
     card = folder / "README.md"
     if not card.is_file():
         return []
-    text = card.read_text(encoding="utf-8", errors="replace")
-    if not text.startswith("---"):
+    _inside(card, folder, source, "README.md")
+    text = front_matter(card.read_text(encoding="utf-8", errors="replace"))
+    if text is None:
         return []
     try:
-        meta = yaml.safe_load(text.split("---", 2)[1]) or {}
+        meta = yaml.safe_load(text) or {}
     except yaml.YAMLError:
         return []
     configs = meta.get("configs") if isinstance(meta, dict) else None
@@ -161,30 +209,33 @@ def _card_patterns(entry: dict, split: str) -> list[str]:
     for item in files or []:
         if isinstance(item, dict) and item.get("split") == split:
             path = item.get("path")
-            patterns += [path] if isinstance(path, str) else list(path or [])
+            patterns += list(path) if isinstance(path, list) else [path] if path is not None else []
     return patterns
 
 
-def find_split(folder: Path, config: str | None, split: str) -> SplitFiles | None:
-    """A split's files, by the first layout that has them (the order of `LAYOUTS`); None when none does."""
+def find_split(folder: Path, config: str | None, split: str, source: str | None = None) -> SplitFiles | None:
+    """A split's files, by the first layout that has them (the order of `LAYOUTS`); None when none does.
+    Every file found must resolve inside the snapshot (or its repo's blobs/), else a SourceError."""
     folder = Path(folder)
+    source = source or f"snapshot {folder}"
     wanted = config or "default"
-    for entry in _card_configs(folder):
+    for entry in _card_configs(folder, source):
         if entry.get("config_name", "default") == wanted:
-            files = _data_files(p for pattern in _card_patterns(entry, split) for p in folder.glob(pattern))
+            files = _data_files((p for pattern in _card_patterns(entry, split)
+                                 for p in _card_glob(folder, pattern, source)), folder, source)
             if files:
                 return SplitFiles(LAYOUTS[0], tuple(files))
     if config:
         sub = folder / config
-        files = _data_files([*sub.glob(f"{split}.*"), *sub.glob(f"{split}-*.parquet")])
+        files = _data_files([*sub.glob(f"{split}.*"), *sub.glob(f"{split}-*.parquet")], folder, source)
         if files:
             return SplitFiles(LAYOUTS[1], tuple(files))
-    files = _data_files((folder / wanted / split).glob("*.parquet"))
+    files = _data_files((folder / wanted / split).glob("*.parquet"), folder, source)
     if files:
         return SplitFiles(LAYOUTS[2], tuple(files))
     if config is None:
         files = _data_files([*folder.glob(f"{split}.*"), *(folder / "data").glob(f"{split}-*"),
-                             *(folder / "data").glob(f"{split}.*")])
+                             *(folder / "data").glob(f"{split}.*")], folder, source)
         if files:
             return SplitFiles(LAYOUTS[3], tuple(files))
     return None
@@ -199,7 +250,7 @@ def split_dataset(folder: Path, source: str, config: str | None, split: str):
     """One split of a snapshot as a `datasets.Dataset` (what `load_split` and the MTEB evaluation read)."""
     import datasets
 
-    found = find_split(folder, config, split)
+    found = find_split(folder, config, split, source)
     if found is None:
         held = sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*")
                       if p.is_file() and not p.name.startswith("."))
@@ -278,14 +329,36 @@ def _label_column(df: pl.DataFrame, column: str, source: str) -> pl.Series:
     return s.cast(pl.String)
 
 
+def normalised_labels(labels: pl.Series, source: str) -> pl.Series:
+    """Labels as classes: stripped, blank = missing, and numbers in one spelling (`canonical_label`), so that
+    CSV's `1`, ` 1` and `1.0` (text) and JSON's 1 and 1.0 (numbers) all name class `1`. A merge is logged."""
+    s = labels.str.strip_chars()
+    spelled = {u: canonical_label(u) for u in s.drop_nulls().unique().to_list()}
+    changed = {u: c for u, c in spelled.items() if u != c}
+    if changed:
+        _log_merges(spelled, source)
+        s = s.replace(changed)
+    return pl.select(pl.when(s.str.len_chars() > 0).then(s)).to_series().alias(labels.name)
+
+
+def _log_merges(spelled: dict[str, str], source: str) -> None:
+    """Say which spellings became one class: a user should know that `1.0` and `1` were merged."""
+    classes: dict[str, list[str]] = {}
+    for u, c in sorted(spelled.items()):
+        classes.setdefault(c, []).append(u)
+    merged = [f"{' and '.join(map(repr, us))} -> {c!r}" for c, us in classes.items() if len(us) > 1]
+    if merged:
+        log.warning("%s: labels spelled differently are one class: %s", source, "; ".join(merged[:10]))
+
+
 def labelled_frame(df: pl.DataFrame, src: TaskSource, source: str) -> pl.DataFrame:
     """Map a raw split onto `text, label, label_text` (label as a string; label_text defaults to it)."""
     cols = {"text": src.text_column, "label": src.label_column}
     if src.label_text_column:
         cols["label_text"] = src.label_text_column
     _require(df, cols, source)
-    label = _label_column(df, src.label_column, source)
-    label_text = _label_column(df, src.label_text_column, source) if src.label_text_column else label
+    label = normalised_labels(_label_column(df, src.label_column, source), source)
+    label_text = _label_column(df, src.label_text_column, source).str.strip_chars() if src.label_text_column else label
     return pl.DataFrame({
         "text": _string_column(df, src.text_column, source),
         "label": label,
@@ -303,6 +376,7 @@ def card_license(folder: Path) -> str | None:
     card = folder / "README.md"
     if not card.is_file():
         return None
+    _inside(card, folder, f"snapshot {folder}", "README.md")
     try:
         from huggingface_hub import DatasetCard
 
@@ -362,28 +436,67 @@ def load_task_split(src: TaskSource, budget: RetryBudget | None = None, folder: 
     return df
 
 
+_MEDI_CHUNK = 8_192  # rows gathered as Python strings before they become one polars frame
+_JSON_TYPES = {"start_map": "dict", "string": "str", "boolean": "bool", "null": "NoneType"}
+
+
+def _medi_records(f, source: str):
+    """The records of a top-level JSON list, one at a time (`ijson`): the 1.4M-row file is never held parsed
+    whole, as `json.loads` did (a Python object per value, several times the file's size)."""
+    import ijson
+
+    if f.read(3) != b"\xef\xbb\xbf":
+        f.seek(0)
+    events = ijson.parse(f, use_float=True)
+    first = next(events)
+    if first[1] != "start_array":
+        found = _JSON_TYPES.get(first[1]) or type(first[2]).__name__
+        raise SourceError(f"{source}: expected a JSON list of triplet objects, found {found}")
+    return ijson.items(itertools.chain([first], events), "item")
+
+
+def _medi_row(i: int, rec: object, cols: dict[str, list], source: str) -> None:
+    """Append one MEDI record to `cols`, or a SourceError naming the row."""
+    if not isinstance(rec, dict):
+        raise SourceError(f"{source}: row {i}: expected an object, found {type(rec).__name__}")
+    for key in ("query", "pos", "neg"):
+        pair = rec.get(key)
+        if not (isinstance(pair, list) and len(pair) == 2 and all(v is None or isinstance(v, str) for v in pair)):
+            raise SourceError(f"{source}: row {i}: {key!r} must be an [instruction, text] pair, found {pair!r:.80}")
+        cols[f"{key}_instruct"].append(pair[0])
+        cols[key].append(pair[1])
+    task = rec.get("task_name", rec.get("task_id"))
+    if task is None:
+        raise SourceError(f"{source}: row {i}: needs 'task_name' or 'task_id'")
+    cols["task_name"].append(str(task))
+
+
 def _medi_json(path: Path, source: str) -> pl.DataFrame:
-    try:
-        records = json.loads(Path(path).read_text(encoding="utf-8-sig"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{source}: cannot read {path} as JSON: {exc}") from None
-    if not isinstance(records, list):
-        raise SourceError(f"{source}: expected a JSON list of triplet objects, found {type(records).__name__}")
+    import ijson
+
+    schema = {c: pl.String for c in MEDI_COLUMNS}
+    frames: list[pl.DataFrame] = []
     cols: dict[str, list] = {c: [] for c in MEDI_COLUMNS}
-    for i, rec in enumerate(records):
-        if not isinstance(rec, dict):
-            raise SourceError(f"{source}: row {i}: expected an object, found {type(rec).__name__}")
-        for key in ("query", "pos", "neg"):
-            pair = rec.get(key)
-            if not (isinstance(pair, list) and len(pair) == 2):
-                raise SourceError(f"{source}: row {i}: {key!r} must be an [instruction, text] pair, found {pair!r:.80}")
-            cols[f"{key}_instruct"].append(pair[0])
-            cols[key].append(pair[1])
-        task = rec.get("task_name", rec.get("task_id"))
-        if task is None:
-            raise SourceError(f"{source}: row {i}: needs 'task_name' or 'task_id'")
-        cols["task_name"].append(str(task))
-    return pl.DataFrame(cols, schema={c: pl.String for c in MEDI_COLUMNS})
+    i = -1
+    try:
+        with open(path, "rb") as f:
+            for i, rec in enumerate(_medi_records(f, source)):
+                _medi_row(i, rec, cols, source)
+                if len(cols["query"]) == _MEDI_CHUNK:
+                    frames.append(pl.DataFrame(cols, schema=schema))
+                    cols = {c: [] for c in MEDI_COLUMNS}
+    except (OSError, ijson.JSONError, UnicodeDecodeError) as exc:
+        where = f" after row {i}" if i >= 0 else ""
+        raise SourceError(f"{source}: cannot read {path} as JSON{where}: {_first_line(exc)}") from None
+    frames.append(pl.DataFrame(cols, schema=schema))
+    return pl.concat(frames)
+
+
+def _first_line(exc: Exception) -> str:
+    """A parser's message on one line (yajl's spans three, with a caret, sometimes as bytes)."""
+    msg = exc.args[0] if exc.args else exc
+    msg = msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)
+    return (msg.strip().splitlines() or [type(exc).__name__])[0].strip()
 
 
 def load_medi(src: MediSource, budget: RetryBudget | None = None, folder: Path | None = None) -> pl.DataFrame:
