@@ -119,3 +119,16 @@ def test_a_local_model_folder_is_named_by_its_files_not_its_path(tmp_path):
     (b / "config.json").write_text((b / "config.json").read_text() + "\n")
     assert resolve_model(str(b)).revision != ra.revision
     assert resolve_model(str(a), "v2").revision == "v2"
+
+
+def test_a_chunk_cut_short_by_a_power_loss_is_dropped_not_fatal(tmp_path, caplog):
+    """Issue 23 #10: a zero-length chunk (a rename that reached the disk before its data) made every cache
+    refresh crash; now it is removed with a warning and its texts count as not cached."""
+    from pipeline.road.embed import EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path, "k")
+    cache.store(np.frombuffer(b"a" * 16, dtype="S16"), np.ones((1, 4), np.float32))
+    (tmp_path / "k" / "chunk-000000000000000000000000.npz").write_bytes(b"")
+    again = EmbeddingCache(tmp_path, "k")
+    assert len(again) == 1 and "unreadable" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == [p.name for p in cache.dir.glob("chunk-*.npz")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -153,9 +154,17 @@ class EmbeddingCache:
         for chunk in sorted(self.dir.glob("chunk-*.npz")):
             if chunk.name in self._chunks:
                 continue
-            with np.load(chunk) as z:
-                for i, h in enumerate(z["hashes"]):
-                    self._index.setdefault(bytes(h), (chunk, i))
+            try:
+                with np.load(chunk) as z:
+                    hashes = z["hashes"]
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                # a chunk cut short by a power loss before fsync-then-rename existed: its texts are encoded again
+                log.warning("embedding cache: %s is unreadable (%s): removed, its texts will be encoded again",
+                            chunk.name, type(exc).__name__)
+                chunk.unlink(missing_ok=True)
+                continue
+            for i, h in enumerate(hashes):
+                self._index.setdefault(bytes(h), (chunk, i))
             self._chunks.add(chunk.name)
             new += 1
         return new
