@@ -74,14 +74,15 @@ def test_every_config_loads_by_tag_and_holds_exactly_its_task(version):
     default = _load(path, "default").to_polars()
     card = DatasetCard.load(path / "README.md").data
     names = [c["config_name"] for c in card.configs]
-    assert names == ["default", "local_moods", "mteb_banking77", "ntuple", "candidates", "corpus"]
+    assert names == ["default", "local_moods", "mteb_banking77", "triplets", "ntuple", "ntuple_tasks", "candidates",
+                     "corpus"]
     for task_type in ("mteb_banking77", "local_moods"):
         rows = _load(path, task_type).to_polars()
         assert rows.height > 0 and rows.equals(default.filter(default["task_type"] == task_type))
         streamed = list(_load(path, task_type, streaming=True))
         assert [r["query"] for r in streamed] == rows["query"].to_list()
     data_files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*.parquet") if ".gistforge" not in p.parts)
-    assert len(data_files) == len(set(data_files)) == 5, "per-task configs reuse the default's files: none copied"
+    assert len(data_files) == len(set(data_files)) == 7, "per-task configs reuse the default's files: none copied"
     for f in data_files:
         meta = pq.read_metadata(path / f)
         assert meta.row_group(0).column(0).has_offset_index, f"{f}: no page index"
@@ -106,17 +107,17 @@ def test_the_card_records_licences_commits_and_configs_with_no_machine_path_or_d
 def test_ntuple_rows_have_k_distinct_other_label_negatives_all_under_the_guard(version):
     cfg, path, _ = version
     ntuple = _load(path, "ntuple").to_polars()
-    assert ntuple.columns[:2 + K] == ["query", "pos", *[f"neg_{j}" for j in range(1, K + 1)]]
+    assert ntuple.columns == ["anchor", "positive", *[f"negative_{j}" for j in range(1, K + 1)], "scores"]
     triplets = _load(path, "default").to_polars()
     neg_label = {(r["query"], r["neg"]): r["neg_label"] for r in triplets.iter_rows(named=True)}
     query_label = {r["query"]: r["query_label"] for r in triplets.iter_rows(named=True)}
     assert ntuple.height > 0
     for row in ntuple.iter_rows(named=True):
-        negs = [row[f"neg_{j}"] for j in range(1, K + 1)]
-        assert len(set(negs)) == K and row["query"] not in negs and row["pos"] not in negs
-        assert all(neg_label[(row["query"], n)] != query_label[row["query"]] for n in negs)
-        limit = margin_limit(np.float32([row["pos_score"]]), cfg.mining.margin, cfg.mining.margin_type)[0]
-        assert all(np.float32(row[f"neg_{j}_score"]) < limit for j in range(1, K + 1))
+        negs = [row[f"negative_{j}"] for j in range(1, K + 1)]
+        assert len(set(negs)) == K and row["anchor"] not in negs and row["positive"] not in negs
+        assert all(neg_label[(row["anchor"], n)] != query_label[row["anchor"]] for n in negs)
+        limit = margin_limit(np.float32([row["scores"][0]]), cfg.mining.margin, cfg.mining.margin_type)[0]
+        assert all(np.float32(row["scores"][j]) < limit for j in range(1, K + 1))
 
 
 def test_the_published_hard_negatives_are_re_derived_exactly_from_candidates_and_corpus(version):

@@ -6,7 +6,7 @@ import pyarrow as pa
 import yaml
 
 from pipeline.common.accounting import RowAccount
-from pipeline.common.markdown import markdown_table
+from pipeline.common.markdown import Markdown, code, escape, markdown_table
 from pipeline.config import DecontaminationConfig
 from pipeline.road import layout
 from pipeline.road.decontaminate import ReferenceReport
@@ -15,7 +15,10 @@ _DTYPES = {pa.string(): "string", pa.bool_(): "bool", pa.float32(): "float32"}
 
 CONFIG_DOCS = {
     "default": "every row, grouped by task (the files of all per-task configs)",
-    "ntuple": "one row per mined query: `query, pos, neg_1..neg_k` (k = mining.negatives_per_query) and scores",
+    "triplets": "the default's rows in the same order, as `anchor, positive, negative` only: a trainer's inputs",
+    "ntuple": "one row per mined query: `anchor, positive, negative_1..negative_k` (k = mining.negatives_per_query), "
+              "then `scores`: the guide's similarity of the anchor to the positive and to each negative",
+    "ntuple_tasks": "row i: `task_type, task_name` of `ntuple` row i",
     "candidates": "per mined query: `pos_id` and the guide-ranked other-label `candidate_ids` / "
                   "`candidate_scores` (ids into `corpus`, same task)",
     "corpus": "the mined tasks' texts by `id` (per task), with their label",
@@ -53,10 +56,9 @@ def card_yaml(schema: pa.Schema, num_rows: int, num_bytes: int, download_size: i
               sources: list[dict] | None = None, configs: list[dict] | None = None,
               extra_schemas: dict[str, pa.Schema] | None = None) -> dict:
     sources, configs, extra_schemas = sources or [], configs or [], extra_schemas or {}
-    schemas = {"triplets": schema, **extra_schemas}
+    schemas = {"task": schema, **extra_schemas}
     files = {"default": layout.DEFAULT.pattern}
-    files |= {c["name"]: (layout.task_config(c["name"]) if c["kind"] == "triplets" else
-                          layout.extra_config(c["name"])).pattern for c in configs}
+    files |= {c["name"]: layout.config_files(c["name"], c["kind"]).pattern for c in configs}
     info = [{"config_name": "default", "features": _features(schema),
              "splits": [{"name": "train", "num_bytes": num_bytes, "num_examples": num_rows}],
              "download_size": download_size, "dataset_size": num_bytes}]
@@ -85,11 +87,20 @@ def licenses_md(sources: list[dict]) -> str:
 
 
 def sources_table(sources: list[dict]) -> str:
+    """Every string here comes from outside (a source card's licence, a repo or file name): escaped."""
     return markdown_table(
         ["source", "repo / file", "revision", "resolved commit", "licence", "licence from", "rows in", "rows out"],
-        [[s["source"], s["repo"], f"`{s['revision']}`" + (" (a moving ref)" if s["moving_ref"] else "")
-          if s["revision"] else "", f"`{s['commit']}`" if s["commit"] else "", s["license"], s["license_from"],
+        [[s["source"], s["repo"], Markdown(code(s["revision"]) + (" (a moving ref)" if s["moving_ref"] else ""))
+          if s["revision"] else "", code(s["commit"]) if s["commit"] else "", s["license"], s["license_from"],
           s["rows_in"], s["rows_out"]] for s in sources])
+
+
+def writer_versions() -> dict[str, str]:
+    """The libraries whose versions decide the published bytes: pyarrow writes the shards, polars assembles and
+    orders the rows they hold, datasets writes the card's `features`."""
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("pyarrow", "polars", "datasets")}
 
 
 def _size_category(n: int) -> str:
@@ -104,8 +115,12 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
                 sources: list[dict], exclusions: dict[str, str], guide: dict, mining: dict, seed: int,
                 tasks: list[dict], accounts: list[RowAccount], drop_reasons: dict[str, str],
                 decontamination: DecontaminationConfig, reference: ReferenceReport | None,
-                configs: list[dict] | None = None, extra_schemas: dict[str, pa.Schema] | None = None) -> str:
-    """Deterministic card text: no timestamps, sorted keys, only build inputs and results."""
+                configs: list[dict] | None = None, extra_schemas: dict[str, pa.Schema] | None = None,
+                writers: dict[str, str] | None = None) -> str:
+    """Deterministic card text: no timestamps, sorted keys, only build inputs and results (and the versions of
+    the libraries that wrote the files, `writers`, by default those installed: see `writer_versions`).
+    Every string from outside (sources, task names, licences, file names) is escaped (`markdown.escape`)."""
+    writers = writer_versions() if writers is None else writers
     meta = yaml.safe_dump(card_yaml(schema, num_rows, num_bytes, download_size, repo_id, sources, configs,
                                     extra_schemas), sort_keys=False)
     moving = [s["source"] for s in sources if s["moving_ref"]]
@@ -115,7 +130,7 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
         acc_rows.append([a.source, a.rows_in, a.rows_out, a.rows_in - a.rows_out, drops])
     parts = [
         f"---\n{meta}---\n",
-        f"# {repo_id}\n",
+        f"# {escape(repo_id)}\n",
         "GIST-style training triplets built by gistforge: "
         "MEDI instruction triplets plus label-based triplets mined from MTEB(eng, v1) classification train "
         "splits with FAISS hard-negative retrieval guided by an embedding model (GISTEmbed, arXiv 2402.16829).\n",
@@ -125,22 +140,28 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
         "**Configs**): `load_dataset(path, \"mteb_banking77\", split=\"train\")`; all MTEB rows of the default "
         "config:\n",
         "```python\nmteb_rows = ds.filter(lambda r: r[\"task_type\"].startswith(\"mteb_\"))\n```\n",
+        "The `triplets` config holds the same rows, in the same order, as `anchor, positive, negative` and nothing "
+        "else, so sentence-transformers' trainer (which feeds every column as an input) takes it as it is:\n",
+        "```python\ntrainer = SentenceTransformerTrainer(model=model, train_dataset=load_dataset(path, \"triplets\", "
+        "split=\"train\"),\n                                   loss=MultipleNegativesRankingLoss(model))\n```\n",
         "Rows are grouped by task (GIST's trainer skips batches that mix tasks) and shuffled within each task.\n",
         "## Columns\n",
-        markdown_table(["column", "type", "meaning"], [[f.name, _DTYPES[f.type], COLUMN_DOCS.get(f.name, "")] for f in schema]),
+        markdown_table(["column", "type", "meaning"],
+                       [[f.name, _DTYPES[f.type], Markdown(COLUMN_DOCS.get(f.name, ""))] for f in schema]),
         "\n## Configs\n",
         _configs(configs or []),
         "\n## Sources and licences\n",
         sources_table(sources) if sources else "No source.",
         "\n" + (f"Read from a moving ref (the commit above is the one this build read; a later build may read "
-                f"another): {', '.join(moving)}.\n" if moving else "Every Hub source was read at a pinned commit.\n"),
+                f"another): {', '.join(escape(m) for m in moving)}.\n" if moving else
+                "Every Hub source was read at a pinned commit.\n"),
         "The top-level licence is the sources' common licence, or `other` (`mixed`, see LICENSES.md) when they "
         "differ or one is unknown: each source's own terms apply to its rows.\n",
         "\n## Excluded tasks\n",
         markdown_table(["task", "reason"], [[k, v] for k, v in sorted(exclusions.items())]) if exclusions else "None.",
         "\nThe exclusion policy of this build; excluded tasks are never ingested.\n",
         "## Guide model and mining\n",
-        f"Guide model: `{guide['name']}` at revision `{guide['revision']}`.\n",
+        f"Guide model: {code(guide['name'])} at revision {code(guide['revision'])}.\n",
         markdown_table(["parameter", "value"], [[k, v] for k, v in mining.items()] + [["seed", seed]]),
         "\n## Rows per task\n",
         markdown_table(["task_type", "task_name", "rows"], [[t["task_type"], t["task_name"], t["rows"]] for t in tasks]),
@@ -151,14 +172,17 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
         "For every source, rows in = rows out + rows dropped.\n",
         markdown_table(["stage / source", "rows in", "rows out", "dropped", "drops by reason"], acc_rows),
         "\n" + markdown_table(["drop reason", "meaning"], [[k, v] for k, v in drop_reasons.items()]),
-        "",
+        "\n## Written by\n",
+        markdown_table(["library", "version"], sorted(writers.items())),
+        "\nThe parquet bytes, and so the content hash and the tag, depend on these versions: the same inputs "
+        "written by other versions may give another tag.\n",
     ]
     return "\n".join(parts)
 
 
 def _configs(configs: list[dict]) -> str:
-    rows = [[f"`{c['name']}`", c["rows"], CONFIG_DOCS.get(c["name"], "one task's triplets (`task_type` = the name)")]
-            for c in configs]
+    rows = [[code(c["name"]), c["rows"],
+             Markdown(CONFIG_DOCS.get(c["name"], "one task's triplets (`task_type` = the name)"))] for c in configs]
     return markdown_table(["config", "rows", "holds"], rows) + (
         "\n\n`load_dataset(path_or_repo, \"<config>\", revision=<tag>, split=\"train\")` reads one config; "
         "the per-task configs are the default config's own files, not copies.\n")

@@ -97,9 +97,14 @@ class TaskGrouped:
     def nbytes(self, start: int = 0, stop: int | None = None) -> int:
         return int(self._sizes[self.order[start:stop]].sum())
 
-    def rows(self, start: int, stop: int) -> pa.Table:
-        """Rows [start, stop) of the grouped order, as a new table."""
-        return self.table.take(pa.array(self.order[start:stop]))
+    def rows(self, start: int, stop: int, columns: list[str] | None = None) -> pa.Table:
+        """Rows [start, stop) of the grouped order (only `columns`, if given), as a new table."""
+        table = self.table if columns is None else self.table.select(columns)
+        return table.take(pa.array(self.order[start:stop]))
+
+    def column_nbytes(self, columns: list[str]) -> int:
+        """All rows' content bytes (as `content_bytes` counts them) in `columns` alone."""
+        return int(content_bytes(self.table.select(columns)).sum())
 
     def to_table(self) -> pa.Table:
         return self.rows(0, self.num_rows)

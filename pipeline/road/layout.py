@@ -3,7 +3,10 @@
 A version is one Hub dataset repo with several configs and no file stored twice:
 - `default`: every triplet, task-grouped: `data/*/train-*` (read in path order, which is task order);
 - one config per `task_type` (`medi`, `mteb_banking77`, ...): `data/<task_type>/train-*`, the same files;
-- `ntuple`: one row per mined query with its k negatives: `ntuple/train-*`;
+- `triplets`: the default's rows, same order, as `anchor, positive, negative` only (what a trainer feeds as
+  inputs): `triplets/train-*`; the one config that repeats text (a config cannot rename the default's columns);
+- `ntuple`: one row per mined query with its k negatives, `anchor, positive, negative_1..k, scores`:
+  `ntuple/train-*`; `ntuple_tasks`: row i's task: `ntuple_tasks/train-*`;
 - `candidates` and `corpus`: each mined query's guide-ranked other-label candidates, as ids into the
   task's texts: `candidates/train-*`, `corpus/train-*`.
 
@@ -25,7 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROW_GROUP_BYTES = 64 * 1024**2  # in memory, per row group
-EXTRA_CONFIGS = ("ntuple", "candidates", "corpus")
+# The configs beside `default` and the per-task ones, in the order the card declares them.
+EXTRA_CONFIGS = ("triplets", "ntuple", "ntuple_tasks", "candidates", "corpus")
 _CDC = "use_content_defined_chunking" in inspect.signature(pq.write_table).parameters
 
 
@@ -48,7 +52,14 @@ DEFAULT = ConfigFiles("default", "data/*/train-*.parquet")
 
 
 def extra_config(name: str) -> ConfigFiles:
+    if name not in EXTRA_CONFIGS:
+        raise ValueError(f"unknown config {name!r}: the configs besides the per-task ones are {EXTRA_CONFIGS}")
     return ConfigFiles(name, f"{name}/train-*.parquet")
+
+
+def config_files(name: str, kind: str) -> ConfigFiles:
+    """Config `name`'s files: `kind` "task" is a per-task config (the default's own files), else an extra one."""
+    return task_config(name) if kind == "task" else extra_config(name)
 
 
 def shard_names(prefix: str, n: int) -> list[str]:

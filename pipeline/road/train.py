@@ -1,9 +1,12 @@
 """Fine-tuning the encoder on a published version, GIST-style, and scoring it against its base.
 
 The data is read back through `snapshot_download(repo, revision=tag)` + `load_dataset`, exactly as a
-downstream trainer reads it, never from build intermediates. Training uses sentence-transformers'
-`SentenceTransformerTrainer` with `GISTEmbedLoss` (guide = the build's guide model), one dataset per
-task with proportional sampling so that no batch mixes tasks, and no duplicate texts within a batch.
+downstream trainer reads it, never from build intermediates, and through the configs it publishes: the
+inputs are the `triplets` config (`anchor, positive, negative`, what `GISTEmbedLoss` takes), and each row's
+task (and instructions, when they are used) is the same row of the `default` config, read for those columns
+only. Training uses sentence-transformers' `SentenceTransformerTrainer` with `GISTEmbedLoss` (guide = the
+build's guide model), one dataset per task with proportional sampling so that no batch mixes tasks, and no
+duplicate texts within a batch.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import polars as pl
 from pydantic import BaseModel
 
 from pipeline.common import atomic
@@ -22,32 +26,55 @@ from pipeline.workspace import StageReport, StageSpec, Workspace
 log = logging.getLogger(__name__)
 
 
-def load_published(repo_id: str, tag: str, location: Location):
-    """A published version, the way a trainer reads it (from the Hub, or from a local hub folder)."""
+def load_published(repo_id: str, tag: str, location: Location, config: str = "default",
+                   columns: list[str] | None = None):
+    """Config `config` of a published version (only `columns`, if given), the way a trainer reads it (from the
+    Hub, or from a local hub folder)."""
     from datasets import load_dataset
     from huggingface_hub import snapshot_download
 
     path = snapshot_download(repo_id, repo_type="dataset", revision=tag, cache_dir=location.local_hub,
                              local_files_only=not location.is_hub)
-    return load_dataset(path, split="train")
+    return load_dataset(path, config, split="train", **({"columns": columns} if columns else {}))
 
 
-def task_datasets(ds, cfg: TrainConfig) -> dict:
-    """One (anchor, positive, negative) dataset per task: the multi-dataset sampler keeps batches homogeneous."""
+_INSTRUCTIONS = {"anchor": "query_instruct", "positive": "pos_instruct", "negative": "neg_instruct"}
+
+
+def task_columns(cfg: TrainConfig) -> list[str]:
+    """What training reads of the `default` config besides the `triplets` config: each row's task, and its
+    instructions when they are used."""
+    return ["task_name", *(_INSTRUCTIONS.values() if cfg.use_instructions else ())]
+
+
+def task_datasets(ds, cfg: TrainConfig, triplets=None) -> dict:
+    """One (anchor, positive, negative) dataset per task: the multi-dataset sampler keeps batches homogeneous.
+
+    `triplets` is the `triplets` config and `ds` the `default` config's `task_columns` (row i of one is row i of
+    the other); without `triplets`, the inputs are `ds`'s own `query, pos, neg`."""
     import datasets
 
-    df = ds.to_polars()
+    from pipeline.schema import TRIPLET_COLUMNS
+
+    if triplets is None:
+        inputs = ds.select_columns(list(TRIPLET_COLUMNS)).to_polars().rename(TRIPLET_COLUMNS)
+    else:
+        if triplets.num_rows != ds.num_rows:
+            raise ValueError(f"the triplets config has {triplets.num_rows} rows and the default config "
+                             f"{ds.num_rows}: not the same version")
+        inputs = triplets.select_columns(list(TRIPLET_COLUMNS.values())).to_polars()
+    df = pl.concat([ds.select_columns(task_columns(cfg)).to_polars(), inputs], how="horizontal")
     out = {}
-    for (task,), group in sorted(df.group_by("task_name"), key=lambda kv: kv[0]):
+    for (task,), group in sorted(df.group_by("task_name", maintain_order=True), key=lambda kv: kv[0]):
         if cfg.max_rows_per_task:
             group = group.head(cfg.max_rows_per_task)
         if group.height < 2:
             continue
         cols = {}
-        for src, dst in (("query", "anchor"), ("pos", "positive"), ("neg", "negative")):
-            text = group[src]
+        for dst, instruct in _INSTRUCTIONS.items():
+            text = group[dst]
             if cfg.use_instructions:
-                text = group[f"{src}_instruct"] + text
+                text = group[instruct] + text
             cols[dst] = text.to_list()
         out[str(task)] = datasets.Dataset.from_dict(cols)
     return out
@@ -137,8 +164,10 @@ def finetune(ws: Workspace, *, repo_id: str, tag: str, location: Location, train
     model_dir = out / "model"
     if (done := ws.reuse(model_dir, fp, TrainReport)) is not None:
         return done
-    ds = load_published(repo_id, tag, location)
-    model, facts = train_encoder(task_datasets(ds, training), base.path, guide.path, out / "runs" / fp, training)
+    triplets = load_published(repo_id, tag, location, "triplets")
+    tasks = load_published(repo_id, tag, location, "default", columns=task_columns(training))
+    model, facts = train_encoder(task_datasets(tasks, training, triplets), base.path, guide.path, out / "runs" / fp,
+                                 training)
     with atomic.atomic_dir(model_dir) as tmp:
         model.save(str(tmp))
     report = TrainReport(model_dir=str(model_dir), dataset_repo=repo_id, tag=tag, base=base, guide=guide, facts=facts,
