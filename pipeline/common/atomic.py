@@ -24,7 +24,7 @@ from typing import Iterator
 from pipeline.common.pids import alive_since, host_id
 
 FOREIGN_AFTER_S = 7 * 86400
-MIN_AGE_S = 60.0
+MIN_AGE_S = 5.0  # a few seconds: more than the clock slack of `alive_since`
 _RENAME_EXCHANGE = 2
 _committed: dict[str, str] = {}
 
