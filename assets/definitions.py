@@ -19,8 +19,8 @@ from pipeline.config import BuildConfig
 
 def publisher_for(deployment: Deployment) -> PublisherResource:
     if deployment.publish_target == "hub":
-        return HfHubPublisher(token=dg.EnvVar("HF_TOKEN"), private=deployment.hub_private,
-                              endpoint=deployment.hub_endpoint)
+        # token: huggingface_hub.get_token() when the publisher is made (HF_TOKEN or the stored `hf auth login`)
+        return HfHubPublisher(private=deployment.hub_private, endpoint=deployment.hub_endpoint)
     return LocalHubPublisher(root=str(deployment.local_hub or deployment.home / "hub"))
 
 

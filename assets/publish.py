@@ -34,7 +34,8 @@ def triplet_dataset(context: dg.AssetExecutionContext, gistforge: BuildResource)
     })
 
 
-@dg.asset(group_name="publish", deps=[triplet_dataset], kinds={"huggingface"}, owners=OWNERS, code_version="2",
+@dg.asset(group_name="publish", deps=[triplet_dataset], kinds={"huggingface"}, owners=OWNERS,
+          code_version=publish.SPEC.version,
           pool="hub_publish",
           description="The build published as a tagged version (local Hub-cache folder by default).")
 def published_dataset(context: dg.AssetExecutionContext, gistforge: BuildResource,

@@ -76,14 +76,15 @@ class LocalHubPublisher(PublisherResource):
 
 
 class HfHubPublisher(PublisherResource):
-    """The Hugging Face Hub; the token comes from `HF_TOKEN` through `dg.EnvVar` and is never logged."""
+    """The Hugging Face Hub. The token, unless given (e.g. `dg.EnvVar`), is `huggingface_hub.get_token()`'s,
+    read when the publisher is made: `HF_TOKEN`, else the login stored by `hf auth login`. Never logged."""
 
     token: str | None = None
     private: bool = True
     endpoint: str | None = None
 
     def publisher(self, network: NetworkConfig = NetworkConfig()) -> Publisher:
-        from huggingface_hub import HfApi
+        from huggingface_hub import HfApi, get_token
 
-        return HubPublisher(HfApi(endpoint=self.endpoint), self.token, private=self.private,
+        return HubPublisher(HfApi(endpoint=self.endpoint), self.token or get_token(), private=self.private,
                             retry_budget_s=network.retry_budget_s, first_delay_s=network.first_retry_delay_s)

@@ -8,10 +8,16 @@ from assets.resources import BuildResource, PublisherResource
 from pipeline.road import evaluate, train
 
 
+def finetune_code_version() -> str:
+    """The asset runs two stages, the fine-tune and its evaluation: bumping either's spec makes it stale."""
+    return f"{train.SPEC.version}.{evaluate.EVAL_SPEC.version}"
+
+
 def finetuned_encoder_asset(op_tags: dict[str, str] | None = None) -> dg.AssetsDefinition:
     """`op_tags`: where the step runs (the guide queue on Celery; see `Deployment.guide_step_tags`)."""
 
-    @dg.asset(group_name="train", deps=[published_dataset], kinds={"pytorch"}, owners=OWNERS, code_version="1",
+    @dg.asset(group_name="train", deps=[published_dataset], kinds={"pytorch"}, owners=OWNERS,
+              code_version=finetune_code_version(),
               pool="guide_model", op_tags=op_tags,
               description="The encoder fine-tuned GIST-style on the latest published version, with a base-vs-tuned "
                           "evaluation on held-out test splits. Never scheduled: materialise it when you want a model.")

@@ -51,9 +51,18 @@ def _failures(result) -> list[str]:
 
 def _preflight(deployment) -> list[str]:
     """Problems that would fail a run later, found before any run starts."""
-    if deployment.publish_target == "hub" and not os.environ.get("HF_TOKEN"):
-        return ["GISTFORGE_PUBLISH_TARGET=hub needs HF_TOKEN: export a Hugging Face token with write access "
-                "to the dataset repo (or unset GISTFORGE_PUBLISH_TARGET to publish to the local hub)"]
+    if deployment.publish_target == "hub":
+        from huggingface_hub import get_token
+
+        try:
+            found = bool(get_token())  # HF_TOKEN, else the login stored by `hf auth login` ($HF_HOME/token)
+        except Exception as exc:  # noqa: BLE001 - e.g. HF_OIDC_RESOURCE set and the exchange failed
+            return [f"GISTFORGE_PUBLISH_TARGET=hub: reading the Hugging Face token failed ({type(exc).__name__}); "
+                    "run `hf auth login` or export HF_TOKEN"]
+        if not found:
+            return ["GISTFORGE_PUBLISH_TARGET=hub needs a Hugging Face token with write access to the dataset repo: "
+                    "run `hf auth login` or export HF_TOKEN (or unset GISTFORGE_PUBLISH_TARGET to publish to the "
+                    "local hub)"]
     return []
 
 
@@ -132,6 +141,9 @@ def _fail(lines: list[str], code: int = 1) -> int:
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not sys.stderr.isatty():  # progress bars only on a terminal: read by tqdm and the HF libraries at import
+        for key in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+            os.environ.setdefault(key, "1")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop on SIGTERM as on Ctrl-C
     try:
         sys.exit(build())

@@ -1,23 +1,49 @@
 """What `gistforge build` prints, and where the rest goes.
 
-The console gets one short line per log message (library and Dagster alike) and, on failure, the CLI's
-own one-line summary; Dagster's event tracebacks and every DEBUG line go to a log file under the home
-folder instead (or to the console as well with `--log-level DEBUG`). Libraries that chatter at INFO on
-every start (alembic's migrations, faiss's loader probing for AVX builds) are held at WARNING.
+The console gets one short line per log message of gistforge's own (the library, the assets, Dagster's run
+events) and, on failure, the CLI's own one-line summary. Everything else goes to a log file under the home
+folder (`<home>/logs`, readable by its owner only): Dagster's event tracebacks, every DEBUG line, other
+libraries' INFO and WARNING records (mteb's evaluation chatter, which it logs twice, through two loggers),
+Python warnings (FutureWarning and the like), and whatever is printed to stdout while the runs go (the
+trainer's loss dicts). A library's ERROR still reaches the console. Progress bars (tqdm: transformers'
+"Loading weights", the trainer's steps) are drawn only when stderr is a terminal. `--log-level DEBUG` prints
+everything on the console as well. Libraries that chatter at INFO on every start (alembic's migrations,
+faiss's loader probing for AVX builds) are held at WARNING.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Iterator
 
 import dagster as dg
 
 QUIET = ("alembic", "faiss.loader", "sentence_transformers", "httpx", "urllib3", "datasets", "filelock")
+OURS = ("pipeline", "assets", "gistforge")  # loggers whose INFO lines are the console's
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _progress_bars_off() -> None:
+    """Progress bars of the libraries already imported off (those imported later read the environment the
+    CLI's `main` sets: TQDM_DISABLE, HF_HUB_DISABLE_PROGRESS_BARS, HF_DATASETS_DISABLE_PROGRESS_BARS)."""
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 class _Short(logging.Formatter):
@@ -45,6 +71,44 @@ def _not_a_failure_event(record: logging.LogRecord) -> bool:
     return not (meta and meta.get("dagster_event") is not None and record.levelno >= logging.ERROR)
 
 
+def _console_worthy(record: logging.LogRecord) -> bool:
+    """gistforge's own lines and Dagster's run events; another library's only from ERROR up."""
+    if getattr(record, "dagster_meta", None) is not None or record.levelno >= logging.ERROR:
+        return True
+    return record.name.split(".")[0] in OURS
+
+
+class _LogWriter(io.TextIOBase):
+    """A text stream whose lines become log records (stdout while the runs go: the file has them)."""
+
+    def __init__(self, log: logging.Logger):
+        self.log, self.pending = log, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if line.strip():
+                self.log.info(line.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending.strip():
+            self.log.info(self.pending.rstrip())
+        self.pending = ""
+
+
+class _PrivateFile(logging.FileHandler):
+    """A log file only its owner reads (0600): it holds tracebacks, paths and settings of the build."""
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)  # also an older file, or one created under a laxer mode
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 class Console:
     """The CLI's logging: a short stderr stream at `level` and a full log file at DEBUG."""
 
@@ -54,13 +118,14 @@ class Console:
             raise ValueError(f"--log-level {level!r} is not a logging level (DEBUG, INFO, WARNING, ERROR)")
         self.log_file = log_file
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        self.file = logging.FileHandler(log_file, encoding="utf-8", delay=True)
+        self.file = _PrivateFile(log_file, encoding="utf-8", delay=True)
         self.file.setFormatter(logging.Formatter(_FORMAT))
         self.stream = logging.StreamHandler(sys.stderr)
         self.stream.setLevel(self.level)
         self.stream.setFormatter(logging.Formatter(_FORMAT) if self.level <= logging.DEBUG else _Short())
         if self.level > logging.DEBUG:
             self.stream.addFilter(_not_a_failure_event)
+            self.stream.addFilter(_console_worthy)
 
     @contextmanager
     def installed(self, library_in_dagster_logs: bool) -> Iterator[None]:
@@ -78,9 +143,16 @@ class Console:
             root.addHandler(handler)
         for name in QUIET:
             logging.getLogger(name).setLevel(logging.DEBUG if self.level <= logging.DEBUG else logging.WARNING)
+        if not _is_terminal(self.stream.stream):
+            _progress_bars_off()
+        logging.captureWarnings(True)  # FutureWarning & co. become `py.warnings` records: the log file's
+        stdout = _LogWriter(logging.getLogger("stdout"))
         try:
-            yield
+            with redirect_stdout(stdout):
+                yield
         finally:
+            stdout.flush()
+            logging.captureWarnings(False)
             for handler in (self.stream, self.file):
                 root.removeHandler(handler)
             self.file.close()

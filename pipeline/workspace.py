@@ -147,9 +147,10 @@ class Workspace:
 
     def save_report(self, report: BaseModel, output: Path) -> None:
         """Commit `report` beside `output` (after the output itself: see `StageReport`), naming the output it
-        describes (its `atomic.identity`), so a report is never paired with another build's output."""
+        describes (its `atomic.identity`: mtime and size), so a report is never paired with another build's
+        output; a copied home keeps it where the copy keeps times."""
         data = report.model_dump(mode="json", exclude={"reused"})
-        if self.report_path(output) != output and (stamp := atomic.committed(output)) is not None:
+        if self.report_path(output) != output and (stamp := atomic.committed(output)):
             data[_OUTPUT] = stamp
         atomic.write_text(self.report_path(output), json.dumps(data, indent=2, sort_keys=True))
 

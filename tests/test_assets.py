@@ -8,7 +8,7 @@ from assets import build_definitions
 from assets.settings import Deployment
 from gistforge.cli import build
 from pipeline.config import BuildConfig, embedded_profile
-from pipeline.road import build as build_stage, decontaminate, ingest, mine
+from pipeline.road import build as build_stage, decontaminate, evaluate, ingest, mine, publish, train
 from pipeline.road.ingest import MediReport, SplitReport
 from pipeline.road.mine import MineReport
 from pipeline.road.publish import LocalHub
@@ -48,6 +48,22 @@ def test_code_versions_are_the_stages_versions(tmp_path):
     assert version("mteb_train_split") == ingest.TASK_SPEC.version
     assert version("mined_triplets") == mine.SPEC.version
     assert version("triplet_dataset") == build_stage.SPEC.version
+    assert version("published_dataset") == publish.SPEC.version
+    assert version("finetuned_encoder") == f"{train.SPEC.version}.{evaluate.EVAL_SPEC.version}"
+    assert all(graph.get(key).code_version for key in graph.get_all_asset_keys()), "every asset has one"
+
+
+def test_no_literal_code_version_in_the_dagster_layer():
+    """A literal `code_version="1"` drifts from the stage's spec (it did: finetuned_encoder said 1, its stage 2)."""
+    import re
+    from pathlib import Path
+
+    import assets
+
+    literal = re.compile(r"code_version\s*=\s*['\"]")
+    found = [f"{p.name}:{n}" for p in Path(assets.__file__).parent.glob("*.py")
+             for n, line in enumerate(p.read_text().splitlines(), 1) if literal.search(line)]
+    assert not found, found
 
 
 @pytest.mark.slow

@@ -12,8 +12,10 @@ One test per numbered finding of the issue; findings that an earlier test alread
 
 import logging
 import os
+import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -106,15 +108,47 @@ def test_finding_2_a_hub_download_retries_transient_faults_within_one_budget(tmp
     assert calls.count("offline") == 1, "offline mode can never succeed: not retried"
 
 
+def _hf_home(tmp_path: Path, monkeypatch) -> Path:
+    """An empty Hugging Face home (no stored login, no HF_TOKEN): where `hf auth login` stores its token."""
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf-home"
+    home.mkdir()
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))  # read once at import: follow HF_HOME
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return home
+
+
 def test_finding_9_a_missing_hf_token_is_found_before_any_run(tmp_path, monkeypatch, capsys):
     from gistforge.cli import build
 
+    _hf_home(tmp_path, monkeypatch)
     monkeypatch.setenv("GISTFORGE_PUBLISH_TARGET", "hub")
-    monkeypatch.delenv("HF_TOKEN", raising=False)
     assert build(["build", "--home", str(tmp_path / "home")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [err[0]] and "needs HF_TOKEN" in err[0]
+    assert err == [err[0]] and "needs a Hugging Face token" in err[0]
+    assert "hf auth login" in err[0] and "HF_TOKEN" in err[0], "the message names both ways to give one"
     assert not (tmp_path / "home" / "dagster").exists(), "no instance, no run"
+
+
+def test_issue_22_4_a_token_stored_by_hf_auth_login_is_found_and_never_printed(tmp_path, monkeypatch, capsys):
+    """`hf auth login` writes `$HF_HOME/token`; `huggingface_hub.get_token()` finds it where HF_TOKEN is unset,
+    in the preflight and in the Hub publisher resource alike."""
+    from assets.definitions import publisher_for
+    from assets.settings import Deployment
+    from gistforge.cli import _preflight
+
+    (_hf_home(tmp_path, monkeypatch) / "token").write_text(TOKEN + "\n")
+    deployment = Deployment(home=tmp_path / "home", publish_target="hub")
+    assert _preflight(deployment) == [], "the stored login is a token"
+    resource = publisher_for(deployment)
+    assert TOKEN not in repr(resource) and TOKEN not in str(resource.model_dump()), "not in the resource's config"
+    assert resource.publisher().token == TOKEN
+    monkeypatch.setenv("HF_TOKEN", "hf_fromTheEnvironment")
+    assert publisher_for(deployment).publisher().token == "hf_fromTheEnvironment", "HF_TOKEN wins, as in get_token"
+    out, err = capsys.readouterr()
+    assert TOKEN not in out + err
 
 
 def test_finding_14_long_loops_log_progress_every_few_seconds():
@@ -207,12 +241,17 @@ def test_finding_2_and_3_an_unreachable_hub_fails_within_the_budget_and_sigterm_
         endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
     home = tmp_path / "home"
     hub = {"GISTFORGE_PUBLISH_TARGET": "hub", "HF_TOKEN": TOKEN, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": ""}
+    hf_home = tmp_path / "hf-home"  # the first run's token is the login `hf auth login` stored, HF_TOKEN unset
+    hf_home.mkdir()
+    (hf_home / "token").write_text(TOKEN)
 
     start = time.monotonic()
     out = subprocess.run(_cli("--config", str(_config(tmp_path, retry_budget_s=6, first_retry_delay_s=1))), cwd=ROOT,
-                         env=_env(home, **hub), capture_output=True, text=True, timeout=600)
+                         env=_env(home, **{**hub, "HF_TOKEN": "", "HF_HOME": str(hf_home)}), capture_output=True,
+                         text=True, timeout=600)
     print(f"unreachable Hub, 6 s budget: exit {out.returncode} after {time.monotonic() - start:.1f} s")
-    assert out.returncode == 1
+    assert out.returncode == 1, "the stored token passed the preflight (exit 2 otherwise)"
+    first = [out.stdout, out.stderr]
     failure = _gistforge_lines(out.stderr)[0]
     assert "published_dataset failed" in failure and "still failing after the 6 s retry budget" in failure
     assert "ConnectError" in failure and "HF_ENDPOINT" in failure
@@ -231,7 +270,7 @@ def test_finding_2_and_3_an_unreachable_hub_fails_within_the_budget_and_sigterm_
     assert out.returncode == 1 and "retry" not in out.stderr
     assert "OfflineModeIsEnabled" in _gistforge_lines(out.stderr)[0]
 
-    texts = [out.stdout, out.stderr, log.read_text()] + [p.read_text(errors="replace") for p in home.rglob("*")
+    texts = [*first, out.stdout, out.stderr, log.read_text()] + [p.read_text(errors="replace") for p in home.rglob("*")
                                                          if p.is_file() and p.suffix in (".log", ".json", ".md")]
     assert not [t for t in texts if TOKEN in t], "the token appears nowhere"
 
@@ -271,3 +310,26 @@ def test_finding_11_12_14_the_first_command_leaves_a_portable_card_history_and_l
         messages = [r.event_log_entry.user_message for run in instance.get_runs()
                     for r in instance.get_records_for_run(run.run_id).records]
     assert any(m.startswith("embedded 160 texts") for m in messages), "the library's own lines reach the run logs"
+
+
+@pytest.mark.slow
+def test_issue_22_7_the_first_command_prints_at_most_40_lines_and_its_log_is_private(tmp_path):
+    """The README's first command in a fresh home, fine-tune included: gistforge's own lines only (one per
+    stage and the final lines); mteb's chatter, warnings, progress bars and the trainer's loss dicts go to
+    the log file, which only its owner reads (issue 23 #9)."""
+    home = tmp_path / "home"
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "gistforge.cli", "build"], cwd=ROOT, env=_env(home),
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = (out.stderr + out.stdout).splitlines()
+    print(f"first command: {len(lines)} console lines, exit 0 after {time.monotonic() - start:.1f} s")
+    assert len(lines) <= 40, "\n".join(lines)
+    debris = [line for line in lines if re.search(r"Warning|it/s\]|%\||\r|\{'loss'|train_runtime|mteb\.|"
+                                                  r"Loading weights|Writing model shards", line)]
+    assert not debris, debris
+    assert "gistforge: fine-tuned encoder" in out.stdout and "gistforge: published local/" in out.stdout
+    log_file, = (home / "logs").glob("build-*.log")
+    assert stat.S_IMODE(log_file.stat().st_mode) == 0o600
+    kept = log_file.read_text()
+    assert "{'loss'" in kept and "mteb.evaluate" in kept, "the file has what the console has not"

@@ -127,3 +127,16 @@ def test_a_published_version_is_readable_by_the_team_under_umask_022(tmp_path):
              if not p.is_symlink() and ".locks" not in p.parts}
     assert modes and {m for p, m in modes.items() if (ws.hub / p).is_dir()} == {0o755}
     assert {m for p, m in modes.items() if (ws.hub / p).is_file()} == {0o644}, modes
+
+
+def test_a_home_copied_with_its_times_is_reused_not_refused(tmp_path):
+    """A team copies a home (`shutil.copytree`, `rsync -a`): the reports still describe their outputs."""
+    import shutil
+
+    ws = Workspace(tmp_path / "a", "p")
+    out = ws.split("Task")
+    ws.write_parquet(pl.DataFrame({"text": ["a"]}), out)
+    ws.save_report(StageReport(fingerprint="A"), out)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    copy = Workspace(tmp_path / "b", "p")
+    assert copy.reuse(copy.split("Task"), "A", StageReport) is not None and copy.fingerprint_of(copy.split("Task")) == "A"

@@ -1,6 +1,7 @@
 """Fast checks of the training and evaluation modules' own logic (the real fine-tune runs in the slow tier)."""
 
 import datasets
+import pytest
 
 from pipeline.config import TrainConfig
 from pipeline.road.embed import ModelRef
@@ -31,3 +32,74 @@ def test_model_card_names_data_models_and_mteb_scores():
     assert "`org/ds` at tag `2026.01.01-abcdef12`" in card and "mteb 2.26.24 classification, 10 experiments" in card
     assert "| Banking77Classification | `0fd18e25b25c` | 3080 | 0.8 | 0.82 | 0.79 | 0.81 |" in card
     assert "Not evaluated: MyTask" in card
+
+
+TOXIC_REV = "d7c0de2777da35d6aae2200a62c6e0e5af397c4c"  # the revision the registry (MTEB v1) pins
+
+
+def _toxic_like_rows(n: int, seed: int) -> list[dict]:
+    """Short comments, toxic (1) or not (0) by their words, with enough overlap that accuracy is not 1."""
+    import random
+
+    rng = random.Random(seed)
+    words = {0: ["thanks", "great", "agree", "helpful", "nice", "interesting", "well said", "good point"],
+             1: ["idiot", "stupid", "shut up", "moron", "pathetic", "disgusting", "loser", "garbage"]}
+    shared = ["the article", "this comment", "your post", "the mayor", "people", "today", "again", "really"]
+    rows = []
+    for i in range(n):
+        label = int(rng.random() < 0.3)
+        own = rng.choice(words[label] if rng.random() < 0.8 else words[1 - label])
+        rows.append({"text": f"{rng.choice(shared)} {own} {rng.choice(shared)} {i % 97}", "label": label,
+                     "label_text": "toxic" if label else "not toxic"})
+    return rows
+
+
+def _memo(encode):
+    """`encode` remembering each text's vector (per call options): mteb's evaluation and ours see the same ones."""
+    import numpy as np
+
+    seen: dict = {}
+
+    def cached(sentences, **kwargs):
+        options = repr(sorted(kwargs.items()))
+        texts = [sentences] if isinstance(sentences, str) else list(sentences)
+        todo = [t for t in dict.fromkeys(texts) if (t, options) not in seen]
+        if todo:
+            for text, vector in zip(todo, encode(todo, **kwargs)):
+                seen[text, options] = vector
+        out = np.stack([np.asarray(seen[t, options]) for t in texts])
+        return out[0] if isinstance(sentences, str) else out
+
+    return cached
+
+
+@pytest.mark.slow
+def test_mteb_figures_are_mteb_s_own_on_a_task_whose_transform_subsamples(tmp_path):
+    """ToxicConversations-shaped: mteb evaluates a stratified 2,048-row sample of its test split
+    (`dataset_transform`); gistforge's figure is exactly what `mteb.evaluate` gives by its own loading."""
+    import mteb
+    from sentence_transformers import SentenceTransformer
+
+    from pipeline.config import BUNDLED_MODEL, TaskSource
+    from pipeline.road.embed import resolve_model
+    from pipeline.road.evaluate import device, mteb_scores, mteb_tasks
+    from tests.conftest import jsonl, make_hub_repo
+
+    cache = tmp_path / "hub-cache"
+    folder = make_hub_repo(cache, "mteb/toxic_conversations_50k", TOXIC_REV,
+                           {"train.jsonl": jsonl(_toxic_like_rows(400, 1)), "test.jsonl": jsonl(_toxic_like_rows(2300, 2))})
+    model = SentenceTransformer(resolve_model(BUNDLED_MODEL).path, device=device())
+    model.encode = _memo(model.encode)  # the same model's same vectors, computed once for both evaluations
+
+    loaded, skipped = mteb_tasks([TaskSource(name="ToxicConversationsClassification", cache_dir=cache)])
+    assert not skipped and loaded[0].test_rows == 2048, "mteb's own transform subsampled the test split"
+    ours = mteb_scores(model, loaded, {}).per_task["ToxicConversationsClassification"]
+
+    task = mteb.get_task("ToxicConversationsClassification")  # mteb alone: its loader, transform, seed, defaults
+    task.metadata = task.metadata.model_copy(update={"dataset": {"path": str(folder), "revision": TOXIC_REV}})
+    theirs = mteb.evaluate(model, task, cache=None, co2_tracker=False, show_progress_bar=False)
+    score = theirs.task_results[0].scores["test"][0]
+    print(f"ToxicConversations-shaped: gistforge accuracy {ours.accuracy} f1 {ours.f1}; "
+          f"mteb.evaluate accuracy {score['accuracy']:.4f} f1 {score['f1']:.4f}")
+    assert (ours.accuracy, ours.f1) == (round(float(score["accuracy"]), 4), round(float(score["f1"]), 4))
+    assert 0.5 < ours.accuracy < 1.0

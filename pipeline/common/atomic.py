@@ -77,11 +77,12 @@ def umask() -> int:
     return old
 
 
-def identity(path: Path) -> str:
-    """What tells this file from another written to the same name: inode, modification time and size (all
-    kept by a rename); for a folder its inode (files written into it later must not change it)."""
+def identity(path: Path) -> str | None:
+    """What tells this file from another written to the same name: modification time (ns) and size, both
+    kept by a rename and by copies that keep times (`cp -p`, `rsync -a`, `shutil.copytree`); None for a
+    folder (files written into it later must not change it)."""
     st = os.stat(path)
-    return f"{st.st_ino}" if Path(path).is_dir() else f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+    return None if Path(path).is_dir() else f"{st.st_mtime_ns}-{st.st_size}"
 
 
 def committed(path: Path) -> str | None:
@@ -125,7 +126,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         _fsync(Path(tmp))
-        _committed[str(path)] = identity(Path(tmp))
+        _committed[str(path)] = identity(Path(tmp)) or ""
         os.replace(tmp, path)
         _fsync(path.parent)
     except BaseException:
@@ -147,7 +148,6 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_tree(tmp)
-        _committed[str(path)] = identity(tmp)
         if path.exists() and _exchange(tmp, path):
             shutil.rmtree(tmp)  # now the old folder
         elif path.exists():

@@ -1,9 +1,12 @@
 """Scoring a fine-tuned encoder against its base with the field's own evaluator: the `mteb` package.
 
-Each included MTEB task's classification evaluation runs on its pinned test split, read offline from the
-same Hub-cache snapshot the build read (mteb's own loader cannot read a Hub cache offline, so the split is
-loaded here and handed to the task), so scores compare with published MTEB results. Local tasks have no
-MTEB evaluation and are listed as not evaluated.
+Each included MTEB task is loaded by mteb itself (`AbsTask.load_data`: `datasets.load_dataset(**metadata.dataset)`,
+then the task's own `dataset_transform`, e.g. ToxicConversations' stratified 2,048-row test sample, with the
+task's seed), from the same pinned Hub-cache snapshot the build read: the task's `metadata.dataset` names the
+snapshot folder and revision, because `load_dataset` of a Hub id cannot read a Hub cache offline. So the splits,
+the subsampling and the evaluator's seed are mteb's and the scores compare with published MTEB results (for
+the revision the build reads; a revision other than mteb's own pin is logged). Local tasks have no MTEB
+evaluation and are listed as not evaluated.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pipeline.common import atomic
 from pipeline.config import TaskSource, TrainConfig
 from pipeline.registry import get_task
 from pipeline.road.decontaminate import no_test_split
-from pipeline.road.sources import pin, snapshot, split_dataset
+from pipeline.road.sources import SourceError, pin, snapshot
 from pipeline.road.train import TrainReport
 from pipeline.workspace import StageReport, StageSpec, Workspace
 
@@ -43,7 +46,7 @@ class Scores(BaseModel):
     not_evaluated: dict[str, str] = {}
 
 
-EVAL_SPEC = StageSpec("evaluate", version="1")
+EVAL_SPEC = StageSpec("evaluate", version="2")  # 2: mteb's own loading and dataset_transform (subsampling)
 
 
 class EvalReport(StageReport):
@@ -65,8 +68,8 @@ class MtebTask:
 
 def mteb_tasks(tasks: Sequence[TaskSource], *, test_rows: int | None = None,
                experiments: int = 10) -> tuple[list[MtebTask], dict[str, str]]:
-    """The tasks mteb can score, loaded, and the others with why they are not evaluated."""
-    import datasets
+    """The tasks mteb can score, loaded by mteb from the pinned snapshots, and the others with why they are
+    not evaluated. `test_rows` caps each test split after mteb's own transform (None: mteb's split as is)."""
     import mteb
 
     skipped = {}
@@ -77,20 +80,44 @@ def mteb_tasks(tasks: Sequence[TaskSource], *, test_rows: int | None = None,
     for src in (s for s in tasks if s.name not in skipped):
         meta, (_, revision) = get_task(src.name), pin(src)
         task = mteb.get_task(src.name)
-        if task.metadata.dataset["revision"] != revision:
+        pinned = dict(task.metadata.dataset)
+        if pinned["revision"] != revision:
             log.warning("%s: mteb pins %s, this build reads %s: scores are for the build's revision", src.name,
-                        task.metadata.dataset["revision"], revision)
-        folder, source = snapshot(src), f"{src.name} ({meta.hub_id}@{revision})"
-        test = split_dataset(folder, f"{source} test", meta.config, meta.test_split)
-        if test_rows is not None and len(test) > test_rows:
-            test = test.select(range(test_rows))
-        data = datasets.DatasetDict({"train": split_dataset(folder, source, meta.config, meta.split), "test": test})
-        if task.metadata.is_multilingual:  # mteb keys a multilingual task's data by subset (the language config)
+                        pinned["revision"], revision)
+        folder = snapshot(src)
+        # the instance's own metadata (mteb restores the class's on unload_data): mteb's loader, our snapshot
+        task.metadata = task.metadata.model_copy(update={"dataset": {**pinned, "path": str(folder),
+                                                                     "revision": revision}})
+        if task.metadata.is_multilingual:  # mteb loads one config per subset (language): only the build's
             task.hf_subsets = [meta.config]
-            data = {meta.config: data}
-        task.dataset, task.data_loaded, task.n_experiments = data, True, experiments
-        loaded.append(MtebTask(src.name, task, revision, len(test)))
+        task.n_experiments = experiments
+        try:
+            task.load_data()
+        except Exception as exc:  # noqa: BLE001 - datasets' and mteb's errors, named by task and snapshot
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise SourceError(f"{src.name} ({meta.hub_id}@{revision}): mteb cannot load the snapshot {folder} "
+                              f"({type(exc).__name__}: {first}); it needs the config {meta.config or 'default'} "
+                              f"with the splits {task.metadata.eval_splits} that mteb's task reads") from None
+        rows = 0
+        for data in _subsets(task):
+            for split in task.metadata.eval_splits:
+                if test_rows is not None and len(data[split]) > test_rows:
+                    data[split] = data[split].select(range(test_rows))
+                rows += len(data[split])
+        loaded.append(MtebTask(src.name, task, revision, rows))
     return loaded, skipped
+
+
+def _subsets(task) -> list:
+    """The task's loaded data per evaluated subset (a multilingual task's data is keyed by subset)."""
+    return [task.dataset[s] for s in task.hf_subsets] if task.metadata.is_multilingual else [task.dataset]
+
+
+def device() -> str:
+    """Where the evaluation encodes: CUDA when present."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def mteb_scores(model, tasks: Sequence[MtebTask], not_evaluated: dict[str, str], batch_size: int = 64) -> Scores:
@@ -156,7 +183,7 @@ def evaluate_finetune(ws: Workspace, trained: TrainReport, tasks: Sequence[TaskS
     loaded, skipped = mteb_tasks(tasks, test_rows=cfg.eval_test_rows, experiments=cfg.eval_experiments)
 
     def scores(path: str) -> Scores:  # both models on the same loaded tasks
-        return mteb_scores(SentenceTransformer(path, device="cpu"), loaded, skipped)
+        return mteb_scores(SentenceTransformer(path, device=device()), loaded, skipped)
 
     evaluation = EvalReport(base=scores(trained.base.path), finetuned=scores(trained.model_dir),
                             evaluator=f"mteb {version('mteb')}", experiments=cfg.eval_experiments, fingerprint=fp)

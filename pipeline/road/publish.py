@@ -33,9 +33,11 @@ from pipeline.common.markdown import markdown_table
 from pipeline.common.retry import BudgetSpent, RetryBudget, describe, http_status
 from pipeline.road.build import content_hash, read_build_hash
 from pipeline.road.build import content_hash as folder_hash
-from pipeline.workspace import Workspace
+from pipeline.workspace import StageSpec, Workspace
 
 log = logging.getLogger(__name__)
+
+SPEC = StageSpec("publish", version="2")  # the published_dataset asset's code version
 
 MANIFEST = ".gistforge/manifest.json"
 ROW_HASHES = ".gistforge/row_hashes.parquet"
