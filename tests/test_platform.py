@@ -1,6 +1,7 @@
 """Operating gistforge as a data platform: blocking checks, the scheduled rebuild, the sensors."""
 
 import datetime as dt
+import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,6 +14,7 @@ import pytest
 from assets import automation, build_definitions
 from assets.resources import BuildResource
 from assets.settings import Deployment
+from pipeline.common import atomic
 from pipeline.config import embedded_profile
 from pipeline.registry import get_task
 
@@ -125,6 +127,8 @@ def test_a_failed_blocking_check_stops_publishing(embedded_build, tmp_path):
     bad = home / "work" / "embedded" / "triplets" / "ImdbClassification.parquet"
     df = pl.read_parquet(bad)
     df.with_columns(neg_label=pl.col("query_label")).write_parquet(bad)  # a bad partition: same-label negatives
+    report = bad.with_suffix(".json")  # ... as its mining step committed it (the report names the file it wrote)
+    report.write_text(json.dumps({**json.loads(report.read_text()), "output_identity": atomic.identity(bad)}))
 
     defs = build_definitions(embedded_profile(), Deployment(home=home))
     result = defs.resolve_job_def("build_and_publish").execute_in_process(raise_on_error=False)

@@ -1,7 +1,9 @@
 """Realism checks on the real Banking77 split in ../shared/data (skipped when that folder is absent)."""
 
-import pytest
+import shutil
+
 import polars as pl
+import pytest
 
 from pipeline.config import BuildConfig, TaskSource
 from pipeline.road.sources import load_task_split
@@ -50,7 +52,7 @@ def test_planted_test_texts_are_removed_and_counted(tmp_path):
         # plant them with changed case and whitespace: the match is on normalised text
         train += [{**r, "text": "  " + r["text"].upper().replace(" ", "   ") + " "} for r in plant]
         out = make_hub_repo(cache, repo, rev, {"train.jsonl": "".join(json.dumps(r) + "\n" for r in train)})
-        (out / "test.jsonl").symlink_to(snap / "test.jsonl")
+        shutil.copyfile(snap / "test.jsonl", out / "test.jsonl")  # a link out of the snapshot would be refused
         planted[repo] = plant
         tests_by_repo[repo] = {normalise(r["text"]) for r in test}
 

@@ -391,8 +391,8 @@ class HubPublisher:
         # raised outside the `except` block, so the original exception (which may quote the token)
         # is neither the cause nor the context of the error users see
         if status in (401, 403):
-            raise PublishError(f"{what}: the Hub refused the credentials (HTTP {status}); set HF_TOKEN to a "
-                               "token with write access to this repo")
+            raise PublishError(f"{what}: the Hub refused the credentials (HTTP {status}); log in with `hf auth login` "
+                               "or set HF_TOKEN, with a token that has write access to this repo")
         raise PublishError(message if what in message else f"{what} failed{f' (HTTP {status})' if status else ''}: "
                            f"{message}")
 
