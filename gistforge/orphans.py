@@ -16,7 +16,8 @@ import os
 import socket
 
 import dagster as dg
-import psutil
+
+from pipeline.common.pids import started_at
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +31,6 @@ _SAME_START_S = 0.05  # start times are kernel clock ticks (10 ms) after boot: o
 _ENDS = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED,
          dg.DagsterRunStatus.MANAGED}
 UNFINISHED = [s for s in dg.DagsterRunStatus if s not in _ENDS]
-
-
-def started_at(pid: int) -> float | None:
-    """When process `pid` started (seconds since the epoch), or None when no such process exists."""
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return None
-    except psutil.AccessDenied:  # exists, owned by someone else, start time unreadable
-        return float("nan")
 
 
 def run_tags() -> dict[str, str]:

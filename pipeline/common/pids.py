@@ -30,14 +30,15 @@ def started_at(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return None
-    except psutil.AccessDenied:  # exists, owned by someone else, start time unreadable
-        return 0.0
+    except psutil.AccessDenied:  # exists, owned by someone else, start time unreadable: NaN
+        return float("nan")
 
 
 def alive_since(pid: int, since: float) -> bool:
-    """A process with this pid lives here and started no later than `since` (with 2 s of clock slack)."""
+    """A process with this pid lives here and started no later than `since` (with 2 s of clock slack); one
+    whose start time cannot be read counts as alive."""
     start = started_at(pid)
-    return start is not None and start <= since + 2.0
+    return start is not None and (start != start or start <= since + 2.0)
 
 
 def host_id() -> str:
