@@ -160,26 +160,26 @@ class Workspace:
         stamp = data.pop(_OUTPUT, None) if self.report_path(output) != output else None
         return data, stamp is None or (output.exists() and atomic.identity(output) == stamp)
 
+    def _read_matching(self, output: Path) -> dict[str, Any]:
+        """The report's fields; a `StaleOutputError` when `output` is no longer the file it describes."""
+        data, matches = self._read(output)
+        if not matches:
+            raise StaleOutputError(f"{output} was replaced after {self.report_path(output).name} was written (two "
+                                   "builds on one home at once?): materialise the stage that writes it again")
+        return data
+
     def load_report(self, output: Path, kind: type[M]) -> M:
         path = self.report_path(output)
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: materialise the stage that writes {output.name} first")
-        data, matches = self._read(output)
-        if not matches:
-            raise StaleOutputError(f"{output} was replaced after {path.name} was written (two builds on one home "
-                                   "at once?): materialise the stage that writes it again")
-        return kind.model_validate(data)
+        return kind.model_validate(self._read_matching(output))
 
     def fingerprint_of(self, output: Path) -> str | None:
         """The committed fingerprint of an upstream output, or None when it was never made."""
         path = self.report_path(output)
         if not path.exists():
             return None
-        data, matches = self._read(output)
-        if not matches:
-            raise StaleOutputError(f"{output} was replaced after {path.name} was written (two builds on one home "
-                                   "at once?): materialise the stage that writes it again")
-        return data.get("fingerprint")
+        return self._read_matching(output).get("fingerprint")
 
     def reuse(self, output: Path, fingerprint: str, kind: type[R]) -> R | None:
         """The committed report of `output` when it was made from the same inputs, so a rerun skips the work."""

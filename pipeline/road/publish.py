@@ -31,8 +31,8 @@ from pydantic import BaseModel, field_validator
 from pipeline.common import atomic, faults, locks
 from pipeline.common.markdown import markdown_table
 from pipeline.common.retry import BudgetSpent, RetryBudget, describe, http_status
-from pipeline.road.build import content_hash, read_build_hash
 from pipeline.road.build import content_hash as folder_hash
+from pipeline.road.build import read_build_hash
 from pipeline.workspace import StageSpec, Workspace
 
 log = logging.getLogger(__name__)
@@ -332,7 +332,7 @@ class LocalHub:
     def publish_model(self, folder: Path, repo_id: str, tag: str) -> PublishResult:
         """A model folder as `models--org--name` with `refs/<tag>`: `snapshot_download(repo_id, revision=tag)`
         + `SentenceTransformer(path)` load it, as from the Hub."""
-        digest = content_hash(Path(folder))
+        digest = folder_hash(Path(folder))
         repo = self.root / f"models--{repo_id.replace('/', '--')}"
         snap = repo / "snapshots" / digest[:40]
         with locks.exclusive(self.root / ".locks" / f"gistforge-{repo.name}.lock", f"{repo_id} in {self.root}"):
@@ -528,7 +528,7 @@ class HubPublisher:
             self._call(f"create_tag {repo_id}@{tag}", self.api.create_tag, repo_id, tag=tag, revision=commit,
                        repo_type="model")
         return PublishResult(repo_id=repo_id, tag=tag, revision=commit, status="published", location=HUB,
-                             content_hash=content_hash(folder))
+                             content_hash=folder_hash(folder))
 
 
 # ------------------------------------------------------------------------------------------------ the stage
