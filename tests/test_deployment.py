@@ -307,7 +307,7 @@ def test_build_on_two_workers_publishes_the_in_process_tag(cluster, in_process_t
     assert tag == in_process_tag
     assert _versions(cluster.home) == [tag]
 
-    # steps ran on both workers; the three task partitions were in flight at the same time
+    # steps ran on both workers; task partitions were in flight at the same time
     workers = {w for r in statuses for w in cluster.step_workers(r).values()}
     assert len(workers) == 2, workers
     # the guide-model steps went to the guide queue, which only w2 (the "GPU" worker) serves
@@ -316,7 +316,10 @@ def test_build_on_two_workers_publishes_the_in_process_tag(cluster, in_process_t
     records = {r.dagster_run.run_id: r for r in cluster.instance.get_run_records()}
     parts = [records[r] for r in statuses if records[r].dagster_run.tags.get("dagster/partition")]
     assert len(parts) == 3
-    assert max(r.start_time for r in parts) < min(r.end_time for r in parts), "partition runs did not overlap"
+    # a partition the earlier tests already mined is reused and can finish before the last one starts, so the
+    # claim is that runs were in flight together, not that all three were
+    spans = sorted((r.start_time, r.end_time) for r in parts)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), f"no two partition runs overlapped: {spans}"
 
     # runs, materialisations, pools and sensor state live in Postgres
     pg = cluster.pg
