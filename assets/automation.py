@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import dagster as dg
-from dagster._utils.schedules import get_smallest_cron_interval, is_valid_cron_string
+from croniter import croniter
 
 from assets.resources import BuildResource
 from pipeline.common.markdown import markdown_table
@@ -69,7 +69,7 @@ class Rebuild:
     interval_s: int = 30
 
     def __post_init__(self):
-        if not is_valid_cron_string(self.cron):
+        if not croniter.is_valid(self.cron):
             raise ValueError(f"GISTFORGE_REBUILD_CRON: {self.cron!r} is not a cron schedule (e.g. {WEEKLY!r})")
         if self.interval_s < 1:
             raise ValueError(f"GISTFORGE_REBUILD_INTERVAL_S: {self.interval_s} must be a positive number of seconds")
@@ -83,7 +83,13 @@ class Rebuild:
 
     @property
     def period(self) -> dt.timedelta:
-        return get_smallest_cron_interval(self.cron)
+        """The longest gap between two ticks over a year of them (e.g. 6 days for Mondays and Tuesdays): the
+        freshness windows below must not flag the long gap of an uneven schedule."""
+        ticks = croniter(self.cron, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+        times = [ticks.get_next(dt.datetime) for _ in range(2)]
+        while len(times) < 1000 and times[-1] - times[0] < dt.timedelta(days=366):
+            times.append(ticks.get_next(dt.datetime))
+        return max(b - a for a, b in zip(times, times[1:]))
 
     def condition(self) -> dg.AutomationCondition:
         """Due once per cron tick, unless this asset (partition) is still being rebuilt.

@@ -1,13 +1,11 @@
-"""Issue 12: how a build fails, stops and reruns, as a user meets it in the first hour.
+"""How a build fails, stops and reruns, as a user meets it in the first hour: only transient faults are
+retried, within one budget; bad input fails at once in one line; SIGTERM stops cleanly and the next build
+resumes; the first command leaves a portable card and library lines in the run logs.
 
-One test per numbered finding of the issue; findings that an earlier test already pins down are named here:
-  #5 (an unchanged rebuild retrains)       test_finetune.py::test_finetune_is_reused_redone_from_the_base_or_resumed_...
-  #6, #7 (one-label task, empty build)     test_bad_input.py::test_a_task_left_with_no_eligible_row_mines_nothing_...
-  #8 (`NaN` in a CSV label)                test_bad_input.py::test_missing_value_markers_in_a_csv_label_are_missing_labels
-  #9 (config mistakes, one line each)      test_registry_config.py::test_config_mistakes_are_one_line_each_from_the_cli
-  #10 (main moved back)                    test_publishing.py::test_main_never_moves_back_when_a_build_reproduces_...
-  #11 (machine path in the card)           test_publishing.py::test_the_card_names_no_machine_path_and_its_snippet_...
-  #13 (peak RSS)                           benchmarks/embedded_rss.py (a figure, not a timed test)
+Related behaviour pinned elsewhere: an unchanged rebuild reuses the fine-tune (test_finetune.py), a task left
+with nothing to mine (test_bad_input.py), config mistakes from the CLI (test_registry_config.py), `main` never
+moving back and no machine path in the card (test_publishing.py); peak RSS is a benchmark figure
+(benchmarks/embedded_rss.py), not a timed test.
 """
 
 import logging
@@ -56,7 +54,7 @@ def _raised_from(outer: Exception, inner: Exception) -> Exception:
 # ------------------------------------------------------------------------------------------ fast tier
 
 
-def test_finding_1_only_transient_faults_are_retried():
+def test_only_transient_faults_are_retried():
     transient = [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), TimeoutError(), _http_error(429),
                  _http_error(503), _raised_from(LocalEntryNotFoundError("not cached"), httpx.ConnectError("down"))]
     never = [_http_error(401), _http_error(403), _http_error(404), OfflineModeIsEnabled("offline"),
@@ -66,7 +64,7 @@ def test_finding_1_only_transient_faults_are_retried():
     assert [is_transient(e) for e in never] == [False] * len(never)
 
 
-def test_finding_1_no_asset_retries_on_top_of_the_library(tmp_path):
+def test_no_asset_retries_on_top_of_the_library(tmp_path):
     from assets.definitions import build_definitions
     from assets.settings import Deployment
 
@@ -76,7 +74,7 @@ def test_finding_1_no_asset_retries_on_top_of_the_library(tmp_path):
     assert policies and all(policy is None for policy in policies.values()), policies
 
 
-def test_finding_2_a_hub_download_retries_transient_faults_within_one_budget(tmp_path, monkeypatch):
+def test_a_hub_download_retries_transient_faults_within_one_budget(tmp_path, monkeypatch):
     import huggingface_hub
 
     now, waits, calls = [0.0], [], []
@@ -120,7 +118,7 @@ def _hf_home(tmp_path: Path, monkeypatch) -> Path:
     return home
 
 
-def test_finding_9_a_missing_hf_token_is_found_before_any_run(tmp_path, monkeypatch, capsys):
+def test_a_missing_hf_token_is_found_before_any_run(tmp_path, monkeypatch, capsys):
     from gistforge.cli import build
 
     _hf_home(tmp_path, monkeypatch)
@@ -151,7 +149,7 @@ def test_issue_22_4_a_token_stored_by_hf_auth_login_is_found_and_never_printed(t
     assert TOKEN not in out + err
 
 
-def test_finding_14_long_loops_log_progress_every_few_seconds():
+def test_long_loops_log_progress_every_few_seconds():
     now = [0.0]
     lines: list[str] = []
 
@@ -206,7 +204,7 @@ def _sigterm_after(cmd: list[str], env: dict, log: Path, text: str, delay_s: flo
 
 
 @pytest.mark.slow
-def test_finding_1_and_14_a_bad_local_file_fails_at_once_in_one_line(tmp_path):
+def test_a_bad_local_file_fails_at_once_in_one_line(tmp_path):
     bad = tmp_path / "topics.csv"
     bad.write_text("utterance;topic\nhello there;a\nbye now;b\n")  # a semicolon file named .csv
     config = tmp_path / "bad.yaml"
@@ -235,7 +233,7 @@ def test_finding_1_and_14_a_bad_local_file_fails_at_once_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_finding_2_and_3_an_unreachable_hub_fails_within_the_budget_and_sigterm_ends_the_wait(tmp_path):
+def test_an_unreachable_hub_fails_within_the_budget_and_sigterm_ends_the_wait(tmp_path):
     with socket.socket() as s:  # a port nothing listens on: connection refused, like a Hub out of reach
         s.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
@@ -276,7 +274,7 @@ def test_finding_2_and_3_an_unreachable_hub_fails_within_the_budget_and_sigterm_
 
 
 @pytest.mark.slow
-def test_finding_4_and_12_sigterm_in_a_step_exits_130_and_the_next_build_resumes_with_its_history(tmp_path):
+def test_sigterm_in_a_step_exits_130_and_the_next_build_resumes_with_its_history(tmp_path):
     home = tmp_path / "home"
     log = tmp_path / "paused.log"
     code, seconds = _sigterm_after(_cli(), _env(home, GISTFORGE_PAUSE_AT="mine"), log,
@@ -291,7 +289,7 @@ def test_finding_4_and_12_sigterm_in_a_step_exits_130_and_the_next_build_resumes
     assert out.returncode == 0, out.stderr[-3000:]
     assert "reused, not redone" in out.stderr and "gistforge: published local/" in out.stdout
     assert not [n for n in NOISE if n in out.stderr], out.stderr[-3000:]
-    # the UI started on the same home shows both builds (finding 12)
+    # the UI started on the same home shows both builds
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         statuses = {r.status for r in instance.get_runs()}
         published = instance.fetch_materializations(dg.AssetKey("published_dataset"), limit=5).records
@@ -300,7 +298,7 @@ def test_finding_4_and_12_sigterm_in_a_step_exits_130_and_the_next_build_resumes
 
 
 @pytest.mark.slow
-def test_finding_11_12_14_the_first_command_leaves_a_portable_card_history_and_library_lines_in_the_run_logs(
+def test_the_first_command_leaves_a_portable_card_history_and_library_lines_in_the_run_logs(
         embedded_build):
     card = next((embedded_build / "hub").rglob("snapshots/*/README.md")).read_text()
     assert str(embedded_build) not in card and "/home/" not in card and str(ROOT) not in card

@@ -69,6 +69,8 @@ def test_rebuild_timing_comes_from_the_environment():
     assert automation.Rebuild.from_env({}) == automation.Rebuild("0 3 * * 1", 30)
     daily = automation.Rebuild.from_env({"GISTFORGE_REBUILD_CRON": "30 1 * * *", "GISTFORGE_REBUILD_INTERVAL_S": "10"})
     assert (daily.cron, daily.interval_s, daily.period) == ("30 1 * * *", 10, dt.timedelta(days=1))
+    # an uneven schedule is fresh for its longest gap, Tuesday to the next Monday
+    assert automation.Rebuild("0 3 * * 1,2").period == dt.timedelta(days=6)
     with pytest.raises(ValueError, match="GISTFORGE_REBUILD_CRON: 'weekly' is not a cron schedule"):
         automation.Rebuild.from_env({"GISTFORGE_REBUILD_CRON": "weekly"})
 
