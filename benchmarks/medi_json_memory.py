@@ -1,5 +1,5 @@
 """Peak memory of reading MEDI's original `medi-data.json`: the old whole-file `json.loads` vs the `ijson`
-streaming loader (`pipeline.road.sources._medi_json`), on a synthetic file of `--rows` triplets.
+streaming loader (`pipeline.road.sources.medi._medi_json`), on a synthetic file of `--rows` triplets.
 
 Each method runs in a fresh child process (`ru_maxrss` of the waited-for child); a third child only imports
 the same modules, so `*_over_imports_mb` is what reading the file itself costs. Prints one JSON line.
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-IMPORTS = "import polars as pl, ijson; from pipeline.road import sources; from pipeline.schema import MEDI_COLUMNS\n"
+IMPORTS = "import polars as pl, ijson; from pipeline.road.sources import medi as sources; from pipeline.schema import MEDI_COLUMNS\n"
 METHODS = {
     "imports": "",
     # the loader as it was before issue 23: the whole list parsed, then copied into column lists

@@ -126,7 +126,7 @@ def test_a_triple_dash_inside_a_source_card_value_does_not_hide_its_configs(tmp_
                      "  - split: train\n    path: only/here.jsonl\n---\n# x\n---\nmore body\n",
         "only/here.jsonl": jsonl([ROW])})
     found = find_split(snap, None, "train")
-    assert found is not None and found.layout == LAYOUTS[0]
+    assert found is not None and found.layout == LAYOUTS[0].description
 
 
 def test_the_blocking_card_check_reads_a_repo_id_with_triple_dashes(tmp_path):
@@ -249,11 +249,11 @@ def _medi_records(n):
 def test_medi_json_is_streamed_not_parsed_whole(tmp_path, monkeypatch):
     path = tmp_path / "medi-data.json"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(_medi_records(7)).encode())
-    monkeypatch.setattr(sources, "_MEDI_CHUNK", 3)  # several frames, stitched in order
+    monkeypatch.setattr(sources.medi, "_MEDI_CHUNK", 3)  # several frames, stitched in order
 
     def whole(*_a, **_k):
         raise AssertionError("medi-data.json was parsed whole with json.loads")
-    monkeypatch.setattr(sources.json, "loads", whole)
+    monkeypatch.setattr(json, "loads", whole)
     df = load_medi(MediSource(kind="json", path=path))
     assert df.columns == MEDI_COLUMNS and df.height == 7
     assert df["query"].to_list() == [f"q{i}" for i in range(7)]

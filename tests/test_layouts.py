@@ -3,6 +3,7 @@
 import gzip
 import io
 import json
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -68,8 +69,8 @@ def test_layouts_are_tried_in_order_and_a_config_less_repo_reads_its_root_files(
     snap = make_hub_repo(tmp_path, "org/x", "a" * 40, {
         "README.md": "---\nconfigs:\n- config_name: en\n  data_files:\n  - split: train\n    path: card/en.jsonl\n---\n",
         "card/en.jsonl": jsonl(TRAIN), "en/train.jsonl": jsonl(TEST), "train.csv": "text,label\na,1\n"})
-    assert find_split(snap, "en", "train").layout == LAYOUTS[0], "the card's configs come first"
-    assert find_split(snap, None, "train").layout == LAYOUTS[3]
+    assert find_split(snap, "en", "train").layout == LAYOUTS[0].description, "the card's configs come first"
+    assert find_split(snap, None, "train").layout == LAYOUTS[3].description
     assert find_split(snap, "de", "train") is None
 
 
@@ -127,3 +128,10 @@ def test_a_build_reads_amazon_counterfactual_from_per_config_folders(tmp_path, c
                   "--no-finetune"]) == 1
     err = capsys.readouterr().err
     assert "AmazonCounterfactualClassification" in err and "split 'test'" in err and "en/train.jsonl" in err
+
+
+def test_the_readme_lists_the_layouts_in_the_order_they_are_tried():
+    """The README's list is the registry's, so a layout added to `LAYOUTS` is documented or this fails."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    listed = readme.split("<!-- layouts -->")[1].split("<!-- /layouts -->")[0].strip().splitlines()
+    assert listed == [f"{i}. {layout.description}" for i, layout in enumerate(LAYOUTS, 1)]

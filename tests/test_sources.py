@@ -120,8 +120,8 @@ def test_a_stage_resolves_a_hub_source_once_so_a_moving_ref_names_one_commit(tmp
     make_hub_repo(cache, "mteb/banking77", "d" * 40, {"train.jsonl": jsonl(banking_like_rows),
                                                       "test.jsonl": jsonl(banking_like_rows[:2])})
     calls = []
-    real = sources.hub_snapshot
-    monkeypatch.setattr(sources, "hub_snapshot", lambda *a, **kw: calls.append(a[:2]) or real(*a, **kw))
+    real = sources.hub.hub_snapshot
+    monkeypatch.setattr(sources.hub, "hub_snapshot", lambda *a, **kw: calls.append(a[:2]) or real(*a, **kw))
     src = TaskSource(name="Banking77Classification", cache_dir=cache, revision="main")
     ws = Workspace(tmp_path / "home", "t")
     collect_test_texts(ws, [src])
