@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -117,8 +116,7 @@ def clustered(n: int, labels: int, dim: int = 16, seed: int = 0, noise: float = 
 
 def wait_for_text(path: Path, text: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:
     """Until `text` appears in a subprocess's log file; fails if the process ends first or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while text not in path.read_text(errors="replace"):
-        assert proc.poll() is None, f"build ended before {text!r}: {path.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"no {text!r} after {timeout_s} s"
-        time.sleep(0.2)
+    from tests.waiting import until
+
+    until(repr(text), lambda: text in path.read_text(errors="replace"), timeout_s, proc=proc,
+          log=lambda: path.read_text(errors="replace")[-3000:])

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from pipeline.road.embed import EmbeddingCache
+from tests.waiting import until
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "deploy"))
@@ -224,14 +225,13 @@ def _step_started_on_a_worker(cluster, run: str, timeout: float = 300) -> tuple[
     """Waits until a step of `run` has started on a worker; (step key, worker name)."""
     from dagster import DagsterEventType
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def started() -> tuple[str, str] | None:
         where = cluster.step_workers(run)
-        for entry in cluster.instance.all_logs(run, of_type=DagsterEventType.STEP_START):
-            if entry.step_key in where:
-                return entry.step_key, where[entry.step_key].split("@")[0]
-        time.sleep(0.05)
-    raise AssertionError(f"no step of run {run} started on a worker within {timeout} s")
+        return next(((e.step_key, where[e.step_key].split("@")[0])
+                     for e in cluster.instance.all_logs(run, of_type=DagsterEventType.STEP_START)
+                     if e.step_key in where), None)
+
+    return until(f"step of run {run} started on a worker", started, timeout, every_s=0.05)
 
 
 def _pool_children(cluster, worker: str) -> list[int]:
@@ -276,10 +276,9 @@ def test_whole_worker_killed_its_step_runs_again_on_a_live_worker(cluster):
     replaced = step == "mined_triplets"  # only the killed worker serves the guide queue: its replacement takes it
     if replaced:
         cluster.start_worker(worker)
-    deadline = killed + VISIBILITY_S + 300
-    while step not in {e.step_key for e in cluster.instance.all_logs(run, of_type=DagsterEventType.STEP_SUCCESS)}:
-        assert time.monotonic() < deadline, f"{step} did not run again within {VISIBILITY_S + 300} s"
-        time.sleep(1)
+    until(f"second run of {step}", lambda: step in {
+        e.step_key for e in cluster.instance.all_logs(run, of_type=DagsterEventType.STEP_SUCCESS)},
+        killed + VISIBILITY_S + 300 - time.monotonic(), every_s=1)
     waited = time.monotonic() - killed
     ran_on = cluster.step_workers(run)[step].split("@")[0]
     if not replaced:

@@ -28,6 +28,7 @@ from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatu
 from pipeline.common import atomic
 from pipeline.config import SAMPLE_DIR, embedded_profile
 from pipeline.road.publish import LocalHub
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO = "local/gistforge-medi-mteb-triplets"
@@ -104,12 +105,8 @@ class Deployment:
                                                                  InstigatorStatus.STOPPED))
 
     def wait(self, what: str, found, timeout_s: float = 300):
-        deadline = time.time() + timeout_s
-        while not (value := found()):
-            assert self.daemon.poll() is None, f"daemon exited: {self.log.read_text()[-3000:]}"
-            assert time.time() < deadline, f"no {what} after {timeout_s} s; daemon log:\n{self.log.read_text()[-4000:]}"
-            time.sleep(1)
-        return value
+        return until(what, found, timeout_s, every_s=1, proc=self.daemon,
+                     log=lambda: "daemon log:\n" + self.log.read_text()[-4000:])
 
     def evaluations(self) -> list:
         state = self.sensor_states()["weekly_rebuild"]
