@@ -50,7 +50,7 @@ def medi_triplets_asset(guide_op_tags: dict[str, str] | None = None) -> dg.Asset
         cfg, ws = gistforge.config(), gistforge.workspace()
         with fail_fast():
             report = ingest.ingest_medi(ws, cfg.medi, cfg.decontamination,
-                                        guide=f"{cfg.guide_model}@{cfg.guide_revision}",
+                                        guide=guide.ref(cfg).identity(guide.precision(cfg)),
                                         embed=lambda: guide.encoder(cfg, ws).vectors, network=cfg.network)
         context.log.info("MEDI: %s", report.account)
         return dg.MaterializeResult(metadata={**reuse_metadata(report), **account_metadata(report.account),

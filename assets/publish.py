@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.ingest import OWNERS
-from assets.metadata import schema_metadata, tasks_table, version_diff_table
+from assets.metadata import schema_metadata, tasks_table, version_diff_table, version_location
 from assets.resources import BuildResource, PublisherResource
 from pipeline.road import build, publish
 
@@ -23,7 +23,7 @@ def _json(value):
 def triplet_dataset(context: dg.AssetExecutionContext, gistforge: BuildResource) -> dg.MaterializeResult:
     report = build.build_dataset(gistforge.workspace(), gistforge.config())
     context.log.info("built %s rows, content hash %s", report.rows, report.content_hash)
-    return dg.MaterializeResult(check_results=[
+    return dg.MaterializeResult(data_version=dg.DataVersion(report.content_hash), check_results=[
         dg.AssetCheckResult(check_name=c.name, passed=c.passed, description=c.description,
                             metadata={k: _json(v) for k, v in c.metadata.items()})
         for c in report.checks
@@ -46,8 +46,11 @@ def published_dataset(context: dg.AssetExecutionContext, gistforge: BuildResourc
     except publish.PublishError as exc:  # refused credentials, or still failing after the retry budget
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     context.log.info("%s %s@%s in %s", result.status, result.repo_id, result.tag, result.location)
-    return dg.MaterializeResult(metadata={
+    # The data version is the content: an unchanged publish records the same one, so what depends on it (the
+    # fine-tune) is not marked stale.
+    return dg.MaterializeResult(data_version=dg.DataVersion(result.content_hash), metadata={
         "repo_id": result.repo_id, "tag": result.tag, "status": result.status, "location": str(result.location),
+        "version": version_location(result.repo_id, result.tag, result.revision, result.location.local_hub),
         "content_hash": result.content_hash, "previous_tag": result.previous_tag or "",
         "changes": dg.MetadataValue.md(version_diff_table(result.diff)),
         "load_dataset": dg.MetadataValue.md(f"```python\n{result.load_snippet()}\n```"),

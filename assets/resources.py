@@ -39,7 +39,8 @@ _GUIDES: dict[tuple, GuideEncoder] = {}
 
 
 class GuideModelResource(dg.ConfigurableResource):
-    """The guide model that scores similarities for mining; CUDA + fp16 when a GPU is present."""
+    """The guide model that scores similarities for mining; CUDA + fp16 when a GPU is present, bf16 on a CPU
+    that has it (the config's `guide_precision`)."""
 
     device: str | None = None
 
@@ -47,15 +48,17 @@ class GuideModelResource(dg.ConfigurableResource):
         """Which model and exact revision, without loading it."""
         return resolve_model(cfg.guide_model, cfg.guide_revision)
 
-    def precision(self) -> str:
-        return encoding_precision(self.device)
+    def precision(self, cfg: BuildConfig) -> str:
+        """The label of the arithmetic the guide will encode in here (part of the mining fingerprint)."""
+        return encoding_precision(self.device, cfg.guide_precision)
 
     def encoder(self, cfg: BuildConfig, ws: Workspace) -> GuideEncoder:
         """Loaded once per process and configuration."""
-        key = (cfg.guide_model, cfg.guide_revision, cfg.encode_batch_size, ws.embeddings, self.device)
+        key = (cfg.guide_model, cfg.guide_revision, cfg.encode_batch_size, ws.embeddings, self.device,
+               cfg.guide_precision)
         if key not in _GUIDES:
             _GUIDES[key] = GuideEncoder(cfg.guide_model, cfg.guide_revision, ws.embeddings, cfg.encode_batch_size,
-                                        self.device)
+                                        self.device, precision=cfg.guide_precision)
         return _GUIDES[key]
 
 

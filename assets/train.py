@@ -36,7 +36,7 @@ def finetuned_encoder_asset(op_tags: dict[str, str] | None = None) -> dg.AssetsD
             if cfg.training.push_model_repo else None
         context.log.info("fine-tuned on %s: %s -> %s", tag, ev.base.mean_accuracy, ev.finetuned.mean_accuracy)
         return dg.MaterializeResult(metadata={
-            "model_dir": trained.model_dir, "dataset_tag": tag, "global_step": trained.facts.global_step,
+            "model_dir": dg.MetadataValue.path(trained.model_dir), "dataset_tag": tag, "global_step": trained.facts.global_step,
             "resumed_from": trained.facts.resumed_from or "", "train_loss": trained.facts.train_loss,
             "base_accuracy": ev.base.mean_accuracy, "finetuned_accuracy": ev.finetuned.mean_accuracy,
             "evaluation": dg.MetadataValue.json(ev.model_dump(mode="json")),

@@ -1,6 +1,7 @@
-"""`gistforge build`: run the defined Dagster jobs in-process, in the rebuild plan's order, then say where it went.
+"""gistforge: build GIST-style embedding training data, and look at the versions it publishes.
 
-The order is `assets.automation.rebuild_plan`, the jobs are the definitions' own; this module only chooses
+`gistforge build` runs the defined Dagster jobs in-process, in the rebuild plan's order, then says where it
+went; `versions`, `show`, `diff`, `plan`, `config` and `gc` are in `gistforge.commands`. The order is `assets.automation.rebuild_plan`, the jobs are the definitions' own; this module only chooses
 the configuration, runs them on one Dagster instance and prints what the typed stage reports say.
 """
 
@@ -13,18 +14,119 @@ import signal
 import sys
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="gistforge", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="build and publish the dataset (embedded default profile unless told)")
-    b.add_argument("--profile", help="embedded (default) or full (default: GISTFORGE_PROFILE)")
-    b.add_argument("--config", help="a YAML BuildConfig file (default: GISTFORGE_CONFIG)")
-    b.add_argument("--home", help="work folder, embedding cache and local hub (default ./.gistforge; GISTFORGE_HOME)")
+BUILD_EPILOG = """\
+environment variables read:
+  GISTFORGE_PROFILE         profile when neither --profile nor --config is given (embedded, full)
+  GISTFORGE_CONFIG          a YAML BuildConfig when neither --profile nor --config is given
+  GISTFORGE_HOME            work folder, embedding cache, local hub, models (default ./.gistforge)
+  GISTFORGE_PUBLISH_TARGET  local (default) or hub (the Hugging Face Hub; needs a token)
+  GISTFORGE_LOCAL_HUB       the local hub folder (default <home>/hub)
+  GISTFORGE_HUB_PRIVATE     create Hub repos private (default true)
+  GISTFORGE_GUIDE_DEVICE    device of the guide model (default: CUDA when present, else the CPU)
+  GISTFORGE_EXECUTOR        Dagster executor of `dg` runs (gistforge build always runs in-process)
+  HF_TOKEN                  the Hub token (else the one `hf auth login` stored)
+  HF_HUB_OFFLINE            1: read sources from the Hub cache only
+  HF_HUB_CACHE              the Hub cache the sources are read from
+  DAGSTER_HOME              the Dagster instance (default <home>/dagster)
+
+exit codes:
+  0    built (and published, unless the content was already published)
+  1    a step failed: one line per failed step, then the path of the full log
+  2    a problem found before any run (config file and field, unknown task, missing token, bad option)
+  130  interrupted (Ctrl-C or SIGTERM); finished stages are kept and the next build resumes
+"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gistforge")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _config_options(p: argparse.ArgumentParser) -> None:
+    """--profile or --config (never both), and --home: how every subcommand finds its build."""
+    from pipeline.config import PROFILES
+
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--profile", choices=sorted(PROFILES),
+                       help="a built-in profile (default: GISTFORGE_PROFILE, else embedded)")
+    which.add_argument("--config", metavar="FILE", help="a YAML BuildConfig file (default: GISTFORGE_CONFIG)")
+    p.add_argument("--home", help="work folder, embedding cache and local hub (default ./.gistforge; GISTFORGE_HOME)")
+
+
+def _target_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", choices=["local", "hub"],
+                   help="where versions are read from (default: GISTFORGE_PUBLISH_TARGET, else local)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    raw = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="gistforge", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p.add_argument("--version", action="version", version=f"gistforge {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    b = sub.add_parser("build", help="build, publish and fine-tune (embedded profile unless told)", formatter_class=raw,
+                       description="Build the GIST-style training set by materialising the Dagster asset graph "
+                                   "in-process, publish it as a tagged version, then fine-tune and evaluate the "
+                                   "encoder on it. Stages whose inputs did not change are reused "
+                                   "(see `gistforge plan`).", epilog=BUILD_EPILOG)
+    _config_options(b)
     b.add_argument("--tasks", nargs="*", help="only these task partitions (default: all included tasks)")
     b.add_argument("--log-level", default="INFO", help="console log level (default INFO; DEBUG also prints "
                    "tracebacks, which otherwise go to the log file under <home>/logs only)")
     b.add_argument("--no-finetune", action="store_true", help="stop after publishing the dataset")
-    return p.parse_args(argv)
+    pl_ = sub.add_parser("plan", help="what the next build would reuse and redo, and why (runs nothing)",
+                         description="Ask every stage, with its own fingerprint, whether the next build with this "
+                                     "configuration would reuse its output or redo it, and why. Runs and writes "
+                                     "nothing. Exit 0 either way.")
+    _config_options(pl_)
+    pl_.add_argument("--tasks", nargs="*", help="only these task partitions (as `build --tasks`)")
+    pl_.add_argument("--no-finetune", action="store_true", help="as `build --no-finetune`")
+    pl_.add_argument("--json", action="store_true", help="the plan as JSON")
+    v = sub.add_parser("versions", help="every published version, newest first",
+                       description="Every published version (tag, date, rows, tasks, content hash) and which one "
+                                   "`main` points at, newest first, read from the versions' manifests.")
+    _config_options(v)
+    _target_option(v)
+    v.add_argument("--json", action="store_true", help="as JSON")
+    s = sub.add_parser("show", help="one version: rows per task, sources, drops, guide and mining settings",
+                       description="One published version: rows per task, sources with their resolved commits and "
+                                   "licences, drops by reason, the guide and the mining settings.")
+    s.add_argument("tag", metavar="TAG")
+    _config_options(s)
+    _target_option(s)
+    s.add_argument("--json", action="store_true", help="as JSON, for scripts")
+    d = sub.add_parser("diff", help="rows added / removed / kept per task between two versions, and what differs",
+                       description="Rows per task added, removed and kept going from version A to version B "
+                                   "(from the row hashes each version stores), and the settings and source commits "
+                                   "that differ. Exit 0 whether or not they differ.")
+    d.add_argument("a", metavar="A")
+    d.add_argument("b", metavar="B")
+    _config_options(d)
+    _target_option(d)
+    d.add_argument("--json", action="store_true", help="as JSON")
+    c = sub.add_parser("config", help="the BuildConfig JSON schema, or the resolved configuration as YAML",
+                       description="`gistforge config show`: the resolved configuration, defaults filled in, as YAML "
+                                   "(a starting point for --config). `gistforge config --schema`: the BuildConfig "
+                                   "JSON schema, for editors.")
+    c.add_argument("action", nargs="?", choices=["show"], help="show the resolved configuration")
+    c.add_argument("--schema", action="store_true", help="print the BuildConfig JSON schema")
+    _config_options(c)
+    g = sub.add_parser("gc", help="sizes of caches, work folders and old versions; removes what nothing needs",
+                       description="Sizes of the embedding cache, the work folders, old versions and models, and "
+                                   "what no kept version or the current configuration needs. A dry run unless "
+                                   "--delete is given.")
+    _config_options(g)
+    g.add_argument("--keep", type=int, default=5, help="local-hub versions to keep, newest first (default 5; "
+                   "the one `main` points at is always kept)")
+    g.add_argument("--delete", action="store_true", help="remove what is marked removable (default: only list)")
+    return p
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
 
 
 def _interrupted(result) -> bool:
@@ -66,13 +168,39 @@ def _preflight(deployment) -> list[str]:
     return []
 
 
-def build(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
+def resolve_config(args: argparse.Namespace):
+    """The configuration a command acts on: --config or --profile (argparse refuses both), else
+    GISTFORGE_CONFIG or GISTFORGE_PROFILE (both set is refused too), else the embedded profile."""
     from pipeline.config import ConfigError, load_config
 
+    if args.config or args.profile:
+        return load_config(args.config, args.profile)
+    env_config, env_profile = os.environ.get("GISTFORGE_CONFIG"), os.environ.get("GISTFORGE_PROFILE")
+    if env_config and env_profile:
+        raise ConfigError(f"GISTFORGE_CONFIG={env_config} and GISTFORGE_PROFILE={env_profile} are both set: "
+                          "unset one (or pass --config or --profile)")
+    return load_config(env_config, env_profile)
+
+
+def build(argv: list[str] | None = None) -> int:
+    return run(argv)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the subcommand; its exit code."""
+    args = _parse(argv)
+    if args.command == "build":
+        return _build(args)
+    from gistforge import commands
+
+    return commands.dispatch(args)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from pipeline.config import ConfigError
+
     try:
-        cfg = load_config(args.config or os.environ.get("GISTFORGE_CONFIG"),
-                          args.profile or os.environ.get("GISTFORGE_PROFILE"))
+        cfg = resolve_config(args)
     except ConfigError as exc:
         return _fail(str(exc).splitlines(), code=2)
 
@@ -146,7 +274,7 @@ def main() -> None:
             os.environ.setdefault(key, "1")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop on SIGTERM as on Ctrl-C
     try:
-        sys.exit(build())
+        sys.exit(run())
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (Dagster maps it to SIGINT once a run has started)
         print("gistforge: interrupted; finished stages are kept and the next build resumes", file=sys.stderr)
         sys.exit(130)

@@ -109,6 +109,22 @@ class _PrivateFile(logging.FileHandler):
         return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
+class _BarSafeStream(logging.StreamHandler):
+    """A console handler that writes through `tqdm.write`, which lifts any progress bar on the stream, prints
+    the line and draws the bar again, so log lines and bars never cut into each other. This is what tqdm's
+    `logging_redirect_tqdm` installs, kept as the handler itself: that context manager swaps the root
+    logger's console handler for one without its level and filters, and misses Dagster's run logger."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+            self.handleError(record)
+
+
 class Console:
     """The CLI's logging: a short stderr stream at `level` and a full log file at DEBUG."""
 
@@ -120,7 +136,7 @@ class Console:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         self.file = _PrivateFile(log_file, encoding="utf-8", delay=True)
         self.file.setFormatter(logging.Formatter(_FORMAT))
-        self.stream = logging.StreamHandler(sys.stderr)
+        self.stream = _BarSafeStream(sys.stderr)
         self.stream.setLevel(self.level)
         self.stream.setFormatter(logging.Formatter(_FORMAT) if self.level <= logging.DEBUG else _Short())
         if self.level > logging.DEBUG:

@@ -115,6 +115,9 @@ class MiningConfig(_Strict):
     negative_top_k: int = Field(10, ge=1, description="pool size for `topk_random`")
     margin_type: Literal["relative", "absolute"] = "relative"
     margin: float = Field(0.05, ge=0, description="keep sim(q,n) < sim(q,p)-|sim(q,p)|*m (relative) or < sim(q,p)-m")
+    negative_max_depth: int | None = Field(None, ge=1, le=2048, description="when fewer than negatives_per_query "
+                                           "candidates pass the guard, search again at 2x, 4x ... negative_depth up "
+                                           "to this before any random fallback (None: no deeper search)")
     fallback_tries: int = Field(64, ge=0, description="random other-label draws when no candidate passes")
     negatives_per_query: int = Field(1, ge=1, description="triplets per query, each with its own negative")
     candidates: int = Field(32, ge=0, le=2048, description="other-label candidates kept per query with their "
@@ -125,6 +128,17 @@ class MiningConfig(_Strict):
     ivf_nprobe: int = Field(32, ge=1, description="IVF lists probed per query")
     recall_sample: int = Field(200, ge=0, description="queries per label checked against exact search (IVF only)")
     query_batch: int = Field(4096, ge=1)
+    label_noise_k: int = Field(10, ge=0, le=100, description="nearest neighbours per text for the label-noise audit "
+                               "(0: no audit); at most positive_top_k and, unless uniform, negative_depth")
+
+
+class CleanConfig(_Strict):
+    """Cleaning beyond the rules every build applies (`pipeline.road.clean`)."""
+
+    drop_label_noise: bool = Field(False, description="drop texts the label-noise audit flags, as `label_noise`, "
+                                   "before mining")
+    label_noise_share: float = Field(0.8, gt=0.5, le=1, description="a text is flagged when at least this share of "
+                                     "its mining.label_noise_k nearest neighbours carry one other label")
 
 
 class DecontaminationConfig(_Strict):
@@ -184,7 +198,12 @@ class BuildConfig(_Strict):
     guide_revision: str | None = None
     base_model: str | None = Field(None, description="encoder to fine-tune; None = the guide model")
     encode_batch_size: int = 64
+    guide_precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="arithmetic the guide encodes in; auto: fp16 on CUDA, bf16 on a CPU with AMX or "
+                            "AVX-512 BF16, fp32 elsewhere (reduced precision: agreement with fp32 is measured "
+                            "per mining step, see pipeline/road/precision.py)")
     mining: MiningConfig = MiningConfig()
+    clean: CleanConfig = CleanConfig()
     decontamination: DecontaminationConfig = DecontaminationConfig()
     training: TrainConfig = TrainConfig()
     network: NetworkConfig = NetworkConfig()

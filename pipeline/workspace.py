@@ -41,6 +41,13 @@ R = TypeVar("R", bound=StageReport)
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 _OUTPUT = "output_identity"
+_PARTS = "fingerprint_parts"  # what a report's fingerprint hashed, so `gistforge plan` can say what changed
+_PARTS_OF: dict[str, dict[str, Any]] = {}  # fingerprint -> its parts, for this process's stages to save
+
+
+def fingerprint_parts(fingerprint: str) -> dict[str, Any] | None:
+    """The version, settings and inputs a fingerprint computed in this process was made of."""
+    return _PARTS_OF.get(fingerprint)
 
 
 class StaleOutputError(RuntimeError):
@@ -80,7 +87,13 @@ class StageSpec:
         """Hash of version, semantic settings and inputs (source identities, upstream fingerprints)."""
         blob = json.dumps([self.name, self.version, self.settings(settings), _flatten(inputs)],
                           sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        if len(_PARTS_OF) > 4096:  # a long-lived process (a Dagster worker): keep the memo small
+            _PARTS_OF.clear()
+        _PARTS_OF[fingerprint] = json.loads(json.dumps(
+            {"version": self.version, **{f"settings.{k}": v for k, v in self.settings(settings).items()},
+             **{f"inputs.{k}": v for k, v in _flatten(inputs).items()}}, default=str))
+        return fingerprint
 
 
 @dataclass(frozen=True)
@@ -152,11 +165,14 @@ class Workspace:
         data = report.model_dump(mode="json", exclude={"reused"})
         if self.report_path(output) != output and (stamp := atomic.committed(output)):
             data[_OUTPUT] = stamp
+        if (parts := _PARTS_OF.get(str(data.get("fingerprint")))) is not None:
+            data[_PARTS] = parts
         atomic.write_text(self.report_path(output), json.dumps(data, indent=2, sort_keys=True))
 
     def _read(self, output: Path) -> tuple[dict[str, Any], bool]:
         """The report's fields, and whether `output` is still the one it was written for."""
         data = json.loads(self.report_path(output).read_text(encoding="utf-8"))
+        data.pop(_PARTS, None)
         stamp = data.pop(_OUTPUT, None) if self.report_path(output) != output else None
         return data, stamp is None or (output.exists() and atomic.identity(output) == stamp)
 
@@ -180,6 +196,14 @@ class Workspace:
         if not path.exists():
             return None
         return self._read_matching(output).get("fingerprint")
+
+    def recorded_parts(self, output: Path) -> dict[str, Any] | None:
+        """What the committed report's fingerprint was made of (None: no report, or one written before
+        reports recorded it)."""
+        path = self.report_path(output)
+        if not path.exists():
+            return None
+        return json.loads(path.read_text(encoding="utf-8")).get(_PARTS)
 
     def reuse(self, output: Path, fingerprint: str, kind: type[R]) -> R | None:
         """The committed report of `output` when it was made from the same inputs, so a rerun skips the work."""

@@ -49,7 +49,7 @@ class Road:
         from pipeline.road.embed import GuideEncoder
 
         return GuideEncoder(self.cfg.guide_model, self.cfg.guide_revision, self.ws.embeddings,
-                            self.cfg.encode_batch_size)
+                            self.cfg.encode_batch_size, precision=self.cfg.guide_precision)
 
     def test_texts(self):
         from pipeline.road.decontaminate import collect_test_texts
@@ -57,10 +57,12 @@ class Road:
         return collect_test_texts(self.ws, self.cfg.included_tasks)
 
     def medi(self, embed=None):
+        from pipeline.road.embed import encoding_precision, resolve_model
         from pipeline.road.ingest import ingest_medi
 
         return ingest_medi(self.ws, self.cfg.medi, self.cfg.decontamination,
-                           guide=f"{self.cfg.guide_model}@{self.cfg.guide_revision}",
+                           guide=resolve_model(self.cfg.guide_model, self.cfg.guide_revision).identity(
+                               encoding_precision(None, self.cfg.guide_precision)),
                            embed=embed or (lambda: self.guide().vectors))
 
     def split(self, task):
@@ -75,7 +77,7 @@ class Road:
         return mine_task(self.ws, self.cfg.task(task), mining=self.cfg.mining, seed=self.cfg.seed,
                          decontamination=self.cfg.decontamination,
                          guide_ref=resolve_model(self.cfg.guide_model, self.cfg.guide_revision),
-                         precision=encoding_precision(), guide=guide or self.guide)
+                         precision=encoding_precision(None, self.cfg.guide_precision), guide=guide or self.guide)
 
 
 def make_hub_repo(cache: Path, repo_id: str, revision: str, files: dict[str, str | bytes], ref: str = "main") -> Path:

@@ -63,3 +63,25 @@ def test_medi_rows_get_the_near_duplicate_pass_against_every_task(tmp_path):
     assert loads == [1]
     off = cfg.model_copy(update={"decontamination": cfg.decontamination.model_copy(update={"near_duplicate_threshold": None})})
     assert Road(off, ws).medi(embed).account.rows_out == 3 and loads == [1], "no pass, no model load"
+
+
+def test_the_medi_near_duplicate_pass_is_redone_when_the_guide_s_precision_changes(tmp_path):
+    """MEDI's near-duplicate pass is fingerprinted by the guide as resolved (name, exact revision, precision),
+    as mining is: vectors of another precision may find other near duplicates."""
+    from pipeline.road.embed import resolve_model
+    from pipeline.road.ingest import ingest_medi
+
+    cfg, ws = _task(tmp_path, [("a", 0), ("b", 1)], [("Close my account please", 1)], threshold=0.9)
+    pair = lambda text: ["Represent the sentence:", text]  # noqa: E731
+    (tmp_path / "medi-data.json").write_text(json.dumps([
+        {"query": pair("how tall is a giraffe"), "pos": pair("five metres"), "neg": pair("close my account"),
+         "task_name": "qa"}]))
+    cfg = cfg.model_copy(update={"medi": MediSource(kind="json", path=tmp_path / "medi-data.json")})
+    Road(cfg, ws).test_texts()
+    ref = resolve_model(cfg.guide_model, cfg.guide_revision)
+    embed = lambda: Road(cfg, ws).guide().vectors  # noqa: E731
+
+    first = ingest_medi(ws, cfg.medi, cfg.decontamination, guide=ref.identity("float32"), embed=embed)
+    assert ingest_medi(ws, cfg.medi, cfg.decontamination, guide=ref.identity("float32"), embed=embed).reused
+    again = ingest_medi(ws, cfg.medi, cfg.decontamination, guide=ref.identity("bfloat16-autocast"), embed=embed)
+    assert not again.reused and again.fingerprint != first.fingerprint

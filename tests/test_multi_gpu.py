@@ -26,7 +26,7 @@ def test_guide_encoder_uses_a_pool_only_with_several_devices(tmp_path, monkeypat
     import pipeline.road.embed as embed
 
     loaded = []
-    monkeypatch.setattr(embed, "load_encoder", lambda ref, device: loaded.append(device) or _Fake())
+    monkeypatch.setattr(embed, "load_encoder", lambda ref, device, **_: loaded.append(device) or _Fake())
     monkeypatch.setattr(embed, "resolve_model", lambda name, rev: embed.ModelRef(name, "/x", "r"))
     one = GuideEncoder("m", None, tmp_path, cuda_count=1)
     assert one.devices == ["cuda"] and not isinstance(one.encoder, PoolEncoder) and one.precision == "float16"
@@ -35,7 +35,7 @@ def test_guide_encoder_uses_a_pool_only_with_several_devices(tmp_path, monkeypat
     assert many.encoder.pool is None  # started on the first encode, not at load
     # fp16 on CUDA either way, so one and several GPUs share the cache key (device index is not in it)
     assert many.key == one.key and many.precision == "float16"
-    pinned = GuideEncoder("m", None, tmp_path, device="cpu", cuda_count=3)
+    pinned = GuideEncoder("m", None, tmp_path, device="cpu", cuda_count=3, precision="fp32")
     assert pinned.devices == ["cpu"] and pinned.precision == "float32" and pinned.key != one.key
     assert loaded == ["cuda", "cuda:0", "cpu"]
 

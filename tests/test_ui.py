@@ -137,6 +137,21 @@ def test_materialise_the_embedded_default_from_the_ui(dagster_ui, tmp_path):
                        if t.name != "main")
             page.get_by_text(tag, exact=True).first.wait_for(timeout=60_000)
             page.get_by_text("load_dataset", exact=False).first.wait_for(timeout=60_000)
+            snapshot = next((home / "gistforge/hub/datasets--local--gistforge-medi-mteb-triplets/snapshots").iterdir())
+            page.get_by_text(str(snapshot), exact=False).first.wait_for(timeout=60_000)  # the version, as a path
             page.screenshot(path=str(shots / "ui-published.png"), full_page=True)
+
+            # per-task counts as a table (MetadataValue.table), not markdown
+            _open(page, f"{url}/assets/triplet_dataset")
+            page.get_by_text("rows_per_task", exact=True).first.wait_for(timeout=60_000)
+            page.get_by_text("mteb_banking77", exact=True).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(shots / "ui-triplet-table.png"), full_page=True)
+
+            # the non-blocking WARN checks of mining (IVF recall, precision agreement)
+            _open(page, f"{url}/assets/mined_triplets?view=checks")
+            page.get_by_text("ivf_recall", exact=True).first.wait_for(timeout=60_000)
+            page.get_by_text("guide_agreement", exact=True).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(shots / "ui-mined-checks.png"), full_page=True)
+
         finally:
             browser.close()

@@ -21,7 +21,7 @@ from pipeline.common.accounting import RowAccount
 from pipeline.config import BuildConfig
 from pipeline.road import clean, decontaminate, layout, mine
 from pipeline.road.grouped import TaskGrouped
-from pipeline.road.card import licenses_md, render_card, top_license
+from pipeline.road.card import MiningOutcome, licenses_md, render_card, top_license
 from pipeline.road.checks import CheckOutcome, verify_build
 from pipeline.road.embed import public_model_name
 from pipeline.road.ingest import MediReport, SplitReport
@@ -223,7 +223,8 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
     accounts = [medi_report.account]
     sources: list[SourceRows] = [SourceRows.of("MEDI", medi_report.source, medi_report.account)] if cfg.medi else []
     mined_frames, candidates, corpora = [], [], []
-    guide = None
+    guide, agreements = None, []
+    outcomes: list[MiningOutcome] = []
     for src in cfg.included_tasks:
         path = ws.triplets(src.name)
         if not path.exists():
@@ -235,6 +236,9 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
         accounts += [ingest.account, mined.account]
         sources.append(SourceRows.of(src.name, ingest.source, ingest.account, mined.account))
         guide = mined.guide
+        outcomes.append(MiningOutcome(task=src.name, negatives=mined.mining.negatives, label_noise=mined.label_noise))
+        if mined.agreement is not None:
+            agreements.append({"task": src.name, **mined.agreement.model_dump()})
     ntuple, ntuple_tasks = ntuple_tables(mined_frames, cfg.mining.negatives_per_query)
     extra = {"ntuple": ntuple, "ntuple_tasks": ntuple_tasks,
              "candidates": stacked(candidates, CANDIDATES_ARROW, ["task_type", "task_name", "query_id"]),
@@ -261,7 +265,7 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
         guide={"name": guide.name, "revision": guide.revision} if guide else
         {"name": public_model_name(cfg.guide_model), "revision": cfg.guide_revision or "n/a"},
         mining=cfg.mining.model_dump(), seed=cfg.seed, tasks=tasks, accounts=accounts, drop_reasons=DROP_REASONS,
-        decontamination=cfg.decontamination, reference=reference,
+        decontamination=cfg.decontamination, reference=reference, agreements=agreements, outcomes=outcomes,
     )
     provenance = [s.model_dump() for s in sources]
     texts = {"LICENSES.md": licenses_md(provenance)} if "license_link" in top_license(provenance) else {}

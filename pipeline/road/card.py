@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pyarrow as pa
 import yaml
+from pydantic import BaseModel
 
 from pipeline.common.accounting import RowAccount
 from pipeline.common.markdown import Markdown, code, escape, markdown_table
 from pipeline.config import DecontaminationConfig
 from pipeline.road import layout
 from pipeline.road.decontaminate import ReferenceReport
+from pipeline.road.deep_search import NTUPLE_MISSING, NegativeSources
+from pipeline.road.label_noise import LabelNoiseReport
 
 _DTYPES = {pa.string(): "string", pa.bool_(): "bool", pa.float32(): "float32"}
 
@@ -116,7 +119,8 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
                 tasks: list[dict], accounts: list[RowAccount], drop_reasons: dict[str, str],
                 decontamination: DecontaminationConfig, reference: ReferenceReport | None,
                 configs: list[dict] | None = None, extra_schemas: dict[str, pa.Schema] | None = None,
-                writers: dict[str, str] | None = None) -> str:
+                writers: dict[str, str] | None = None, agreements: list[dict] | None = None,
+                outcomes: list["MiningOutcome"] | None = None) -> str:
     """Deterministic card text: no timestamps, sorted keys, only build inputs and results (and the versions of
     the libraries that wrote the files, `writers`, by default those installed: see `writer_versions`).
     Every string from outside (sources, task names, licences, file names) is escaped (`markdown.escape`)."""
@@ -163,6 +167,8 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
         "## Guide model and mining\n",
         f"Guide model: {code(guide['name'])} at revision {code(guide['revision'])}.\n",
         markdown_table(["parameter", "value"], [[k, v] for k, v in mining.items()] + [["seed", seed]]),
+        *([_agreement(agreements)] if agreements else []),
+        *([_negatives(outcomes), _label_noise(outcomes)] if outcomes else []),
         "\n## Rows per task\n",
         markdown_table(["task_type", "task_name", "rows"], [[t["task_type"], t["task_name"], t["rows"]] for t in tasks]),
         f"\nTotal: {num_rows} rows.\n",
@@ -178,6 +184,16 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
         "written by other versions may give another tag.\n",
     ]
     return "\n".join(parts)
+
+
+def _agreement(agreements: list[dict]) -> str:
+    """Per task mined in reduced precision: how its guide vectors agree with fp32 (`pipeline.road.agreement`)."""
+    rows = [[a["task"], code(a["precision"]), a["sample"], f"{a['top10_overlap']:.4f}", f"{a['mean_cosine']:.6f}",
+             f"{a['min_cosine']:.6f}"] for a in agreements]
+    return ("\nThe guide encoded in reduced precision; a fixed sample of each task's texts was encoded again in fp32 "
+            "and compared (each text's 10 nearest neighbours within the sample, and each text's two vectors):\n\n"
+            + markdown_table(["task", "precision", "texts", "top-10 neighbour overlap", "mean cosine", "min cosine"],
+                             rows))
 
 
 def _configs(configs: list[dict]) -> str:
@@ -204,4 +220,60 @@ def _decontamination(cfg: DecontaminationConfig, ref: ReferenceReport | None, ac
         "",
         *([markdown_table(["task not decontaminated", "why"], sorted(ref.not_decontaminated.items())), ""]
           if ref.not_decontaminated else []),
+    ])
+
+
+class MiningOutcome(BaseModel):
+    """What the card shows of one task's mining: where its negatives came from, and its label-noise audit."""
+
+    task: str
+    negatives: NegativeSources
+    label_noise: LabelNoiseReport | None = None
+
+
+def _negatives(outcomes: list[MiningOutcome]) -> str:
+    """Retrieved vs random-fallback negatives per task, and the `ntuple` config's coverage with why queries miss."""
+    rows = []
+    for o in outcomes:
+        n = o.negatives
+        missing = ", ".join(f"{k}: {v}" for k, v in sorted(n.ntuple_missing.items())) or "none"
+        rows.append([o.task, n.retrieved, n.fallback, n.uniform, f"{n.fallback_share:.2%}",
+                     f"{n.deep_filled} of {n.deep_searched}" + (f" (to depth {n.deepest})" if n.deepest else ""),
+                     f"{n.ntuple_queries} (k = {n.ntuple_k})", missing])
+    return "\n".join([
+        "\n### Negatives\n",
+        "Retrieved negatives passed the margin guard; a fallback is a random other-label text (GIST's easy "
+        "negative), used only when no retrieved candidate passed, after any deeper search "
+        "(`negative_max_depth`); `uniform` are GIST's recipe's random negatives.\n",
+        markdown_table(["task", "retrieved", "fallback", "uniform", "fallback share", "deeper search filled",
+                        "ntuple rows", "queries not in ntuple"], rows),
+        "\n" + markdown_table(["not in ntuple", "why"], [[k, v] for k, v in NTUPLE_MISSING.items()]
+                               + [["single_member_label, no_other_label", "dropped before mining (see Row accounting)"]]),
+    ])
+
+
+def _label_noise(outcomes: list[MiningOutcome]) -> str:
+    """Per task: texts whose nearest neighbours overwhelmingly carry one other label, counts and a few examples."""
+    audited = [o for o in outcomes if o.label_noise is not None]
+    if not audited:
+        return "\n### Label noise\n\nNo audit (`mining.label_noise_k: 0`).\n"
+    first = audited[0].label_noise
+    rows, examples = [], []
+    for o in audited:
+        r = o.label_noise
+        pairs = "; ".join(f"{k}: {v}" for k, v in r.top_pairs.items()) or "none"
+        rows.append([o.task, r.audited, r.mean_own_share if r.mean_own_share is not None else "", r.flagged,
+                     r.dropped, pairs])
+        examples += [[o.task, e.text, e.label, e.neighbours_label, e.share] for e in r.examples]
+    return "\n".join([
+        "\n### Label noise\n",
+        f"Each text's {first.k} nearest neighbours (guide cosine, from the mining's own searches): a text is "
+        f"flagged when at least {first.share:.0%} of them carry one other label (the kNN label-issue score of "
+        "confident learning, as cleanlab's Datalab computes it). Dropped: removed before mining "
+        "(`clean.drop_label_noise`), counted as `label_noise`.\n",
+        markdown_table(["task", "audited", "mean own-label share", "flagged", "dropped",
+                        "most frequent (label -> neighbours' label)"], rows),
+        *(["\n" + markdown_table(["task", "flagged text (start)", "label", "neighbours' label", "share"], examples)]
+          if examples else []),
+        "",
     ])

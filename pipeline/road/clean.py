@@ -16,6 +16,8 @@ DROPS = {
     "duplicate_text": "a repeat of an earlier row's (normalised) text under the same label",
     "single_member_label": "its label has one member, so no positive exists",
     "no_other_label": "the task has a single label, so no negative exists",
+    "label_noise": "with clean.drop_label_noise: its nearest neighbours overwhelmingly carry one other label "
+                   "(pipeline.road.label_noise)",
     "query_equals_pos_or_neg": "MEDI row whose query equals its positive or negative (normalised)",
     "duplicate_row": "MEDI row repeating an earlier (query, pos, neg, task_name)",
 }

@@ -21,6 +21,8 @@ from pydantic import BaseModel
 from pipeline.common.atomic import atomic_path
 from pipeline.common.progress import Progress
 from pipeline.config import BUNDLED_MODEL
+from pipeline.road.agreement import Agreement, agreement_sample, measure_agreement
+from pipeline.road.precision import is_reduced, precision_encoder, resolve_precision, weight_dtype
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,11 @@ class ModelRef:
     name: str
     path: str
     revision: str
+
+    def identity(self, precision: str) -> dict:
+        """Which vectors this model gives at `precision`: what a stage that uses them is fingerprinted by (the
+        path is not: the same model elsewhere gives the same vectors)."""
+        return {"name": self.name, "revision": self.revision, "precision": precision}
 
 
 def resolve_model(name: str, revision: str | None = None) -> ModelRef:
@@ -107,25 +114,31 @@ def cuda_device_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def encoding_precision(device: str | None = None) -> str:
-    """The dtype the guide encodes in on `device` (None: the best one here): float16 on CUDA, else float32."""
-    return "float16" if _device(device).startswith("cuda") else "float32"
+def encoding_precision(device: str | None = None, setting: str = "auto") -> str:
+    """The label of the arithmetic the guide encodes in on `device` (None: the best one here) for the
+    `guide_precision` setting (`pipeline.road.precision`): e.g. `float16` on CUDA, `bfloat16-autocast` on a
+    CPU with AMX or AVX-512 BF16, `float32` elsewhere."""
+    return resolve_precision(setting, _device(device))
 
 
-def load_encoder(ref: ModelRef, device: str | None = None):
-    """A SentenceTransformer on the best device (CUDA with fp16 when present)."""
+def load_encoder(ref: ModelRef, device: str | None = None, precision: str | None = None):
+    """A SentenceTransformer on the best device, its weights cast for `precision` (a label; None: this
+    device's `auto`). Autocast labels keep fp32 weights: wrap the model with `precision_encoder`."""
     from sentence_transformers import SentenceTransformer
 
     device = _device(device)
+    label = precision or encoding_precision(device)
     model = SentenceTransformer(ref.path, device=device)
-    if encoding_precision(device) == "float16":
+    if label == "float16":
         model.half()
+    elif (dtype := weight_dtype(label)) is not None:
+        model.to(dtype)
     return model
 
 
 def cache_key(ref: ModelRef, max_seq_length: int | None, precision: str, normalize: bool = True) -> str:
-    """Cache key of an encoding setup: everything that changes the vectors (fp16 on CUDA and fp32 on the CPU
-    give different vectors, so precision is part of it); batch size and device index are not."""
+    """Cache key of an encoding setup: everything that changes the vectors (fp16 on CUDA, bf16 under autocast
+    and fp32 give different vectors, so the precision label is part of it); batch size and device index are not."""
     key = f"{ref.name}|{ref.revision}|{max_seq_length}|normalize={normalize}|precision={precision}"
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
@@ -306,18 +319,22 @@ class GuideEncoder:
     """The guide model, loaded once, with its embedding cache: what mining and decontamination embed with.
 
     With no pinned `device` and more than one CUDA device, it encodes on all of them (`guide_devices`).
+    `precision` is the `guide_precision` setting (auto | fp32 | bf16 | fp16), resolved for the device.
     """
 
     def __init__(self, name: str, revision: str | None, cache_root: Path, batch_size: int = 64,
-                 device: str | None = None, cuda_count: int | None = None):
+                 device: str | None = None, cuda_count: int | None = None, precision: str = "auto"):
         self.ref = resolve_model(name, revision)
         self.devices = guide_devices(device, cuda_device_count() if cuda_count is None else cuda_count)
-        self.model = load_encoder(self.ref, self.devices[0])
-        self.precision = encoding_precision(self.devices[0])
+        self.precision = resolve_precision(precision, _device(self.devices[0]))
+        self.model = load_encoder(self.ref, self.devices[0], precision=self.precision)
         self.key = cache_key(self.ref, self.model.max_seq_length, self.precision)
         self.cache = EmbeddingCache(cache_root, self.key)
         self.batch_size = batch_size
-        self.encoder: Encoder = PoolEncoder(self.model, self.devices) if len(self.devices) > 1 else self.model
+        self.encoder: Encoder = (PoolEncoder(self.model, self.devices) if len(self.devices) > 1
+                                 else precision_encoder(self.model, self.precision))
+        self._reference = None
+        log.info("guide %s encodes in %s on %s", self.ref.name, self.precision, ", ".join(self.devices))
 
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, EmbedStats]:
         self.cache.refresh()  # chunks other workers stored since this process loaded the cache
@@ -325,3 +342,21 @@ class GuideEncoder:
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
         return self.embed(texts)[0]
+
+    def agreement(self, texts: Sequence[str]) -> Agreement | None:
+        """A fixed sample of `texts` at this precision (from the cache) against fp32 (encoded now, never
+        cached); None when the guide encodes in fp32 or there is nothing to compare."""
+        if not is_reduced(self.precision):
+            return None
+        sample = agreement_sample(texts)
+        if not sample:
+            return None
+        reduced = self.vectors(sample)
+        if self._reference is None:  # autocast keeps fp32 weights: the model itself is the fp32 reference
+            self._reference = (self.model if weight_dtype(self.precision) is None and len(self.devices) == 1
+                               else load_encoder(self.ref, self.devices[0], precision="float32"))
+        reference, _ = embed_texts(self._reference, sample, None, self.batch_size)
+        result = measure_agreement(reduced, reference, self.precision)
+        log.info("guide agreement with fp32 (%s, %s texts): top-10 overlap %.4f, mean cosine %.6f",
+                 result.precision, result.sample, result.top10_overlap, result.mean_cosine)
+        return result

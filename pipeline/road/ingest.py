@@ -43,11 +43,12 @@ Embed = Callable[[list[str]], np.ndarray]
 
 
 def ingest_medi(ws: Workspace, medi: MediSource | None, decontamination: DecontaminationConfig,
-                guide: str | None = None, embed: Callable[[], Embed] | None = None,
+                guide: dict | None = None, embed: Callable[[], Embed] | None = None,
                 network: NetworkConfig = NetworkConfig()) -> MediReport:
     """Load and clean MEDI (an empty frame when the profile has none).
 
-    For the optional near-duplicate pass, `guide` names the guide model (`name@revision`) and `embed` is a
+    For the optional near-duplicate pass, `guide` is the guide's identity as resolved (`ModelRef.identity`:
+    name, exact revision, precision), so a changed local guide or precision redoes the pass, and `embed` is a
     factory of its embed function, called only when that pass runs: a reused stage never loads the model.
     """
     threshold = decontamination.near_duplicate_threshold

@@ -22,8 +22,11 @@ from tqdm.auto import tqdm
 from pipeline.common import faults
 from pipeline.common.accounting import RowAccount
 from pipeline.common.plots import similarity_histogram
-from pipeline.config import DecontaminationConfig, MiningConfig, TaskSource
+from pipeline.config import CleanConfig, DecontaminationConfig, MiningConfig, TaskSource
 from pipeline.road.decontaminate import near_duplicates, reference_texts
+from pipeline.road.deep_search import NegativeSources, Tally, deepen
+from pipeline.road.label_noise import LabelNoiseReport, NeighbourVotes, mine_auditing, votes
+from pipeline.road.agreement import Agreement
 from pipeline.road.embed import EmbedStats, GuideEncoder, ModelRef
 from pipeline.road.search import OtherLabelSearch, flat_index, search
 from pipeline.schema import CANDIDATES_SCHEMA, CORPUS_SCHEMA, PL_SCHEMA, task_type_of
@@ -56,6 +59,7 @@ class MiningStats(BaseModel):
     recall_at_10: float | None = None
     pos_sim: SimilaritySummary | None = None
     neg_sim: SimilaritySummary | None = None
+    negatives: NegativeSources = NegativeSources()  # retrieved vs fallback, deeper search, `ntuple` coverage
 
 
 @dataclass
@@ -87,6 +91,7 @@ class MinedTriplets:
     neg_score: np.ndarray
     stats: MiningStats
     candidates: Candidates = field(default_factory=Candidates.empty)
+    votes: NeighbourVotes | None = None  # the label-noise audit's neighbour votes, per input row
 
     @classmethod
     def empty(cls, stats: MiningStats, candidates: int = 0) -> "MinedTriplets":
@@ -117,8 +122,9 @@ def _other_label(rng: np.random.Generator, a: int, b: int, n_total: int, size) -
 
 
 def _sample_positives(queries: np.ndarray, a: int, top_k: int, temperature: float, batch: int,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """softmax(sim / T) over the top-k same-label neighbours, self excluded (Gumbel-max): (ids, scores)."""
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """softmax(sim / T) over the top-k same-label neighbours, self excluded (Gumbel-max): (ids, scores, and
+    the neighbours' similarities with self at -inf, for the label-noise audit)."""
     size = len(queries)
     k = min(top_k + 1, size)
     d, i = search(flat_index(queries), queries, k, batch)
@@ -127,7 +133,7 @@ def _sample_positives(queries: np.ndarray, a: int, top_k: int, temperature: floa
     logits = np.where(ok, d / temperature, -np.inf)
     pick = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
     rows = np.arange(size)
-    return i[rows, pick], d[rows, pick]
+    return i[rows, pick], d[rows, pick], np.where(ok, d, -np.inf)
 
 
 def _pick_negatives(d: np.ndarray, i: np.ndarray, limit: np.ndarray, strategy: str, per_query: int, top_k: int,
@@ -172,6 +178,7 @@ def mine_triplets(
     negative_strategy: Literal["hard", "topk_random", "uniform"] = "hard",
     negative_depth: int = 64,
     negative_top_k: int = 10,
+    negative_max_depth: int | None = None,
     margin_type: Literal["relative", "absolute"] = "relative",
     margin: float = 0.05,
     fallback_tries: int = 64,
@@ -182,6 +189,7 @@ def mine_triplets(
     ivf_nprobe: int = 32,
     recall_sample: int = 200,
     query_batch: int = 4096,
+    label_noise_k: int = 10,
     seed: int = 42,
     task: str = "",
 ) -> MinedTriplets:
@@ -205,6 +213,9 @@ def mine_triplets(
         negative_depth: other-label candidates retrieved per query. Deeper costs more search, and finds a
             candidate under the guard more often.
         negative_top_k: the pool size for `topk_random`.
+        negative_max_depth: queries with fewer than `negatives_per_query` guarded candidates are searched again
+            at 2x, 4x ... `negative_depth` up to this depth before any random fallback (None: no deeper
+            search; see `pipeline.road.deep_search`).
         margin_type: `relative` keeps a candidate n only if sim(q, n) < sim(q, p) - |sim(q, p)| * margin
             (NV-Retriever's TopK-PercPos, arXiv 2407.15831); `absolute` if sim(q, n) < sim(q, p) - margin.
             A candidate nearly as close as the positive is more likely an unlabelled positive than a true
@@ -221,6 +232,9 @@ def mine_triplets(
         ivf_nprobe: IVF lists probed per query: recall against speed (reported as `recall_at_10`).
         recall_sample: queries per label re-searched exactly to measure the IVF's recall@10.
         query_batch: queries per search call (memory only; never changes the result).
+        label_noise_k: neighbours per text for the label-noise audit (`pipeline.road.label_noise`), taken from
+            the positives' and negatives' searches (0: no audit). `uniform` mining searches k other-label
+            neighbours for it alone.
         seed: with `task`, seeds every random draw: the result depends on neither run order nor batches.
         task: the task's name, for the seed, messages and progress.
 
@@ -239,7 +253,7 @@ def mine_triplets(
     emb = np.ascontiguousarray(embeddings[order], dtype=np.float32)
     bounds = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1], True])
     others = None
-    if negative_strategy != "uniform":
+    if negative_strategy != "uniform" or label_noise_k:
         others = OtherLabelSearch(emb, approx_above, ivf_nlist, ivf_nprobe, query_batch, seed)
 
     m = negatives_per_query
@@ -249,30 +263,42 @@ def mine_triplets(
     stats = MiningStats(queries=n, search="ivf" if others is not None and others.approximate else "exact")
     drops: dict[str, int] = {}
     recalls = []
+    tally = Tally(negatives_per_query)
+    noise = NeighbourVotes.empty(n, label_noise_k)
     for a, b in tqdm(list(zip(bounds[:-1].tolist(), bounds[1:].tolist())), desc=f"mine {task}", unit="label",
                      disable=len(bounds) < 50):
         size = b - a
         if size < 2 or size == n:
             reason = "single_member_label" if size < 2 else "no_other_label"
             drops[reason] = drops.get(reason, 0) + size
+            tally.missing(reason, size)
             continue
         queries = emb[a:b]
-        pos, pos_score = _sample_positives(queries, a, positive_top_k, positive_temperature, query_batch, rng)
+        pos, pos_score, same_d = _sample_positives(queries, a, positive_top_k, positive_temperature, query_batch, rng)
 
         if negative_strategy == "uniform":
             neg = _other_label(rng, a, b, n, (size, m))
             neg_score = np.einsum("qd,qtd->qt", queries, emb[neg])
+            tally.add_uniform(size)
+            if label_noise_k:
+                d, i = others.search(queries, a, b, min(label_noise_k, n - size))
         else:
             depth = min(negative_depth, n - size)
             d, i = others.search(queries, a, b, depth)
             limit = margin_limit(pos_score, margin, margin_type)[:, None]
             neg, neg_score, rejected = _pick_negatives(d, i, limit, negative_strategy, m, negative_top_k, rng)
             stats.margin_rejected += rejected
+            if negative_max_depth:
+                deepen(lambda r, k: others.search(queries[r], a, b, k),
+                       lambda dd, ii, lim: _pick_negatives(dd, ii, lim, negative_strategy, m, negative_top_k, rng),
+                       limit, neg, neg_score, depth, min(negative_max_depth, n - size), tally.sources)
+            retrieved = (neg >= 0).sum(axis=1)
             if recall_sample:
                 r = others.recall_at(queries, a, b, min(10, depth), recall_sample, rng)
                 if r is not None:
                     recalls.append((r, size))
             stats.fallback_random += _fallback(emb, queries, limit, neg, neg_score, a, b, fallback_tries, rng)
+            tally.add(retrieved, (retrieved == 0) & (neg[:, 0] >= 0))
             kept = (neg >= 0).any(axis=1)
             if width:
                 pad = max(0, width - i.shape[1])
@@ -280,6 +306,9 @@ def mine_triplets(
                 c_ids.append(np.pad(i[kept, :width], ((0, 0), (0, pad)), constant_values=-1))
                 c_scores.append(np.pad(d[kept, :width], ((0, 0), (0, pad)), constant_values=np.nan))
 
+        if label_noise_k:
+            noise.own_share[a:b], noise.other_label[a:b], noise.other_share[a:b] = votes(
+                same_d, d, np.where(i >= 0, sorted_labels[np.maximum(i, 0)], -1), int(sorted_labels[a]), label_noise_k)
         has = neg >= 0
         drops["no_negative"] = drops.get("no_negative", 0) + int((~has.any(axis=1)).sum())
         qi, j = np.nonzero(has)
@@ -288,19 +317,23 @@ def mine_triplets(
         ps_out.append(pos_score[qi]); ns_out.append(neg_score[qi, j])
 
     stats.drops = {k: v for k, v in drops.items() if v}
+    stats.negatives = tally.sources
+    noise = noise.reorder(order) if label_noise_k else None
     if recalls:
         stats.recall_at_10 = round(sum(r * w for r, w in recalls) / sum(w for _, w in recalls), 4)
         if stats.recall_at_10 < LOW_RECALL:
             log.warning("%s: IVF recall@10 is %s (nprobe %s): negatives are less hard than exact search would find; "
                         "raise mining.ivf_nprobe", task, stats.recall_at_10, ivf_nprobe)
     if not q_out:
-        return MinedTriplets.empty(stats, width)
+        empty = MinedTriplets.empty(stats, width)
+        empty.votes = noise
+        return empty
     # back to input row ids, in input order (deterministic, independent of label sort)
     q, p, ng = (order[np.concatenate(x)] for x in (q_out, p_out, n_out))
     ps, ns = np.concatenate(ps_out), np.concatenate(ns_out)
     back = np.argsort(q, kind="stable")
     result = MinedTriplets(q[back], p[back], ng[back], ps[back].astype(np.float32), ns[back].astype(np.float32), stats,
-                           _candidates(order, c_query, c_pos, c_pos_score, c_ids, c_scores, width))
+                           _candidates(order, c_query, c_pos, c_pos_score, c_ids, c_scores, width), noise)
     stats.triplets = int(len(result.query))
     stats.queries_with_triplet = int(len(np.unique(result.query)))
     stats.pos_sim, stats.neg_sim = summarise(result.pos_score), summarise(result.neg_score)
@@ -382,11 +415,13 @@ class MineReport(StageReport):
     encode: EmbedStats
     plot: str
     guide: GuideInfo
+    label_noise: LabelNoiseReport | None = None
+    agreement: Agreement | None = None  # reduced-precision guide vs fp32 on a fixed sample; None at fp32
 
 
 def mine_task(ws: Workspace, src: TaskSource, *, mining: MiningConfig, seed: int,
               decontamination: DecontaminationConfig, guide_ref: ModelRef, precision: str,
-              guide: Callable[[], GuideEncoder]) -> MineReport:
+              guide: Callable[[], GuideEncoder], clean: CleanConfig = CleanConfig()) -> MineReport:
     """Embed a cleaned split with the guide and mine its triplets.
 
     `guide` is a factory, so that a rerun that finds the triplets up to date never loads the model;
@@ -394,18 +429,20 @@ def mine_task(ws: Workspace, src: TaskSource, *, mining: MiningConfig, seed: int
     """
     task = src.name
     threshold = decontamination.near_duplicate_threshold
-    fp = SPEC.fingerprint({"mining": mining, "seed": seed, "near_duplicate_threshold": threshold,
-                           "guide": {"name": guide_ref.name, "revision": guide_ref.revision, "precision": precision}},
+    fp = SPEC.fingerprint({"mining": mining, "clean": clean, "seed": seed, "near_duplicate_threshold": threshold,
+                           "guide": guide_ref.identity(precision)},
                           {"split": ws.fingerprint_of(ws.split(task)),
                            "reference": threshold is not None and ws.fingerprint_of(ws.test_texts())})
     if (done := ws.reuse(ws.triplets(task), fp, MineReport)) is not None:
         return done
     split = pl.read_parquet(ws.split(task))
     acc = RowAccount(source=f"{task} (mine)", rows_in=split.height)
+    agreement = None
     if split.height:
         encoder = guide()
         emb, enc_stats = encoder.embed(split.get_column("text").to_list())
         info = GuideInfo(name=encoder.ref.name, revision=encoder.ref.revision, cache_key=encoder.key)
+        agreement = encoder.agreement(split.get_column("text").to_list())
         faults.point("embed")
         tests = reference_texts(ws, task) if threshold is not None else []
         if tests:
@@ -417,7 +454,8 @@ def mine_task(ws: Workspace, src: TaskSource, *, mining: MiningConfig, seed: int
         emb, enc_stats = np.empty((0, 0), dtype=np.float32), EmbedStats(texts=0, unique=0, cached=0, encoded=0)
         info = GuideInfo(name=guide_ref.name, revision=guide_ref.revision, cache_key="")
     codes = split.get_column("label").cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
-    mined = mine_triplets(emb, codes, **mining.model_dump(), seed=seed, task=task)
+    mined, split, noise = mine_auditing(lambda e, c: mine_triplets(e, c, **mining.model_dump(), seed=seed, task=task),
+                                        emb, codes, split, clean, acc)
     frame = triplet_frame(split, mined, src)
     acc.rows_out = mined.stats.queries_with_triplet
     for reason, n in mined.stats.drops.items():
@@ -430,7 +468,7 @@ def mine_task(ws: Workspace, src: TaskSource, *, mining: MiningConfig, seed: int
     plot = similarity_histogram(mined.pos_score, mined.neg_score, f"{task}: guide similarity",
                                 ws.triplets(task).with_suffix(".png"))
     report = MineReport(account=acc, mining=mined.stats, encode=enc_stats, plot=str(plot), guide=info,
-                        fingerprint=fp)
+                        fingerprint=fp, label_noise=noise, agreement=agreement)
     ws.save_report(report, ws.triplets(task))
     return report
 

@@ -1,0 +1,141 @@
+"""What a home folder holds, and what no kept version or the current configuration needs (`gistforge gc`).
+
+Removable: embedding-cache folders no mined task of the profile was made with (another guide, precision or
+sequence length: a rebuild with that setup would encode again), work files of tasks the configuration no
+longer has, local-hub versions past the newest `keep` (never the one `main` points at, nor the one this
+profile's last publish made), models fine-tuned on versions that are not kept, and the training
+checkpoints of fine-tunes that finished. Other profiles' work folders are listed, never removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from pipeline.config import BuildConfig
+from pipeline.road.publish import LocalHub
+from pipeline.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+class GcItem(BaseModel):
+    path: str
+    bytes: int
+    kind: Literal["embeddings", "work", "version", "model", "checkpoints"]
+    remove: bool
+    why: str
+
+
+def size_of(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _used_cache_keys(ws: Workspace, cfg: BuildConfig) -> set[str]:
+    from pipeline.road.mine import MineReport
+
+    keys = set()
+    for src in cfg.included_tasks:
+        try:
+            keys.add(ws.load_report(ws.triplets(src.name), MineReport).guide.cache_key)
+        except (FileNotFoundError, ValueError, RuntimeError):
+            continue
+    return keys
+
+
+def _embeddings(ws: Workspace, cfg: BuildConfig) -> list[GcItem]:
+    if not ws.embeddings.is_dir():
+        return []
+    used = _used_cache_keys(ws, cfg)
+    return [GcItem(path=str(d), bytes=size_of(d), kind="embeddings", remove=d.name not in used,
+                   why="used by this profile's mined tasks" if d.name in used else
+                   f"no mined task of profile {cfg.profile!r} was encoded with it")
+            for d in sorted(ws.embeddings.iterdir()) if d.is_dir()]
+
+
+def _work(ws: Workspace, cfg: BuildConfig) -> list[GcItem]:
+    items = []
+    tasks = {t.name for t in cfg.included_tasks}
+    for kind in ("splits", "triplets", "candidates", "corpus"):
+        folder = ws.work / kind
+        for f in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+            if f.stem not in tasks:
+                for part in (f, f.with_suffix(".json"), f.with_suffix(".png")):
+                    if part.exists():
+                        items.append(GcItem(path=str(part), bytes=size_of(part), kind="work", remove=True,
+                                            why=f"task {f.stem!r} is not in the configuration"))
+    others = ws.home / "work"
+    for d in sorted(others.iterdir()) if others.is_dir() else []:
+        if d.is_dir() and d.name != ws.profile:
+            items.append(GcItem(path=str(d), bytes=size_of(d), kind="work", remove=False,
+                                why=f"profile {d.name!r}: judged only by `gistforge gc --profile {d.name}`"))
+    return items
+
+
+def _versions(ws: Workspace, cfg: BuildConfig, hub: LocalHub, keep: int) -> tuple[list[GcItem], set[str]]:
+    from pipeline.road.publish import last_published
+
+    tags = hub.tags(cfg.dataset_repo_id)
+    kept = set(sorted(tags, reverse=True)[:keep])
+    if (main := hub.latest(cfg.dataset_repo_id)) is not None:
+        kept.add(main)
+    try:
+        kept.add(last_published(ws).tag)
+    except (FileNotFoundError, ValueError, RuntimeError):
+        pass
+    repo = hub.repo_dir(cfg.dataset_repo_id)
+    items = [GcItem(path=str(repo / "snapshots" / rev), bytes=size_of(repo / "snapshots" / rev), kind="version",
+                    remove=tag not in kept, why=f"{tag}: " + ("kept" if tag in kept else f"older than the newest {keep}"))
+             for tag, rev in sorted(tags.items(), reverse=True)]
+    return items, kept
+
+
+def _models(ws: Workspace, kept: set[str]) -> list[GcItem]:
+    root = ws.home / "models" / ws.profile
+    items = []
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        if not d.is_dir():
+            continue
+        if d.name not in kept:
+            items.append(GcItem(path=str(d), bytes=size_of(d), kind="model", remove=True,
+                                why=f"fine-tuned on {d.name}, a version that is not kept"))
+        elif (d / "runs").is_dir() and ws.report_path(d / "model").exists():
+            items.append(GcItem(path=str(d / "runs"), bytes=size_of(d / "runs"), kind="checkpoints", remove=True,
+                                why="checkpoints of a fine-tune that finished (its model is saved)"))
+    return items
+
+
+def collect(ws: Workspace, cfg: BuildConfig, hub: LocalHub | None, keep: int = 5) -> list[GcItem]:
+    """Everything `gc` looks at, each with whether it would be removed and why. `hub`: the local hub (None
+    when versions live on the Hugging Face Hub, whose versions gc never touches)."""
+    versions, kept = _versions(ws, cfg, hub, keep) if hub is not None else ([], None)
+    if kept is None:
+        kept = {p.name for p in (ws.home / "models" / ws.profile).glob("*")}  # Hub versions: keep every model
+    return [*_embeddings(ws, cfg), *_work(ws, cfg), *versions, *_models(ws, kept)]
+
+
+def remove(items: list[GcItem], hub: LocalHub | None, repo_id: str) -> int:
+    """Remove the items marked so; a version loses its tag ref first (so it is never half visible). Bytes freed."""
+    freed = 0
+    refs = hub.repo_dir(repo_id) / "refs" if hub is not None else None
+    for item in items:
+        if not item.remove:
+            continue
+        path = Path(item.path)
+        if item.kind == "version" and refs is not None:
+            for ref in refs.iterdir():
+                if ref.is_file() and ref.name != "main" and ref.read_text().strip() == path.name:
+                    ref.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        log.info("removed %s (%s bytes): %s", path, item.bytes, item.why)
+        freed += item.bytes
+    return freed

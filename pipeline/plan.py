@@ -1,0 +1,231 @@
+"""What the next build would reuse and redo, computed by the stages themselves.
+
+`plan_build` calls every stage function exactly as the assets do, on a `PlanningWorkspace`: a workspace
+whose `reuse` (the call every stage makes once it has its fingerprint, before any work) decides with the
+stage's own rule (`Workspace.reuse`), records the answer and stops the stage there. So the plan uses the
+very fingerprints the stages compute (sources resolved, settings, upstream fingerprints) and no second copy
+of the rules; nothing is read from a source beyond what its fingerprint needs, and nothing is written.
+Why a stage would be redone is the difference between the parts its report recorded
+(`Workspace.recorded_parts`) and the parts it would hash now.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+from pydantic import BaseModel
+
+from pipeline.config import BuildConfig
+from pipeline.workspace import StageReport, Workspace, fingerprint_parts
+
+log = logging.getLogger(__name__)
+
+Status = Literal["reuse", "redo", "fails"]
+
+
+class StagePlan(BaseModel):
+    """One stage (one partition of it): what the next build would do with it, and why."""
+
+    asset: str
+    partition: str | None = None
+    status: Status
+    reasons: list[str] = []
+    fingerprint: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.asset}[{self.partition}]" if self.partition else self.asset
+
+
+class BuildPlan(BaseModel):
+    profile: str
+    stages: list[StagePlan]
+
+    @property
+    def redo(self) -> list[str]:
+        return [s.key for s in self.stages if s.status == "redo"]
+
+    @property
+    def fails(self) -> list[str]:
+        return [s.key for s in self.stages if s.status == "fails"]
+
+
+class _Planned(Exception):
+    """Raised inside a stage at its `reuse` call: the stage stops before doing any work."""
+
+    def __init__(self, output: Path, fingerprint: str, reused: bool):
+        super().__init__(output)
+        self.output, self.fingerprint, self.reused = output, fingerprint, reused
+
+
+@dataclass(frozen=True)
+class PlanningWorkspace(Workspace):
+    """A workspace on which a stage only decides: reuse or redo. Outputs already planned answer
+    `fingerprint_of` with the fingerprint they would have after the build, as they would by then."""
+
+    planned: dict[Path, str] = field(default_factory=dict, compare=False)
+
+    def reuse(self, output: Path, fingerprint: str, kind: type) -> Any:
+        done = Workspace.reuse(self, output, fingerprint, kind)  # the stage's own rule
+        self.planned[output] = fingerprint
+        raise _Planned(output, fingerprint, done is not None)
+
+    def fingerprint_of(self, output: Path) -> str | None:
+        if output in self.planned:
+            return self.planned[output]
+        return Workspace.fingerprint_of(self, output)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        yield  # planning writes nothing: it never waits for a running build
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def why_redo(ws: Workspace, output: Path, fingerprint: str, upstream: dict[str, str]) -> list[str]:
+    """What differs between the recorded report and what the stage would hash now; `upstream` maps the
+    fingerprint of every stage that will be redone to its name."""
+    if not output.exists() or not ws.report_path(output).exists():
+        shown = output.relative_to(ws.work) if output.is_relative_to(ws.work) else output
+        return [f"never made (no {shown})"]
+    old, new = ws.recorded_parts(output), fingerprint_parts(fingerprint)
+    if old is None or new is None:
+        return ["fingerprint changed (the report predates recorded fingerprint parts)"]
+    reasons = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key == "version":
+            reasons.append(f"stage version {a} -> {b}")
+        elif isinstance(b, str) and b in upstream:
+            reasons.append(f"input {upstream[b]} is redone")
+        else:
+            what = "setting" if key.startswith("settings.") else "input"
+            reasons.append(f"{what} {key.split('.', 1)[1]}: {_short(a)} -> {_short(b)}")
+    return reasons or ["the output no longer matches its report (changed or replaced since)"]
+
+
+class _Planner:
+    def __init__(self, ws: PlanningWorkspace):
+        self.ws, self.stages, self.redone = ws, [], {}
+
+    def stage(self, asset: str, run: Callable[[], Any], partition: str | None = None,
+              after: list[StagePlan] = ()) -> StagePlan:
+        """Run one stage function until its `reuse` call; a stage that fails before it (a source missing from
+        the cache, say) is planned as failing, with its message, and so is every stage `after` one that fails."""
+        if failing := [s.key for s in after if s.status == "fails"]:
+            plan = StagePlan(asset=asset, partition=partition, status="fails",
+                             reasons=[f"blocked: {', '.join(failing)} fails"])
+            self.stages.append(plan)
+            return plan
+        try:
+            run()
+        except _Planned as p:
+            if p.reused:
+                plan = StagePlan(asset=asset, partition=partition, status="reuse", fingerprint=p.fingerprint)
+            else:
+                plan = StagePlan(asset=asset, partition=partition, status="redo", fingerprint=p.fingerprint,
+                                 reasons=why_redo(self.ws, p.output, p.fingerprint, self.redone))
+                self.redone[p.fingerprint] = plan.key
+        except Exception as exc:  # noqa: BLE001 - the build would fail here: say so, and plan on
+            plan = StagePlan(asset=asset, partition=partition, status="fails",
+                             reasons=[f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"])
+        else:
+            raise RuntimeError(f"{asset}: the stage finished without asking to reuse its output")
+        self.stages.append(plan)
+        return plan
+
+    def derived(self, asset: str, status: Status, reasons: list[str]) -> StagePlan:
+        plan = StagePlan(asset=asset, status=status, reasons=reasons)
+        self.stages.append(plan)
+        return plan
+
+
+def plan_build(ws: Workspace, cfg: BuildConfig, *, guide_device: str | None = None,
+               tasks: list[str] | None = None, finetune: bool = True,
+               published: Callable[[], tuple[dict[str, str], str | None]] | None = None,
+               location: Any = None) -> BuildPlan:
+    """The plan of `gistforge build` with `cfg` on `ws`: every stage in build order.
+
+    `published()` gives the versions already published (content hash -> tag) and the tag `main` points at;
+    `location` is where they are (`pipeline.road.publish.Location`), for the fine-tune's fingerprint.
+    """
+    from pipeline.road import decontaminate, evaluate, ingest, mine, train
+    from pipeline.road.build import last_build
+    from pipeline.road.embed import encoding_precision, resolve_model
+
+    pws = PlanningWorkspace(ws.home, ws.profile)
+    planner = _Planner(pws)
+    never = _never_loaded
+    reference = planner.stage("mteb_test_texts", lambda: decontaminate.collect_test_texts(
+        pws, cfg.included_tasks, cfg.network))
+    guide_ref = resolve_model(cfg.guide_model, cfg.guide_revision)
+    precision = encoding_precision(guide_device, cfg.guide_precision)
+    planner.stage("medi_triplets", lambda: ingest.ingest_medi(
+        pws, cfg.medi, cfg.decontamination, guide=guide_ref.identity(precision), embed=never,
+        network=cfg.network), after=[reference])
+    for name in tasks or [t.name for t in cfg.included_tasks]:
+        src = cfg.task(name)
+        split = planner.stage("mteb_train_split", lambda: ingest.ingest_task(
+            pws, src, cfg.decontamination, cfg.exclusions, cfg.network), partition=name, after=[reference])
+        planner.stage("mined_triplets", lambda: mine.mine_task(
+            pws, src, mining=cfg.mining, seed=cfg.seed, decontamination=cfg.decontamination, guide_ref=guide_ref,
+            precision=precision, guide=never, clean=cfg.clean), partition=name, after=[split])
+
+    upstream = [s.key for s in planner.stages if s.status != "reuse"]
+    failing = [s.key for s in planner.stages if s.status == "fails" and not s.reasons[0].startswith("blocked")]
+    content = None
+    if failing:
+        for asset in ("triplet_dataset", "published_dataset", "finetuned_encoder"):
+            planner.derived(asset, "fails", [f"blocked: {', '.join(failing)} fails"])
+        return BuildPlan(profile=cfg.profile, stages=planner.stages)
+    if upstream:
+        planner.derived("triplet_dataset", "redo", [f"input {k} is redone" for k in upstream])
+    else:
+        try:
+            content = last_build(ws).content_hash
+            planner.derived("triplet_dataset", "reuse",
+                            [f"reassembled from the same inputs: the same content {content[:12]}"])
+        except (FileNotFoundError, ValueError) as exc:
+            planner.derived("triplet_dataset", "redo", [f"never made ({str(exc).splitlines()[0]})"])
+    versions, main = published() if published else ({}, None)
+    tag = versions.get(content) if content else None
+    if tag:
+        planner.derived("published_dataset", "reuse", [f"content {content[:12]} is already published as {tag}"])
+    else:
+        why = ["triplet_dataset is redone: a new version if its content changes"] if content is None else \
+            [f"content {content[:12]} is not published yet"]
+        planner.derived("published_dataset", "redo", why)
+    if finetune:
+        _plan_finetune(planner, pws, cfg, main if tag else None, location, train, evaluate)
+    return BuildPlan(profile=cfg.profile, stages=planner.stages)
+
+
+def _plan_finetune(planner: _Planner, pws: PlanningWorkspace, cfg: BuildConfig, tag: str | None, location: Any,
+                   train: Any, evaluate: Any) -> None:
+    """The fine-tune trains on the version `main` points at after the publish: known only when the publish
+    is reused (then `main` stays where it is)."""
+    if tag is None:
+        planner.derived("finetuned_encoder", "redo", ["published_dataset would publish a new version to train on"])
+        return
+    trained = planner.stage("finetuned_encoder", lambda: train.finetune(
+        pws, repo_id=cfg.dataset_repo_id, tag=tag, location=location, training=cfg.training,
+        base_model=cfg.base_model or cfg.guide_model, guide_model=cfg.guide_model, guide_revision=cfg.guide_revision))
+    if trained.status == "fails":
+        return
+    model_dir = pws.model_dir(tag) / "model"
+    report = train.TrainReport.model_construct(fingerprint=trained.fingerprint, model_dir=str(model_dir))
+    planner.stage("finetuned_encoder (evaluation)", lambda: evaluate.evaluate_finetune(
+        pws, report, cfg.included_tasks, cfg.training))
+
+
+def _never_loaded() -> StageReport:
+    raise RuntimeError("planning never loads a model")
