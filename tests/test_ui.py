@@ -104,7 +104,7 @@ def _open(page, url: str) -> None:
 
 def test_materialise_the_embedded_default_from_the_ui(dagster_ui, tmp_path):
     url, home = dagster_ui
-    shots = Path(os.environ.get("GISTFORGE_SCREENSHOT_DIR", tmp_path))
+    shots = Path(os.environ.get("UI_SCREENSHOT_DIR", tmp_path))  # not GISTFORGE_*: conftest clears those
     shots.mkdir(parents=True, exist_ok=True)
     repo = _gql(url, REPOS)["repositoriesOrError"]["nodes"][0]
     with playwright.sync_playwright() as p:
