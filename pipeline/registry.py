@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline import task_types
 from pipeline.common.text import slug
 
 
@@ -34,7 +35,7 @@ class MtebTask:
 
     @property
     def task_type(self) -> str:
-        return f"mteb_{self.slug}"
+        return task_types.mteb(self.slug)
 
 
 MTEB_TASKS: dict[str, MtebTask] = {

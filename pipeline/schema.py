@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
-from pipeline.common.text import slug
+from pipeline import task_types
 from pipeline.config import TaskSource
 from pipeline.registry import MTEB_TASKS
 
@@ -50,4 +50,4 @@ def ntuple_schema(k: int) -> pa.Schema:
 
 def task_type_of(src: TaskSource) -> str:
     """`mteb_<slug>` for MTEB tasks and only them; `local_<slug>` for other labelled files."""
-    return MTEB_TASKS[src.name].task_type if src.is_mteb else f"local_{slug(src.name)}"
+    return MTEB_TASKS[src.name].task_type if src.is_mteb else task_types.local(src.name)

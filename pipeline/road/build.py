@@ -16,6 +16,7 @@ import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel
 
+from pipeline import task_types
 from pipeline.common import atomic, faults
 from pipeline.common.accounting import RowAccount
 from pipeline.config import BuildConfig
@@ -35,7 +36,7 @@ def medi_frame(medi: pl.DataFrame) -> pl.DataFrame:
     """MEDI rows in the published schema; `symmetric` = same instruction on query and positive."""
     return medi.select(
         "query", "pos", "neg", "task_name",
-        task_type=pl.lit("medi"),
+        task_type=pl.lit(task_types.MEDI),
         query_instruct="query_instruct", pos_instruct="pos_instruct", neg_instruct="neg_instruct",
         symmetric=pl.col("query_instruct") == pl.col("pos_instruct"),
         source=pl.lit("medi"),
@@ -128,16 +129,17 @@ def write_build(triplets: TaskGrouped | pa.Table, card: Callable[[int], str], de
         for part in triplets.parts():
             names += layout.write_parts(part.stop - part.start, triplets.nbytes(part.start, part.stop),
                                         lambda at, n, a=part.start: triplets.rows(a + at, a + at + n), tmp,
-                                        f"data/{part.task_type}", max_shard_bytes,
+                                        layout.task_config(part.task_type).folder, max_shard_bytes,
                                         each=lambda shard: hashes.append(row_hashes(shard)))
         if not names:  # no row at all: one empty shard keeps the layout valid (an empty build is never published)
-            names = layout.write_shards(SCHEMA.empty_table(), tmp, "data/none", max_shard_bytes)
+            names = layout.write_shards(SCHEMA.empty_table(), tmp, layout.task_config("none").folder,
+                                        max_shard_bytes)
         if with_triplets:
             layout.write_parts(triplets.num_rows, triplets.column_nbytes(list(TRIPLET_COLUMNS)),
                                lambda at, n: triplet_inputs(triplets, at, at + n), tmp,
-                               layout.extra_config("triplets").name, max_shard_bytes)
+                               layout.extra_config("triplets").folder, max_shard_bytes)
         for name, extra_table in (extra or {}).items():
-            layout.write_shards(extra_table, tmp, layout.extra_config(name).name, max_shard_bytes)
+            layout.write_shards(extra_table, tmp, layout.extra_config(name).folder, max_shard_bytes)
         for name, text in (texts or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
         (tmp / "README.md").write_text(card(sum((tmp / n).stat().st_size for n in names)), encoding="utf-8")

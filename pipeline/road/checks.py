@@ -11,6 +11,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import yaml
 
+from pipeline import task_types
 from pipeline.common.accounting import RowAccount
 from pipeline.common.text import front_matter, leaked
 from pipeline.road import layout
@@ -34,7 +35,7 @@ def _card_yaml(folder: Path) -> dict:
 def _shard_counts(df: pl.DataFrame, excluded: dict[str, str], test_keys: np.ndarray | None) -> dict[str, int]:
     """Rule violations in one shard (every rule is row-local, so shards add up)."""
     mined = df.filter(pl.col("source") != "medi")
-    is_mteb_type = df["task_type"].str.starts_with("mteb_")
+    is_mteb_type = df["task_type"].str.starts_with(task_types.MTEB_PREFIX)
     leaks = 0
     if test_keys is not None:
         for c in ("query", "pos", "neg"):

@@ -40,6 +40,11 @@ class ConfigFiles:
     name: str
     pattern: str
 
+    @property
+    def folder(self) -> str:
+        """Where the config's shards are written: the pattern's folder (`data/<task_type>`, `triplets`, ...)."""
+        return self.pattern.rsplit("/", 1)[0]
+
     def files(self, folder: Path) -> list[Path]:
         return sorted(Path(folder).glob(self.pattern))
 
