@@ -16,17 +16,6 @@ from pipeline.road.label_noise import LabelNoiseReport
 
 _DTYPES = {pa.string(): "string", pa.bool_(): "bool", pa.float32(): "float32"}
 
-CONFIG_DOCS = {
-    "default": "every row, grouped by task (the files of all per-task configs)",
-    "triplets": "the default's rows in the same order, as `anchor, positive, negative` only: a trainer's inputs",
-    "ntuple": "one row per mined query: `anchor, positive, negative_1..negative_k` (k = mining.negatives_per_query), "
-              "then `scores`: the guide's similarity of the anchor to the positive and to each negative",
-    "ntuple_tasks": "row i: `task_type, task_name` of `ntuple` row i",
-    "candidates": "per mined query: `pos_id` and the guide-ranked other-label `candidate_ids` / "
-                  "`candidate_scores` (ids into `corpus`, same task)",
-    "corpus": "the mined tasks' texts by `id` (per task), with their label",
-}
-
 COLUMN_DOCS = {
     "query": "anchor text", "pos": "positive text", "neg": "negative text",
     "task_name": "source task (MEDI task name, or the MTEB task name)",
@@ -198,7 +187,7 @@ def _agreement(agreements: list[dict]) -> str:
 
 def _configs(configs: list[dict]) -> str:
     rows = [[code(c["name"]), c["rows"],
-             Markdown(CONFIG_DOCS.get(c["name"], "one task's triplets (`task_type` = the name)"))] for c in configs]
+             Markdown(layout.config_doc(c["name"]))] for c in configs]
     return markdown_table(["config", "rows", "holds"], rows) + (
         "\n\n`load_dataset(path_or_repo, \"<config>\", revision=<tag>, split=\"train\")` reads one config; "
         "the per-task configs are the default config's own files, not copies.\n")

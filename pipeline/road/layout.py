@@ -28,8 +28,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROW_GROUP_BYTES = 64 * 1024**2  # in memory, per row group
-# The configs beside `default` and the per-task ones, in the order the card declares them.
-EXTRA_CONFIGS = ("triplets", "ntuple", "ntuple_tasks", "candidates", "corpus")
+# Every published config but the per-task ones, with what the card says of it; the extra ones (all but
+# `default`) in the order the card declares them. The one list the build, `extra_config` and the card read.
+CONFIG_DOCS = {
+    "default": "every row, grouped by task (the files of all per-task configs)",
+    "triplets": "the default's rows in the same order, as `anchor, positive, negative` only: a trainer's inputs",
+    "ntuple": "one row per mined query: `anchor, positive, negative_1..negative_k` (k = mining.negatives_per_query), "
+              "then `scores`: the guide's similarity of the anchor to the positive and to each negative",
+    "ntuple_tasks": "row i: `task_type, task_name` of `ntuple` row i",
+    "candidates": "per mined query: `pos_id` and the guide-ranked other-label `candidate_ids` / "
+                  "`candidate_scores` (ids into `corpus`, same task)",
+    "corpus": "the mined tasks' texts by `id` (per task), with their label",
+}
+TASK_CONFIG_DOC = "one task's triplets (`task_type` = the name)"
+EXTRA_CONFIGS = tuple(name for name in CONFIG_DOCS if name != "default")
 _CDC = "use_content_defined_chunking" in inspect.signature(pq.write_table).parameters
 
 
@@ -60,6 +72,11 @@ def extra_config(name: str) -> ConfigFiles:
     if name not in EXTRA_CONFIGS:
         raise ValueError(f"unknown config {name!r}: the configs besides the per-task ones are {EXTRA_CONFIGS}")
     return ConfigFiles(name, f"{name}/train-*.parquet")
+
+
+def config_doc(name: str) -> str:
+    """What the card says of config `name` (a name not listed is a per-task config)."""
+    return CONFIG_DOCS.get(name, TASK_CONFIG_DOC)
 
 
 def config_files(name: str, kind: str) -> ConfigFiles:
