@@ -110,10 +110,12 @@ class MiningConfig(_Strict):
     positive_top_k: int = Field(100, ge=1, le=2047,  # FAISS on GPU returns at most 2048 neighbours (self + top-k)
                                 description="same-label neighbours the positive is drawn from")
     positive_temperature: float = Field(0.05, gt=0, description="softmax(sim / T) over those neighbours")
-    negative_strategy: Literal["hard", "topk_random", "uniform"] = "hard"
+    negative_strategy: Literal["hard", "topk_random", "uniform"] = Field(
+        "hard", description="hard: the most similar guarded other-label text; topk_random: uniform among the "
+        "first negative_top_k guarded; uniform: GIST's recipe, a random other-label text, no guard")
     negative_depth: int = Field(64, ge=1, le=2048, description="other-label candidates retrieved per query")
     negative_top_k: int = Field(10, ge=1, description="pool size for `topk_random`")
-    margin_type: Literal["relative", "absolute"] = "relative"
+    margin_type: Literal["relative", "absolute"] = Field("relative", description="how `margin` is applied")
     margin: float = Field(0.05, ge=0, description="keep sim(q,n) < sim(q,p)-|sim(q,p)|*m (relative) or < sim(q,p)-m")
     negative_max_depth: int | None = Field(None, ge=1, le=2048, description="when fewer than negatives_per_query "
                                            "candidates pass the guard, search again at 2x, 4x ... negative_depth up "
@@ -127,7 +129,7 @@ class MiningConfig(_Strict):
     ivf_nlist: int | None = Field(None, ge=1, description="IVF lists (default ~sqrt(N))")
     ivf_nprobe: int = Field(32, ge=1, description="IVF lists probed per query")
     recall_sample: int = Field(200, ge=0, description="queries per label checked against exact search (IVF only)")
-    query_batch: int = Field(4096, ge=1)
+    query_batch: int = Field(4096, ge=1, description="queries per search call (memory only; never the result)")
     label_noise_k: int = Field(10, ge=0, le=100, description="nearest neighbours per text for the label-noise audit "
                                "(0: no audit); at most positive_top_k and, unless uniform, negative_depth")
 
@@ -163,19 +165,20 @@ class NetworkConfig(_Strict):
 class TrainConfig(_Strict):
     """Fine-tuning, with GIST's hyperparameters as defaults (lr 5e-6, warmup 0.1, batch 32, temperature 0.01)."""
 
-    learning_rate: float = 5e-6
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    batch_size: int = Field(32, ge=2)
-    temperature: float = 0.01
-    epochs: float = 1.0
+    learning_rate: float = Field(5e-6, gt=0, description="peak learning rate (GIST: 5e-6)")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps spent warming the rate up")
+    batch_size: int = Field(32, ge=2, description="triplets per batch: each query's in-batch negatives")
+    temperature: float = Field(0.01, gt=0, description="GISTEmbedLoss's softmax temperature (GIST: 0.01)")
+    epochs: float = Field(1.0, gt=0, description="passes over the training rows")
     max_steps: int = Field(-1, description="-1: train for `epochs`")
-    loss: Literal["gist", "cached_gist"] = "gist"
+    loss: Literal["gist", "cached_gist"] = Field("gist", description="GISTEmbedLoss, or its cached (GradCache) "
+                                                 "form for batches larger than memory allows")
     mini_batch_size: int = Field(32, ge=1, description="CachedGISTEmbedLoss only")
-    use_instructions: bool = False
-    save_steps: int = Field(500, ge=1)
-    save_total_limit: int = 2
-    seed: int = 42
-    max_rows_per_task: int | None = None
+    use_instructions: bool = Field(False, description="prefix MEDI rows' instructions to their texts")
+    save_steps: int = Field(500, ge=1, description="checkpoint every this many steps (a killed run resumes there)")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept")
+    seed: int = Field(42, description="the trainer's seed")
+    max_rows_per_task: int | None = Field(None, ge=1, description="cap each task's training rows (None: all)")
     max_seq_length: int | None = Field(None, ge=8, description="truncate training texts to this many tokens "
                                        "(None: the model's own limit); activation memory grows with it")
     eval_test_rows: int | None = Field(None, ge=10, description="test rows per task for the MTEB evaluation "

@@ -202,3 +202,28 @@ def test_miner_keywords_and_config_fields_are_one_vocabulary():
     assert knobs == MiningConfig().model_dump(), "MiningConfig and mine_triplets' keywords drifted apart"
     for name in knobs:
         assert f"{name}:" in mine_triplets.__doc__, f"{name} is not documented in mine_triplets' Args"
+
+
+def test_the_readme_s_mining_table_lists_every_knob_with_its_default():
+    """The README's option table is checked against `MiningConfig` / `CleanConfig`: a knob added to the model
+    and left out of the table (or a default changed in one only) fails here."""
+    import re
+    from pathlib import Path
+
+    from pipeline.config import CleanConfig
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("### Mining options")[1].split("\n\n")[1]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        names, default = [c.strip() for c in line.strip("|").split("|")[:2]]
+        for name, value in zip(re.findall(r"`([\w.]+)`", names), [d.strip(" `") for d in default.split(",")]):
+            rows[name] = value
+    spelled = {None: "none", True: "true", False: "false"}
+    for prefix, model in (("", MiningConfig()), ("clean.", CleanConfig())):
+        for name, value in model.model_dump().items():
+            assert prefix + name in rows, f"README's mining table has no row for {prefix}{name}"
+            if name != "ivf_nlist":  # documented as ~sqrt(N)
+                want = spelled.get(value, str(value)) if not isinstance(value, (int, float)) or isinstance(value, bool) \
+                    else str(value)
+                assert rows[prefix + name] == want, f"{prefix}{name}: README says {rows[prefix + name]}, config {want}"
