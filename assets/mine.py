@@ -8,13 +8,14 @@ from assets.metadata import (IVF_RECALL_SPEC, account_metadata, ivf_recall_check
 from assets.resources import BuildResource, GuideModelResource
 from pipeline.common.plots import png_markdown
 from pipeline.road import mine
+from pipeline.road.miner import MiningStats
 from pipeline.road.agreement import AGREEMENT_WARN, Agreement
 from pipeline.road.deep_search import FALLBACK_WARN_SHARE
 
 FALLBACK_CHECK = "fallback_share"
 
 
-def fallback_check(stats: mine.MiningStats) -> dg.AssetCheckResult:
+def fallback_check(stats: MiningStats) -> dg.AssetCheckResult:
     """Non-blocking: warns when many negatives are random fallbacks (GIST's easy negatives in disguise)."""
     neg = stats.negatives
     return dg.AssetCheckResult(

@@ -79,7 +79,7 @@ def part_gistforge(data: Path, cache: Path, warm: bool, precision: str = "auto")
     from pipeline.config import BUNDLED_MODEL, MiningConfig
     from pipeline.road import openvino_guide
     from pipeline.road.embed import GuideEncoder
-    from pipeline.road.mine import mine_triplets
+    from pipeline.road.miner import mine_triplets
 
     if precision == "bf16-torch":
         openvino_guide.openvino_available = lambda: False

@@ -104,7 +104,7 @@ class TaskSource(_Strict):
 
 
 class MiningConfig(_Strict):
-    """Knobs of the label-based triplet miner: each field is a keyword of `pipeline.road.mine.mine_triplets`,
+    """Knobs of the label-based triplet miner: each field is a keyword of `pipeline.road.miner.mine_triplets`,
     which documents it (a test keeps the two in step)."""
 
     positive_top_k: int = Field(100, ge=1, le=2047,  # FAISS on GPU returns at most 2048 neighbours (self + top-k)

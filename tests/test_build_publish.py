@@ -8,7 +8,8 @@ import pytest
 
 from pipeline.config import TaskSource
 from pipeline.road.build import assemble, content_hash, medi_frame, write_build
-from pipeline.road.mine import MinedTriplets, MiningStats, triplet_frame
+from pipeline.road.mine import triplet_frame
+from pipeline.road.miner import MinedTriplets, MiningStats
 from pipeline.schema import SCHEMA
 from pipeline.road.publish import LocalHub, make_tag
 

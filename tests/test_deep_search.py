@@ -6,7 +6,8 @@ import polars as pl
 from pipeline.config import MiningConfig, TaskSource
 from pipeline.road.build import ntuple_tables
 from pipeline.road.deep_search import deepen, NegativeSources
-from pipeline.road.mine import mine_triplets, triplet_frame
+from pipeline.road.mine import triplet_frame
+from pipeline.road.miner import mine_triplets
 from tests.conftest import clustered
 from tests.test_mine import _check_invariants
 

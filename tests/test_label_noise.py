@@ -6,7 +6,7 @@ import polars as pl
 from pipeline.common.accounting import RowAccount
 from pipeline.config import CleanConfig, MiningConfig
 from pipeline.road.label_noise import audit, flagged, mine_auditing
-from pipeline.road.mine import mine_triplets
+from pipeline.road.miner import mine_triplets
 from tests.conftest import clustered
 
 

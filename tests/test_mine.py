@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from pipeline.config import MiningConfig
-from pipeline.road.mine import margin_limit, mine_triplets
+from pipeline.road.miner import margin_limit, mine_triplets
 from tests.conftest import clustered
 
 

@@ -20,7 +20,7 @@ from pipeline import task_types
 from pipeline.common import atomic, faults
 from pipeline.common.accounting import RowAccount
 from pipeline.config import BuildConfig
-from pipeline.road import clean, decontaminate, layout, mine
+from pipeline.road import clean, decontaminate, layout, miner
 from pipeline.road.grouped import TaskGrouped
 from pipeline.road.card import MiningOutcome, licenses_md, render_card, top_license
 from pipeline.road.checks import CheckOutcome, verify_build
@@ -163,7 +163,7 @@ class EmptyBuildError(ValueError):
 
 
 # Every row drop any stage makes, in the order the card lists them.
-DROP_REASONS = {**clean.DROPS, **mine.DROPS, **decontaminate.DROPS}
+DROP_REASONS = {**clean.DROPS, **miner.DROPS, **decontaminate.DROPS}
 # The build is always redone (it is cheap next to mining, and its checks must see the files it publishes);
 # its version is the asset's code version.
 # 5: `triplets` and `ntuple_tasks` configs, `ntuple` as sentence-transformers names it, escaped card, writer versions;

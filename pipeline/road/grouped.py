@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.road.mine import task_rng
+from pipeline.road.miner import task_rng
 from pipeline.schema import PL_SCHEMA, SCHEMA
 
 

@@ -128,7 +128,7 @@ def audit(v: NeighbourVotes, codes: np.ndarray, split: pl.DataFrame, share: floa
 def mine_auditing(mine: Callable[[np.ndarray, np.ndarray], Any], emb: np.ndarray, codes: np.ndarray,
                   split: pl.DataFrame, clean: CleanConfig, acc: RowAccount) -> tuple[Any, pl.DataFrame,
                                                                                     LabelNoiseReport | None]:
-    """`mine(embeddings, codes)` is `mine.mine_triplets` with the task's settings (a later module: passed in).
+    """`mine(embeddings, codes)` is `miner.mine_triplets` with the task's settings (a later module: passed in).
 
     Mine, audit the labels from the mining's own neighbours, and with `clean.drop_label_noise` drop the
     flagged texts (into `acc` as `label_noise`) and mine the rest again: (triplets, the split they index, audit)."""
