@@ -136,10 +136,12 @@ def test_the_mining_check_warns_below_the_threshold_and_never_blocks(tmp_path):
 
 
 def test_the_card_lists_agreement_only_for_reduced_precision():
-    from pipeline.road.card import _agreement
+    from pipeline.road.agreement import Agreement
+    from pipeline.road.card import MiningOutcome, _agreement
+    from pipeline.road.deep_search import NegativeSources
 
-    text = _agreement([{"task": "Banking77Classification", "precision": "bfloat16-autocast", "sample": 256,
-                        "top10_overlap": 0.9961, "mean_cosine": 0.999988, "min_cosine": 0.99991}])
+    text = _agreement([MiningOutcome(task="Banking77Classification", negatives=NegativeSources(), agreement=Agreement(
+        precision="bfloat16-autocast", sample=256, top10_overlap=0.9961, mean_cosine=0.999988, min_cosine=0.99991))])
     assert "Banking77Classification" in text and "0.9961" in text and "top-10 neighbour overlap" in text
 
 

@@ -225,7 +225,7 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
     accounts = [medi_report.account]
     sources: list[SourceRows] = [SourceRows.of("MEDI", medi_report.source, medi_report.account)] if cfg.medi else []
     mined_frames, candidates, corpora = [], [], []
-    guide, agreements = None, []
+    guide = None
     outcomes: list[MiningOutcome] = []
     for src in cfg.included_tasks:
         path = ws.triplets(src.name)
@@ -238,9 +238,8 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
         accounts += [ingest.account, mined.account]
         sources.append(SourceRows.of(src.name, ingest.source, ingest.account, mined.account))
         guide = mined.guide
-        outcomes.append(MiningOutcome(task=src.name, negatives=mined.mining.negatives, label_noise=mined.label_noise))
-        if mined.agreement is not None:
-            agreements.append({"task": src.name, **mined.agreement.model_dump()})
+        outcomes.append(MiningOutcome(task=src.name, negatives=mined.mining.negatives, label_noise=mined.label_noise,
+                                      agreement=mined.agreement))
     ntuple, ntuple_tasks = ntuple_tables(mined_frames, cfg.mining.negatives_per_query)
     extra = {"ntuple": ntuple, "ntuple_tasks": ntuple_tasks,
              "candidates": stacked(candidates, CANDIDATES_ARROW, ["task_type", "task_name", "query_id"]),
@@ -267,7 +266,7 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
         guide={"name": guide.name, "revision": guide.revision} if guide else
         {"name": public_model_name(cfg.guide_model), "revision": cfg.guide_revision or "n/a"},
         mining=cfg.mining.model_dump(), seed=cfg.seed, tasks=tasks, accounts=accounts, drop_reasons=DROP_REASONS,
-        decontamination=cfg.decontamination, reference=reference, agreements=agreements, outcomes=outcomes,
+        decontamination=cfg.decontamination, reference=reference, outcomes=outcomes,
     )
     provenance = [s.model_dump() for s in sources]
     texts = {"LICENSES.md": licenses_md(provenance)} if "license_link" in top_license(provenance) else {}

@@ -10,6 +10,7 @@ from pipeline.common.accounting import RowAccount
 from pipeline.common.markdown import Markdown, code, escape, markdown_table
 from pipeline.config import DecontaminationConfig
 from pipeline.road import layout
+from pipeline.road.agreement import Agreement
 from pipeline.road.decontaminate import ReferenceReport
 from pipeline.road.deep_search import NTUPLE_MISSING, NegativeSources
 from pipeline.road.label_noise import LabelNoiseReport
@@ -108,8 +109,7 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
                 tasks: list[dict], accounts: list[RowAccount], drop_reasons: dict[str, str],
                 decontamination: DecontaminationConfig, reference: ReferenceReport | None,
                 configs: list[dict] | None = None, extra_schemas: dict[str, pa.Schema] | None = None,
-                writers: dict[str, str] | None = None, agreements: list[dict] | None = None,
-                outcomes: list["MiningOutcome"] | None = None) -> str:
+                writers: dict[str, str] | None = None, outcomes: list["MiningOutcome"] | None = None) -> str:
     """Deterministic card text: no timestamps, sorted keys, only build inputs and results (and the versions of
     the libraries that wrote the files, `writers`, by default those installed: see `writer_versions`).
     Every string from outside (sources, task names, licences, file names) is escaped (`markdown.escape`)."""
@@ -156,7 +156,7 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
         "## Guide model and mining\n",
         f"Guide model: {code(guide['name'])} at revision {code(guide['revision'])}.\n",
         markdown_table(["parameter", "value"], [[k, v] for k, v in mining.items()] + [["seed", seed]]),
-        *([_agreement(agreements)] if agreements else []),
+        *([_agreement(outcomes)] if any(o.agreement for o in outcomes or []) else []),
         *([_negatives(outcomes), _label_noise(outcomes)] if outcomes else []),
         "\n## Rows per task\n",
         markdown_table(["task_type", "task_name", "rows"], [[t["task_type"], t["task_name"], t["rows"]] for t in tasks]),
@@ -175,10 +175,10 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
     return "\n".join(parts)
 
 
-def _agreement(agreements: list[dict]) -> str:
+def _agreement(outcomes: list["MiningOutcome"]) -> str:
     """Per task mined in reduced precision: how its guide vectors agree with fp32 (`pipeline.road.agreement`)."""
-    rows = [[a["task"], code(a["precision"]), a["sample"], f"{a['top10_overlap']:.4f}", f"{a['mean_cosine']:.6f}",
-             f"{a['min_cosine']:.6f}"] for a in agreements]
+    rows = [[o.task, code(a.precision), a.sample, f"{a.top10_overlap:.4f}", f"{a.mean_cosine:.6f}",
+             f"{a.min_cosine:.6f}"] for o in outcomes if (a := o.agreement) is not None]
     return ("\nThe guide encoded in reduced precision; a fixed sample of each task's texts was encoded again in fp32 "
             "and compared (each text's 10 nearest neighbours within the sample, and each text's two vectors):\n\n"
             + markdown_table(["task", "precision", "texts", "top-10 neighbour overlap", "mean cosine", "min cosine"],
@@ -213,11 +213,13 @@ def _decontamination(cfg: DecontaminationConfig, ref: ReferenceReport | None, ac
 
 
 class MiningOutcome(BaseModel):
-    """What the card shows of one task's mining: where its negatives came from, and its label-noise audit."""
+    """What the card shows of one task's mining: where its negatives came from, its label-noise audit, and how
+    a reduced-precision guide agreed with fp32 (None at fp32)."""
 
     task: str
     negatives: NegativeSources
     label_noise: LabelNoiseReport | None = None
+    agreement: Agreement | None = None
 
 
 def _negatives(outcomes: list[MiningOutcome]) -> str:
