@@ -99,7 +99,9 @@ def test_two_processes_building_and_publishing_on_one_home_publish_only_whole_ve
             tags = pool.starmap(_build_and_publish, [(str(tmp_path), 30, barrier), (str(tmp_path), 36, barrier)])
     hub = LocalHub(tmp_path / "hub")
     published = hub.tags("org/ds")
-    assert set(tags) <= set(published) and len(published) == 2
+    # Each publish takes whichever build is on disk when it holds the lock, so the 30-row build may never be
+    # published (B rewrote `build/` before A's publish each time): one or two tags, never a third.
+    assert set(tags) <= set(published) and 1 <= len(published) <= 2
     for tag, sha in published.items():
         snap = hub.repo_dir("org/ds") / "snapshots" / sha
         manifest = publish_mod.Manifest.model_validate_json((snap / ".gistforge" / "manifest.json").read_text())
