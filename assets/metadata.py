@@ -7,8 +7,10 @@ from pydantic import BaseModel
 
 from pipeline.common.accounting import RowAccount
 from pipeline.common.markdown import markdown_table
-from pipeline.road.build import TaskRows
-from pipeline.road.publish import LocalHub, RowDiff, diff_table
+from pipeline.road.grouped import TaskRows
+from pipeline.road.local_hub import LocalHub
+from pipeline.road.publish import RowDiff
+from pipeline.road.versioning import diff_table
 from pipeline.schema import SCHEMA
 from pipeline.workspace import StageReport
 

@@ -8,8 +8,11 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline.config import BuildConfig, NetworkConfig
-from pipeline.road.embed import GuideEncoder, ModelRef, encoding_precision, resolve_model
-from pipeline.road.publish import HubPublisher, LocalHub, Publisher
+from pipeline.road.embed import GuideEncoder, encoding_precision
+from pipeline.road.model_ref import ModelRef, resolve_model
+from pipeline.road.hub_publisher import HubPublisher
+from pipeline.road.local_hub import LocalHub
+from pipeline.road.publish import Publisher
 from pipeline.workspace import Workspace
 
 

@@ -45,7 +45,8 @@ def main() -> None:
     from pipeline.config import BUNDLED_MODEL, BuildConfig, MiningConfig, TaskSource, TrainConfig
     from pipeline.road import train
     from pipeline.road.decontaminate import collect_test_texts
-    from pipeline.road.embed import GuideEncoder, encoding_precision, resolve_model
+    from pipeline.road.embed import GuideEncoder, encoding_precision
+    from pipeline.road.model_ref import resolve_model
     from pipeline.road.evaluate import mteb_scores, mteb_tasks
     from pipeline.road.ingest import ingest_task
     from pipeline.road.mine import mine_task

@@ -61,7 +61,7 @@ def bert_sized(out: Path, tiny: bool, seed: int = 0) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from pipeline.config import BUNDLED_MODEL
-    from pipeline.road.embed import resolve_model
+    from pipeline.road.model_ref import resolve_model
 
     shape = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64) if tiny else \
         dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
@@ -126,7 +126,8 @@ def part_rehearsal(scale: float, timeout_s: float) -> dict:
 
 
 def part_pool(model: str, texts: list[str], cache: Path, devices: list[str], batch_size: int) -> dict:
-    from pipeline.road.embed import PoolEncoder, embed_texts, load_encoder, resolve_model
+    from pipeline.road.embed import PoolEncoder, embed_texts, load_encoder
+    from pipeline.road.model_ref import resolve_model
 
     pool = PoolEncoder(load_encoder(resolve_model(model), devices[0]), devices)
     try:
@@ -143,7 +144,7 @@ def part_finetune(model: str, texts: list[str], out: Path, steps: int, batch_siz
     import datasets
 
     from pipeline.config import TrainConfig
-    from pipeline.road.embed import resolve_model
+    from pipeline.road.model_ref import resolve_model
     from pipeline.road.train import train_encoder
 
     n = steps * batch_size

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.road.build import assemble, write_build  # noqa: E402
-from pipeline.road.publish import LocalHub  # noqa: E402
+from pipeline.road.local_hub import LocalHub  # noqa: E402
 from pipeline.schema import PL_SCHEMA  # noqa: E402
 
 WORDS = np.array("the of and to in is was for on that with as by at from his her an be this are which or have "

@@ -24,6 +24,7 @@ environment variables read:
   GISTFORGE_HUB_PRIVATE     create Hub repos private (default true)
   GISTFORGE_GUIDE_DEVICE    device of the guide model (default: CUDA when present, else the CPU)
   GISTFORGE_EXECUTOR        Dagster executor of `dg` runs (gistforge build always runs in-process)
+  GISTFORGE_OPENVINO_CACHE  where the guide's OpenVINO graph is kept (default ~/.cache/gistforge/openvino)
   HF_TOKEN                  the Hub token (else the one `hf auth login` stored)
   HF_HUB_OFFLINE            1: read sources from the Hub cache only
   HF_HUB_CACHE              the Hub cache the sources are read from

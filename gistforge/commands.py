@@ -191,7 +191,7 @@ def config(args: argparse.Namespace) -> int:
 
 def gc(args: argparse.Namespace) -> int:
     from pipeline import gc as gc_lib
-    from pipeline.road.publish import LocalHub
+    from pipeline.road.local_hub import LocalHub
 
     cfg, deployment = _setup(args)
     ws = deployment.workspace(cfg)

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from pipeline.config import BuildConfig
-from pipeline.road.publish import LocalHub
+from pipeline.road.local_hub import LocalHub
 from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,11 @@ def _work(ws: Workspace, cfg: BuildConfig) -> list[GcItem]:
 def _versions(ws: Workspace, cfg: BuildConfig, hub: LocalHub, keep: int) -> tuple[list[GcItem], set[str]]:
     from pipeline.road.publish import last_published
 
+    from pipeline.versions import LocalVersions, list_versions
+
     tags = hub.tags(cfg.dataset_repo_id)
-    kept = set(sorted(tags, reverse=True)[:keep])
+    newest_first = [v.tag for v in list_versions(LocalVersions(hub.root, cfg.dataset_repo_id))]  # `versions`' order
+    kept = set(newest_first[:keep])
     if (main := hub.latest(cfg.dataset_repo_id)) is not None:
         kept.add(main)
     try:
@@ -92,7 +95,7 @@ def _versions(ws: Workspace, cfg: BuildConfig, hub: LocalHub, keep: int) -> tupl
     repo = hub.repo_dir(cfg.dataset_repo_id)
     items = [GcItem(path=str(repo / "snapshots" / rev), bytes=size_of(repo / "snapshots" / rev), kind="version",
                     remove=tag not in kept, why=f"{tag}: " + ("kept" if tag in kept else f"older than the newest {keep}"))
-             for tag, rev in sorted(tags.items(), reverse=True)]
+             for tag, rev in ((t, tags[t]) for t in newest_first)]
     return items, kept
 
 

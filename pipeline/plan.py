@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Literal
 from pydantic import BaseModel
 
 from pipeline.config import BuildConfig
-from pipeline.workspace import StageReport, Workspace, fingerprint_parts
+from pipeline.workspace import StageIdentity, StageReport, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,9 @@ class BuildPlan(BaseModel):
 class _Planned(Exception):
     """Raised inside a stage at its `reuse` call: the stage stops before doing any work."""
 
-    def __init__(self, output: Path, fingerprint: str, reused: bool):
+    def __init__(self, output: Path, identity: StageIdentity, reused: bool):
         super().__init__(output)
-        self.output, self.fingerprint, self.reused = output, fingerprint, reused
+        self.output, self.identity, self.reused = output, identity, reused
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,10 @@ class PlanningWorkspace(Workspace):
 
     planned: dict[Path, str] = field(default_factory=dict, compare=False)
 
-    def reuse(self, output: Path, fingerprint: str, kind: type) -> Any:
-        done = Workspace.reuse(self, output, fingerprint, kind)  # the stage's own rule
-        self.planned[output] = fingerprint
-        raise _Planned(output, fingerprint, done is not None)
+    def reuse(self, output: Path, identity: StageIdentity, kind: type) -> Any:
+        done = Workspace.reuse(self, output, identity, kind)  # the stage's own rule
+        self.planned[output] = identity.fingerprint
+        raise _Planned(output, identity, done is not None)
 
     def fingerprint_of(self, output: Path) -> str | None:
         if output in self.planned:
@@ -89,14 +89,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def why_redo(ws: Workspace, output: Path, fingerprint: str, upstream: dict[str, str]) -> list[str]:
+def why_redo(ws: Workspace, output: Path, identity: StageIdentity, upstream: dict[str, str]) -> list[str]:
     """What differs between the recorded report and what the stage would hash now; `upstream` maps the
     fingerprint of every stage that will be redone to its name."""
     if not output.exists() or not ws.report_path(output).exists():
         shown = output.relative_to(ws.work) if output.is_relative_to(ws.work) else output
         return [f"never made (no {shown})"]
-    old, new = ws.recorded_parts(output), fingerprint_parts(fingerprint)
-    if old is None or new is None:
+    old, new = ws.recorded_parts(output), identity.parts
+    if old is None:
         return ["fingerprint changed (the report predates recorded fingerprint parts)"]
     reasons = []
     for key in sorted(set(old) | set(new)):
@@ -130,11 +130,11 @@ class _Planner:
             run()
         except _Planned as p:
             if p.reused:
-                plan = StagePlan(asset=asset, partition=partition, status="reuse", fingerprint=p.fingerprint)
+                plan = StagePlan(asset=asset, partition=partition, status="reuse", fingerprint=p.identity.fingerprint)
             else:
-                plan = StagePlan(asset=asset, partition=partition, status="redo", fingerprint=p.fingerprint,
-                                 reasons=why_redo(self.ws, p.output, p.fingerprint, self.redone))
-                self.redone[p.fingerprint] = plan.key
+                plan = StagePlan(asset=asset, partition=partition, status="redo", fingerprint=p.identity.fingerprint,
+                                 reasons=why_redo(self.ws, p.output, p.identity, self.redone))
+                self.redone[p.identity.fingerprint] = plan.key
         except Exception as exc:  # noqa: BLE001 - the build would fail here: say so, and plan on
             plan = StagePlan(asset=asset, partition=partition, status="fails",
                              reasons=[f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"])
@@ -160,7 +160,8 @@ def plan_build(ws: Workspace, cfg: BuildConfig, *, guide_device: str | None = No
     """
     from pipeline.road import decontaminate, evaluate, ingest, mine, train
     from pipeline.road.build import last_build
-    from pipeline.road.embed import encoding_precision, resolve_model
+    from pipeline.road.embed import encoding_precision
+    from pipeline.road.model_ref import resolve_model
 
     pws = PlanningWorkspace(ws.home, ws.profile)
     planner = _Planner(pws)

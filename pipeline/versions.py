@@ -17,7 +17,9 @@ from typing import Any, Protocol
 import polars as pl
 from pydantic import BaseModel
 
-from pipeline.road.publish import MANIFEST, ROW_HASHES, LocalHub, Manifest, RowDiff, diff_versions, is_tag
+from pipeline.road.local_hub import LocalHub
+from pipeline.road.publish import RowDiff
+from pipeline.road.versioning import MANIFEST, ROW_HASHES, Manifest, diff_versions, is_tag
 
 
 class VersionStore(Protocol):

@@ -2,7 +2,8 @@
 
 Every stage declares once, in a `StageSpec` beside its function, what its output depends on: its version
 and its settings, minus an explicit list of performance knobs that never change the output (in the spirit
-of `datasets`' `fingerprint_transform(version=..., ignore_kwargs=[...])`). The same version is the Dagster
+of `datasets`' `fingerprint_transform(version=..., ignore_kwargs=[...])`); `StageSpec.identify` turns a
+run's settings and inputs into a typed `StageIdentity` that reuse, the report and `gistforge plan` share. The same version is the Dagster
 asset's `code_version`, so "stale in the UI" and "redone on rerun" always agree.
 """
 
@@ -42,12 +43,6 @@ M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 _OUTPUT = "output_identity"
 _PARTS = "fingerprint_parts"  # what a report's fingerprint hashed, so `gistforge plan` can say what changed
-_PARTS_OF: dict[str, dict[str, Any]] = {}  # fingerprint -> its parts, for this process's stages to save
-
-
-def fingerprint_parts(fingerprint: str) -> dict[str, Any] | None:
-    """The version, settings and inputs a fingerprint computed in this process was made of."""
-    return _PARTS_OF.get(fingerprint)
 
 
 class StaleOutputError(RuntimeError):
@@ -79,21 +74,31 @@ class StageSpec:
     ignore: frozenset[str] = field(default_factory=frozenset)
 
     def settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
-        """The settings the output depends on: every given one except the ignored knobs."""
+        """The settings the output depends on: every given one except the ignored knobs (each of which must
+        be among them: an ignore that names nothing is a knob renamed or gone)."""
         flat = _flatten(settings)
+        if unknown := self.ignore - set(flat):
+            raise ValueError(f"stage {self.name!r} ignores {sorted(unknown)}, which its settings do not hold")
         return {k: v for k, v in flat.items() if k not in self.ignore}
 
-    def fingerprint(self, settings: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
-        """Hash of version, semantic settings and inputs (source identities, upstream fingerprints)."""
-        blob = json.dumps([self.name, self.version, self.settings(settings), _flatten(inputs)],
-                          sort_keys=True, default=str)
-        fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
-        if len(_PARTS_OF) > 4096:  # a long-lived process (a Dagster worker): keep the memo small
-            _PARTS_OF.clear()
-        _PARTS_OF[fingerprint] = json.loads(json.dumps(
-            {"version": self.version, **{f"settings.{k}": v for k, v in self.settings(settings).items()},
+    def identify(self, settings: Mapping[str, Any], inputs: Mapping[str, Any]) -> StageIdentity:
+        """What this stage's output is made of: version, semantic settings and inputs (source identities,
+        upstream fingerprints), and their hash."""
+        kept = self.settings(settings)
+        blob = json.dumps([self.name, self.version, kept, _flatten(inputs)], sort_keys=True, default=str)
+        parts = json.loads(json.dumps(
+            {"version": self.version, **{f"settings.{k}": v for k, v in kept.items()},
              **{f"inputs.{k}": v for k, v in _flatten(inputs).items()}}, default=str))
-        return fingerprint
+        return StageIdentity(hashlib.sha256(blob.encode()).hexdigest()[:16], parts)
+
+
+@dataclass(frozen=True)
+class StageIdentity:
+    """One stage run's identity: the `fingerprint` its report records and reuse compares, and the `parts` it
+    hashed, which the report keeps so that `gistforge plan` can say which of them changed."""
+
+    fingerprint: str
+    parts: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -158,15 +163,18 @@ class Workspace:
         with atomic.atomic_path(path) as tmp:
             df.write_parquet(tmp)
 
-    def save_report(self, report: BaseModel, output: Path) -> None:
+    def save_report(self, report: BaseModel, output: Path, identity: StageIdentity | None = None) -> None:
         """Commit `report` beside `output` (after the output itself: see `StageReport`), naming the output it
         describes (its `atomic.identity`: mtime and size), so a report is never paired with another build's
-        output; a copied home keeps it where the copy keeps times."""
+        output; a copied home keeps it where the copy keeps times. `identity`: what the report's fingerprint
+        was made of (recorded for `gistforge plan`)."""
         data = report.model_dump(mode="json", exclude={"reused"})
         if self.report_path(output) != output and (stamp := atomic.committed(output)):
             data[_OUTPUT] = stamp
-        if (parts := _PARTS_OF.get(str(data.get("fingerprint")))) is not None:
-            data[_PARTS] = parts
+        if identity is not None:
+            if data.get("fingerprint") != identity.fingerprint:
+                raise ValueError(f"{output.name}: the report's fingerprint is not the identity's")
+            data[_PARTS] = dict(identity.parts)
         atomic.write_text(self.report_path(output), json.dumps(data, indent=2, sort_keys=True))
 
     def _read(self, output: Path) -> tuple[dict[str, Any], bool]:
@@ -205,8 +213,9 @@ class Workspace:
             return None
         return json.loads(path.read_text(encoding="utf-8")).get(_PARTS)
 
-    def reuse(self, output: Path, fingerprint: str, kind: type[R]) -> R | None:
+    def reuse(self, output: Path, identity: StageIdentity, kind: type[R]) -> R | None:
         """The committed report of `output` when it was made from the same inputs, so a rerun skips the work."""
+        fingerprint = identity.fingerprint
         path = self.report_path(output)
         if output.exists() and path.exists():
             data, matches = self._read(output)

@@ -57,7 +57,8 @@ class Road:
         return collect_test_texts(self.ws, self.cfg.included_tasks)
 
     def medi(self, embed=None):
-        from pipeline.road.embed import encoding_precision, resolve_model
+        from pipeline.road.embed import encoding_precision
+        from pipeline.road.model_ref import resolve_model
         from pipeline.road.ingest import ingest_medi
 
         return ingest_medi(self.ws, self.cfg.medi, self.cfg.decontamination,
@@ -71,7 +72,8 @@ class Road:
         return ingest_task(self.ws, self.cfg.task(task), self.cfg.decontamination, self.cfg.exclusions)
 
     def mine(self, task, guide=None):
-        from pipeline.road.embed import encoding_precision, resolve_model
+        from pipeline.road.embed import encoding_precision
+        from pipeline.road.model_ref import resolve_model
         from pipeline.road.mine import mine_task
 
         return mine_task(self.ws, self.cfg.task(task), mining=self.cfg.mining, seed=self.cfg.seed,

@@ -10,8 +10,8 @@ from gistforge.cli import build
 from pipeline.config import BuildConfig, embedded_profile
 from pipeline.road import build as build_stage, decontaminate, evaluate, ingest, mine, publish, train
 from pipeline.road.ingest import MediReport, SplitReport
+from pipeline.road.local_hub import LocalHub
 from pipeline.road.mine import MineReport
-from pipeline.road.publish import LocalHub
 from pipeline.workspace import Workspace
 
 

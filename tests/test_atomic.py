@@ -113,15 +113,20 @@ def test_a_swap_never_shows_a_half_deleted_folder(tmp_path):
     with atomic.atomic_dir(dest) as tmp:
         for n in names:
             (tmp / n).write_text("old")
+    from tests.waiting import until
+
     reader = subprocess.Popen(["python3", "-c", f"""
 import os, time
-misses = 0; looks = 0; end = time.time() + 20
+misses = 0; looks = 0; end = time.time() + 300
 while time.time() < end and not os.path.exists({str(tmp_path / 'done')!r}):
     looks += 1
     misses += not all(os.path.exists(os.path.join({str(dest)!r}, n)) for n in ("f000", "f150", "f299"))
+    if looks == 1:
+        open({str(tmp_path / 'looking')!r}, "w").close()
 print(misses, looks)
 """], stdout=subprocess.PIPE, text=True)
-    time.sleep(0.3)
+    # the swaps start once the reader is looking (a fixed head start could be over before it even started)
+    until("the reader's first look", (tmp_path / "looking").exists, 120, every_s=0.05, proc=reader)
     for _ in range(5):
         with atomic.atomic_dir(dest) as tmp:
             for n in names:

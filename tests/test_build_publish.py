@@ -8,10 +8,11 @@ import pytest
 
 from pipeline.config import TaskSource
 from pipeline.road.build import assemble, content_hash, medi_frame, write_build
+from pipeline.road.local_hub import LocalHub
 from pipeline.road.mine import triplet_frame
 from pipeline.road.miner import MinedTriplets, MiningStats
+from pipeline.road.versioning import make_tag
 from pipeline.schema import SCHEMA
-from pipeline.road.publish import LocalHub, make_tag
 
 
 def _frames(seed_rows=30):

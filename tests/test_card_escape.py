@@ -12,6 +12,7 @@ from pipeline.common.markdown import code, escape, markdown_table
 from pipeline.config import DecontaminationConfig
 from pipeline.road.build import DROP_REASONS, assemble, write_build
 from pipeline.road.card import licenses_md, render_card
+from pipeline.road.grouped import TaskRows
 from pipeline.schema import SCHEMA
 from tests.test_build_publish import _frames
 
@@ -26,7 +27,7 @@ def _card(payload: str = PAYLOAD, writers=None) -> str:
     return render_card(repo_id="org/ds", schema=SCHEMA, num_rows=3, num_bytes=10, download_size=10, sources=[source],
                        exclusions={f"Task{payload}": payload}, guide={"name": f"m{payload}", "revision": payload},
                        mining={"margin": payload}, seed=1,
-                       tasks=[{"task_type": "medi", "task_name": f"nq{payload}", "rows": 3}],
+                       tasks=[TaskRows(task_type="medi", task_name=f"nq{payload}", rows=3)],
                        accounts=[RowAccount(source=f"MEDI{payload}", rows_in=3, rows_out=3, drops={})],
                        drop_reasons=DROP_REASONS, decontamination=DecontaminationConfig(), reference=None,
                        writers=writers)

@@ -7,7 +7,7 @@ import pytest
 from assets.metadata import IVF_RECALL_CHECK, ivf_recall_check, numeric_mining_metadata, tasks_table, version_location
 from pipeline.config import DecontaminationConfig, TaskSource
 from pipeline.plan import PlanningWorkspace, _Planned, why_redo
-from pipeline.road.build import TaskRows
+from pipeline.road.grouped import TaskRows
 from pipeline.road.ingest import ingest_task
 from pipeline.road.miner import MiningStats, SimilaritySummary
 from pipeline.workspace import Workspace
@@ -36,10 +36,10 @@ def test_a_planned_stage_stops_at_its_own_reuse_decision_and_writes_nothing(tmp_
     src = _task(tmp_path, 10)
     first = _decide(ws, src)
     assert not first.reused and not ws.split("Topics").exists()  # never made, and planning made nothing
-    assert why_redo(ws, first.output, first.fingerprint, {}) == ["never made (no splits/Topics.parquet)"]
+    assert why_redo(ws, first.output, first.identity, {}) == ["never made (no splits/Topics.parquet)"]
 
     done = ingest_task(ws, src, NO_REFERENCE, {})
-    assert done.fingerprint == first.fingerprint  # the plan's fingerprint is the stage's
+    assert done.fingerprint == first.identity.fingerprint  # the plan's fingerprint is the stage's
     before = _files(tmp_path / "home")
     again = _decide(ws, src)
     assert again.reused and _files(tmp_path / "home") == before
@@ -47,7 +47,7 @@ def test_a_planned_stage_stops_at_its_own_reuse_decision_and_writes_nothing(tmp_
     src.path.write_text(src.path.read_text() + "one more,1\n")
     changed = _decide(ws, src)
     assert not changed.reused and _files(tmp_path / "home") == before
-    reasons = why_redo(ws, changed.output, changed.fingerprint, {})
+    reasons = why_redo(ws, changed.output, changed.identity, {})
     assert any(r.startswith("input source.file.size: ") for r in reasons), reasons
     assert not any("settings." in r or r.startswith("setting") for r in reasons)
 
@@ -58,7 +58,7 @@ def test_a_changed_setting_and_a_redone_input_are_named(tmp_path):
     ingest_task(ws, src, NO_REFERENCE, {})
     renamed = src.model_copy(update={"label_text_column": "label"})
     changed = _decide(ws, renamed)
-    assert why_redo(ws, changed.output, changed.fingerprint, {}) == \
+    assert why_redo(ws, changed.output, changed.identity, {}) == \
         ["setting source.label_text_column: None -> label"]
 
 

@@ -186,7 +186,7 @@ def test_an_unchanged_publish_keeps_the_data_version_so_the_finetune_is_not_stal
 
 def test_the_hub_target_reads_versions_as_the_local_one_does(two_builds, tmp_path, capsys):
     """`--target hub` reads through huggingface_hub's API (here the git-backed double of `HfApi`)."""
-    from pipeline.road.publish import HubPublisher
+    from pipeline.road.hub_publisher import HubPublisher
     from pipeline.versions import HubVersions, LocalVersions, list_versions, show
     from tests.hub_double import GitHubApi
 

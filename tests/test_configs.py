@@ -13,7 +13,7 @@ from huggingface_hub import DatasetCard, snapshot_download
 
 from pipeline.config import BuildConfig, TaskSource, TrainConfig
 from pipeline.road.build import assemble, build_dataset, ntuple_tables, write_build
-from pipeline.road.publish import LocalHub
+from pipeline.road.local_hub import LocalHub
 from pipeline.road.train import task_columns, task_datasets
 from pipeline.workspace import Workspace
 from tests.conftest import Road, jsonl
@@ -132,7 +132,7 @@ def test_sentence_transformers_trains_on_the_triplets_and_ntuple_configs_as_writ
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
-    from pipeline.road.embed import resolve_model
+    from pipeline.road.model_ref import resolve_model
 
     model = SentenceTransformer(resolve_model("bundled:all-MiniLM-L6-v2").path, device="cpu")
     for config in ("triplets", "ntuple"):

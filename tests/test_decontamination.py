@@ -68,7 +68,7 @@ def test_medi_rows_get_the_near_duplicate_pass_against_every_task(tmp_path):
 def test_the_medi_near_duplicate_pass_is_redone_when_the_guide_s_precision_changes(tmp_path):
     """MEDI's near-duplicate pass is fingerprinted by the guide as resolved (name, exact revision, precision),
     as mining is: vectors of another precision may find other near duplicates."""
-    from pipeline.road.embed import resolve_model
+    from pipeline.road.model_ref import resolve_model
     from pipeline.road.ingest import ingest_medi
 
     cfg, ws = _task(tmp_path, [("a", 0), ("b", 1)], [("Close my account please", 1)], threshold=0.9)

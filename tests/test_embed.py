@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from pipeline.config import BUNDLED_MODEL
-from pipeline.road.embed import EmbeddingCache, cache_key, embed_texts, load_encoder, resolve_model, token_lengths
+from pipeline.road.embed import embed_texts, load_encoder, token_lengths
+from pipeline.road.model_ref import resolve_model
+from pipeline.road.embedding_cache import EmbeddingCache, cache_key
 
 SAMPLE = Path(__file__).resolve().parents[1] / "pipeline" / "sample" / "hf-hub-cache"
 
@@ -94,7 +96,7 @@ def test_encoders_without_a_tokenizer_are_sorted_by_characters():
 
 
 def test_cache_key_separates_what_changes_vectors():
-    from pipeline.road.embed import ModelRef
+    from pipeline.road.model_ref import ModelRef
 
     ref = ModelRef("m", "/models/m", "r1")
     key = cache_key(ref, 256, "float32")
@@ -124,7 +126,7 @@ def test_a_local_model_folder_is_named_by_its_files_not_its_path(tmp_path):
 def test_a_chunk_cut_short_by_a_power_loss_is_dropped_not_fatal(tmp_path, caplog):
     """Issue 23 #10: a zero-length chunk (a rename that reached the disk before its data) made every cache
     refresh crash; now it is removed with a warning and its texts count as not cached."""
-    from pipeline.road.embed import EmbeddingCache
+    from pipeline.road.embedding_cache import EmbeddingCache
 
     cache = EmbeddingCache(tmp_path, "k")
     cache.store(np.frombuffer(b"a" * 16, dtype="S16"), np.ones((1, 4), np.float32))

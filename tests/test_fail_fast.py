@@ -254,12 +254,13 @@ def test_an_unreachable_hub_fails_within_the_budget_and_sigterm_ends_the_wait(tm
     assert "published_dataset failed" in failure and "still failing after the 6 s retry budget" in failure
     assert "ConnectError" in failure and "HF_ENDPOINT" in failure
 
-    # SIGTERM while publishing waits to retry: exit 130 within 10 s
+    # SIGTERM while publishing waits to retry: exit 130 within 20 s (about 3 s unloaded; the wait it cuts short
+    # has 28 s left, so a SIGTERM honoured only when the wait ends still fails this)
     log = tmp_path / "retry.log"
     code, seconds = _sigterm_after(_cli("--config", str(_config(tmp_path, retry_budget_s=600, first_retry_delay_s=30))),
                                    _env(home, **hub), log, "; retry 1 in", 1)
     print(f"SIGTERM in a retry wait: exit {code} after {seconds:.1f} s")
-    assert code == 130 and seconds < 10
+    assert code == 130 and seconds < 20
     assert "gistforge: interrupted; finished stages are kept" in log.read_text()
 
     # offline mode can never reach the Hub: no retry at all
@@ -280,7 +281,7 @@ def test_sigterm_in_a_step_exits_130_and_the_next_build_resumes_with_its_history
     code, seconds = _sigterm_after(_cli(), _env(home, GISTFORGE_PAUSE_AT="mine"), log,
                                    "paused at fault point 'mine'", 5)
     print(f"SIGTERM 5 s into a step: exit {code} after {seconds:.1f} s")
-    assert code == 130 and seconds < 10
+    assert code == 130 and seconds < 20  # about 3 s unloaded; the paused step would wait 10 minutes
     text = log.read_text()
     assert _gistforge_lines(text) == ["gistforge: interrupted; finished stages are kept and the next build resumes"]
     assert not [n for n in NOISE if n in text], text[-3000:]
@@ -322,7 +323,9 @@ def test_issue_22_7_the_first_command_prints_at_most_40_lines_and_its_log_is_pri
     assert out.returncode == 0, out.stderr[-3000:]
     lines = (out.stderr + out.stdout).splitlines()
     print(f"first command: {len(lines)} console lines, exit 0 after {time.monotonic() - start:.1f} s")
-    assert len(lines) <= 40, "\n".join(lines)
+    # an encode logs a progress line every 10 s it runs: how many depends on the machine's speed, not the CLI
+    progress = re.compile(r"encode: \d+/\d+ texts \(\d+%\) in \d+ s, about \S+ s left")
+    assert len([line for line in lines if not progress.search(line)]) <= 40, "\n".join(lines)
     debris = [line for line in lines if re.search(r"Warning|it/s\]|%\||\r|\{'loss'|train_runtime|mteb\.|"
                                                   r"Loading weights|Writing model shards", line)]
     assert not debris, debris

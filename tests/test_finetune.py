@@ -7,7 +7,7 @@ from sentence_transformers import SentenceTransformer
 
 from pipeline.config import TrainConfig, embedded_profile
 from pipeline.road import evaluate, train
-from pipeline.road.publish import LocalHub
+from pipeline.road.local_hub import LocalHub
 from pipeline.workspace import Workspace
 
 pytestmark = pytest.mark.slow

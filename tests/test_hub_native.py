@@ -13,8 +13,8 @@ from huggingface_hub import DatasetCard, snapshot_download
 
 from pipeline.config import BuildConfig, TaskSource
 from pipeline.road.build import build_dataset
+from pipeline.road.local_hub import LocalHub
 from pipeline.road.miner import margin_limit
-from pipeline.road.publish import LocalHub
 from pipeline.workspace import Workspace
 from tests.conftest import BANKING_REV, Road, jsonl, make_hub_repo
 

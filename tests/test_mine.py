@@ -150,7 +150,9 @@ def test_with_cuda_the_guide_encodes_in_fp16_on_it(monkeypatch):
     import sentence_transformers
     import torch
 
-    from pipeline.road.embed import ModelRef, load_encoder
+    from pipeline.road.embed import load_encoder
+
+    from pipeline.road.model_ref import ModelRef
 
     class Fake:
         def __init__(self, path, device):

@@ -49,7 +49,8 @@ class _Fake:
 def test_pool_path_matches_one_process(tmp_path):
     """The pool code path (here two CPU processes stand in for two GPUs) gives the vectors of one process."""
     from pipeline.config import BUNDLED_MODEL
-    from pipeline.road.embed import load_encoder, resolve_model
+    from pipeline.road.embed import load_encoder
+    from pipeline.road.model_ref import resolve_model
 
     model = load_encoder(resolve_model(BUNDLED_MODEL), "cpu")
     texts = [f"how do I {verb} my card number {i}" for i, verb in enumerate(["activate", "block", "top up"] * 7)]

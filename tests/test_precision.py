@@ -62,7 +62,8 @@ def test_vectors_in_the_cache_never_mix_precisions(tmp_path, monkeypatch):
     MiniLM, to load it once: fp32 and bf16-under-autocast both keep fp32 weights.)"""
     import pipeline.road.embed as embed
     from pipeline.config import BUNDLED_MODEL
-    from pipeline.road.embed import EmbeddingCache, GuideEncoder, _hashes
+    from pipeline.road.embed import GuideEncoder
+    from pipeline.road.embedding_cache import EmbeddingCache, text_hashes
 
     model = embed.load_encoder(embed.resolve_model(BUNDLED_MODEL), "cpu", precision="float32")
     monkeypatch.setattr(embed, "load_encoder", lambda ref, device, precision: model)
@@ -78,7 +79,7 @@ def test_vectors_in_the_cache_never_mix_precisions(tmp_path, monkeypatch):
     assert not np.array_equal(v32, v16), "the two precisions give different vectors"
     assert float((v32 * v16).sum(1).min()) > 0.999
     for guide, vectors in ((fp32, v32), (bf16, v16)):  # each folder, read afresh, holds its own precision only
-        stored, found = EmbeddingCache(tmp_path, guide.key).lookup(_hashes(texts))
+        stored, found = EmbeddingCache(tmp_path, guide.key).lookup(text_hashes(texts))
         assert found.all() and np.array_equal(stored, vectors)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fp32.key, bf16.key])
     # the reduced-precision guide measures itself against fp32; the fp32 one has nothing to compare
@@ -150,7 +151,8 @@ def test_openvino_backbone_follows_fp32_when_installed():
     bf16's agreement; the torch model is left as it was (it is the fp32 reference)."""
     pytest.importorskip("openvino")
     from pipeline.config import BUNDLED_MODEL
-    from pipeline.road.embed import embed_texts, load_encoder, resolve_model
+    from pipeline.road.embed import embed_texts, load_encoder
+    from pipeline.road.model_ref import resolve_model
     from pipeline.road.openvino_guide import OpenVINOEncoder
 
     model = load_encoder(resolve_model(BUNDLED_MODEL), "cpu", precision="float32")
@@ -184,3 +186,37 @@ def test_the_embedded_build_records_agreement_in_metadata_and_card(embedded_buil
         assert m["agreement_top10_overlap"].value >= AGREEMENT_WARN and m["agreement_sample"].value > 100
         assert f"| {task} | `{label}` |" in card
     assert "top-10 neighbour overlap" in card
+
+
+def test_openvino_converts_a_guide_once_and_later_processes_read_the_kept_graph(tmp_path, monkeypatch):
+    """Conversion (~5 s for MiniLM) is kept per model revision and library versions: a second encoder reads
+    the graph instead of converting, and gives the same vectors bit for bit; an unreadable graph is
+    converted again rather than failing the step."""
+    pytest.importorskip("openvino")
+    from pipeline.config import BUNDLED_MODEL
+    from pipeline.road import openvino_guide
+    from pipeline.road.embed import embed_texts, load_encoder
+    from pipeline.road.model_ref import resolve_model
+    from pipeline.road.precision import precision_encoder
+
+    monkeypatch.setenv(openvino_guide.IR_CACHE_ENV, str(tmp_path))
+    ref = resolve_model(BUNDLED_MODEL)
+    model = load_encoder(ref, "cpu", precision="float32")
+    texts = _texts()
+    first = precision_encoder(model, "bfloat16-openvino", ref)
+    assert first.ir_folder.parent == tmp_path
+    converted, _ = embed_texts(first, texts, None, 16)
+    assert (first.ir_folder / "model.xml").is_file()
+
+    def no_conversion(module):
+        raise AssertionError("converted again although the graph was kept")
+
+    with monkeypatch.context() as m:
+        m.setattr(openvino_guide, "_convert", no_conversion)
+        kept, _ = embed_texts(precision_encoder(model, "bfloat16-openvino", ref), texts, None, 16)
+    assert np.array_equal(converted, kept)
+    (first.ir_folder / "model.xml").write_text("not a graph")
+    again, _ = embed_texts(precision_encoder(model, "bfloat16-openvino", ref), texts, None, 16)
+    assert np.array_equal(converted, again)
+    other = openvino_guide.ir_folder(ref.name, "another-revision")
+    assert other != first.ir_folder and other.parent == tmp_path

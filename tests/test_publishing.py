@@ -12,9 +12,11 @@ import polars as pl
 import pytest
 from huggingface_hub.errors import HfHubHTTPError
 
-from pipeline.road import publish as publish_mod
+from pipeline.road import local_hub, versioning
 from pipeline.road.build import assemble, write_build
-from pipeline.road.publish import HubPublisher, LocalHub, PublishError
+from pipeline.road.hub_publisher import HubPublisher
+from pipeline.road.local_hub import LocalHub
+from pipeline.road.publish import PublishError
 from tests.hub_double import GitHubApi
 from tests.test_build_publish import _frames
 
@@ -97,7 +99,7 @@ def test_the_card_names_no_machine_path_and_its_snippet_runs_as_written(tmp_path
     scope: dict = {}
     exec(snippet, scope)  # noqa: S102 - the card's own snippet, run as a reader would
     assert scope["ds"].num_rows == pl.read_parquet(build / "data" / "*" / "*.parquet").height
-    hub_card = publish_mod.version_section("org/ds", first.tag, "0" * 64, False, None, [])
+    hub_card = versioning.version_section("org/ds", first.tag, "0" * 64, False, None, [])
     assert f"load_dataset('org/ds', revision='{first.tag}', split='train')" in hub_card
 
 
@@ -112,7 +114,7 @@ def test_a_crash_before_the_ref_moves_leaves_the_previous_version_intact(tmp_pat
         raise KeyboardInterrupt("killed between writing the snapshot and moving the ref")
 
     with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
-        m.setattr(publish_mod.atomic, "write_text", crash)  # the ref writes
+        m.setattr(local_hub.atomic, "write_text", crash)  # the ref writes
         hub.publish(_build(tmp_path, 2), "org/ds", today=dt.date(2026, 1, 2))
 
     assert hub.tags("org/ds") == {old.tag: old.revision}

@@ -69,9 +69,11 @@ def test_unchanged_stages_are_reused_and_changed_ones_redone(tmp_path, monkeypat
 def test_stage_spec_hashes_semantic_settings_only():
     spec = StageSpec("s", "1", frozenset({"mining.query_batch"}))
     base = {"mining": MiningConfig(), "seed": 1}
-    fp = spec.fingerprint(base, {"up": "abc"})
-    assert spec.fingerprint({"mining": MiningConfig(query_batch=7), "seed": 1}, {"up": "abc"}) == fp
-    assert spec.fingerprint({"mining": MiningConfig(margin=0.1), "seed": 1}, {"up": "abc"}) != fp
-    assert spec.fingerprint(base, {"up": "abd"}) != fp
-    assert StageSpec("s", "2", spec.ignore).fingerprint(base, {"up": "abc"}) != fp
+    fp = spec.identify(base, {"up": "abc"})
+    assert spec.identify({"mining": MiningConfig(query_batch=7), "seed": 1}, {"up": "abc"}) == fp
+    assert spec.identify({"mining": MiningConfig(margin=0.1), "seed": 1}, {"up": "abc"}) != fp
+    assert spec.identify(base, {"up": "abd"}) != fp
+    assert StageSpec("s", "2", spec.ignore).identify(base, {"up": "abc"}) != fp
     assert "mining.query_batch" not in spec.settings(base) and "mining.margin" in spec.settings(base)
+    with pytest.raises(ValueError, match=r"ignores \['guide.batch_size'\], which its settings do not hold"):
+        StageSpec("s", "1", frozenset({"guide.batch_size"})).identify(base, {})

@@ -27,7 +27,7 @@ from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatu
 
 from pipeline.common import atomic
 from pipeline.config import SAMPLE_DIR, embedded_profile
-from pipeline.road.publish import LocalHub
+from pipeline.road.local_hub import LocalHub
 from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ class Deployment:
         if n > 1:
             self.switch(True)
         backfill = self.wait(f"tick {n}", lambda: next((b for b in self.instance.get_backfills()
-                                                         if b.backfill_id not in known), None), timeout_s=180)
+                                                         if b.backfill_id not in known), None), timeout_s=300)
         requested_at = backfill.backfill_timestamp
         self.wait("the sensor's next evaluation", lambda: any(t.timestamp > requested_at for t in self.evaluations()),
                   timeout_s=120)
@@ -128,7 +128,7 @@ class Deployment:
         self.say(f"tick {n}: backfill {backfill.backfill_id} from sensor {backfill.tags.get('dagster/sensor_name')}")
         done = self.wait(f"end of backfill {backfill.backfill_id}", lambda: (
             b if (b := self.instance.get_backfill(backfill.backfill_id)).status != BulkActionStatus.REQUESTED
-            else None), timeout_s=600)
+            else None), timeout_s=900)
         runs = sorted(self.instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id})),
                       key=lambda r: r.create_timestamp)
         self.say(f"tick {n}: backfill {done.status.value}, runs " + ", ".join(
@@ -207,7 +207,7 @@ def test_one_switch_rebuilds_by_dependency_publishes_only_changes_and_stops_on_a
         assert d.tags() == {first["tag"]: first["content_hash"][:40]}
         assert all(_check_evaluations(d.instance, runs[-1].dagster_run.run_id).values())
         # the freshness policy: the daemon's freshness evaluation now calls the published dataset fresh
-        d.wait("freshness PASS", lambda: d.freshness() == "PASS", timeout_s=60)
+        d.wait("freshness PASS", lambda: d.freshness() == "PASS", timeout_s=180)
 
         # tick 2, nothing changed: the whole graph reruns, reuses every output and publishes nothing new
         backfill, runs = d.rebuild(2)
@@ -257,7 +257,7 @@ def test_one_switch_rebuilds_by_dependency_publishes_only_changes_and_stops_on_a
             record = d.instance.fetch_observations(dg.AssetKey("published_dataset"), limit=1).records
             return record[0].asset_observation if record else None
 
-        seen = d.wait("failure observation", failure_observation, timeout_s=60)
+        seen = d.wait("failure observation", failure_observation, timeout_s=180)  # the failure sensor: every 30 s
         meta = {k: v.value for k, v in seen.metadata.items()}
         assert meta["rebuild_status"] == "failed" and meta["failed_run_id"] == failed.dagster_run.run_id
         assert meta["failed_backfill"] == backfill.backfill_id

@@ -17,10 +17,11 @@ import polars as pl
 import pytest
 
 from pipeline.common import atomic
-from pipeline.road import publish as publish_mod
+from pipeline.road import publish as publish_mod, versioning
 from pipeline.road.build import assemble, write_build
-from pipeline.road.publish import LocalHub, PublishError
-from pipeline.workspace import StageReport, StaleOutputError, Workspace
+from pipeline.road.local_hub import LocalHub
+from pipeline.road.publish import PublishError
+from pipeline.workspace import StageIdentity, StageReport, StaleOutputError, Workspace
 from tests.test_build_publish import _frames
 
 CARD = "---\nlicense: other\n---\n# card\n"
@@ -71,12 +72,12 @@ def test_a_report_is_never_paired_with_another_builds_output(tmp_path):
     Workspace.write_parquet(pl.DataFrame({"text": ["b", "b"]}), out)  # build B replaces it
     atomic._committed[str(out)] = stamp_a  # A's process only knows its own write
     ws.save_report(StageReport(fingerprint="A"), out)
-    assert ws.reuse(out, "A", StageReport) is None
+    assert ws.reuse(out, StageIdentity("A"), StageReport) is None
     with pytest.raises(StaleOutputError, match=r"Task\.parquet was replaced after Task\.json was written"):
         ws.fingerprint_of(out)
     ws.write_parquet(pl.DataFrame({"text": ["a"]}), out)
     ws.save_report(StageReport(fingerprint="A"), out)
-    assert ws.reuse(out, "A", StageReport) is not None and ws.fingerprint_of(out) == "A"
+    assert ws.reuse(out, StageIdentity("A"), StageReport) is not None and ws.fingerprint_of(out) == "A"
 
 
 def _build_and_publish(home: str, rows: int, barrier) -> str:
@@ -104,9 +105,9 @@ def test_two_processes_building_and_publishing_on_one_home_publish_only_whole_ve
     assert set(tags) <= set(published) and 1 <= len(published) <= 2
     for tag, sha in published.items():
         snap = hub.repo_dir("org/ds") / "snapshots" / sha
-        manifest = publish_mod.Manifest.model_validate_json((snap / ".gistforge" / "manifest.json").read_text())
-        publish_mod.verify_files(manifest.files, publish_mod.file_sizes(snap), tag, manifest.sha256,
-                                 publish_mod.file_digests(snap))
+        manifest = versioning.Manifest.model_validate_json((snap / ".gistforge" / "manifest.json").read_text())
+        versioning.verify_files(manifest.files, versioning.file_sizes(snap), tag, manifest.sha256,
+                                versioning.file_digests(snap))
         assert manifest.content_hash.startswith(sha) and manifest.tag == tag
     assert hub.latest("org/ds") in published
 
@@ -141,4 +142,25 @@ def test_a_home_copied_with_its_times_is_reused_not_refused(tmp_path):
     ws.save_report(StageReport(fingerprint="A"), out)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     copy = Workspace(tmp_path / "b", "p")
-    assert copy.reuse(copy.split("Task"), "A", StageReport) is not None and copy.fingerprint_of(copy.split("Task")) == "A"
+    assert copy.reuse(copy.split("Task"), StageIdentity("A"), StageReport) is not None and copy.fingerprint_of(copy.split("Task")) == "A"
+
+
+def test_gc_keeps_a_days_newest_version_not_its_greatest_hash(tmp_path):
+    """Two versions of one day: `gc --keep 1` sorted tags as strings, so the older one was kept whenever its
+    hash sorted above the newer one's. It now takes `gistforge versions`' order (publishing order)."""
+    from pipeline.config import embedded_profile
+    from pipeline.gc import collect
+
+    ws, published = Workspace(tmp_path, "p"), []
+    hub = LocalHub(ws.hub)
+    for rows in range(30, 80):
+        _write_build(ws, rows)
+        published.append(publish_mod.publish(ws, "org/ds", hub).tag)
+        if len(published) > 1 and published[-2] > published[-1]:
+            break
+    older, newer = published[-2:]
+    assert older > newer, "no two successive versions whose tags sort against their order"
+    cfg = embedded_profile().model_copy(update={"dataset_repo_id": "org/ds"})
+    versions = {i.why.split(":")[0]: i for i in collect(ws, cfg, hub, keep=1) if i.kind == "version"}
+    assert not versions[newer].remove and versions[older].remove
+    assert [t for t, i in versions.items() if not i.remove] == [newer]

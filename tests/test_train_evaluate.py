@@ -4,7 +4,7 @@ import datasets
 import pytest
 
 from pipeline.config import TrainConfig
-from pipeline.road.embed import ModelRef
+from pipeline.road.model_ref import ModelRef
 from pipeline.road.evaluate import EvalReport, Scores, TaskScore, model_card_section
 from pipeline.road.train import TrainFacts, TrainReport, task_datasets
 
@@ -81,7 +81,7 @@ def test_mteb_figures_are_mteb_s_own_on_a_task_whose_transform_subsamples(tmp_pa
     from sentence_transformers import SentenceTransformer
 
     from pipeline.config import BUNDLED_MODEL, TaskSource
-    from pipeline.road.embed import resolve_model
+    from pipeline.road.model_ref import resolve_model
     from pipeline.road.evaluate import device, mteb_scores, mteb_tasks
     from tests.conftest import jsonl, make_hub_repo
 

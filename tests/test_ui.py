@@ -96,7 +96,7 @@ def _run(url: str, repo: dict, job: str, partition: str | None = None, timeout: 
 
 
 def _open(page, url: str) -> None:
-    page.goto(url, wait_until="networkidle")
+    page.goto(url, wait_until="networkidle", timeout=120_000)  # Playwright's default, 30 s, is tight on a loaded CI
     skip = page.get_by_role("button", name="Skip")
     if skip.count():  # Dagster's one-off "join the community" dialog
         skip.first.click()

@@ -4,5 +4,5 @@ A stage is one function in its module: it takes a `Workspace` and narrow, named 
 its output depends on in a `StageSpec`, and returns a typed report.
 """
 
-ROAD = ("sources", "clean", "decontaminate", "ingest", "agreement", "openvino_guide", "precision", "embed", "search", "deep_search", "label_noise", "miner", "mine", "grouped", "layout", "card", "checks", "build",
-        "publish", "train", "evaluate")
+ROAD = ("sources", "clean", "decontaminate", "ingest", "model_ref", "agreement", "openvino_guide", "precision", "embedding_cache", "embed", "search", "deep_search", "label_noise", "miner", "mine", "grouped", "layout", "card", "checks", "build",
+        "publish", "versioning", "local_hub", "hub_publisher", "train", "evaluate")

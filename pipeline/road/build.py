@@ -21,10 +21,10 @@ from pipeline.common import atomic, faults
 from pipeline.common.accounting import RowAccount
 from pipeline.config import BuildConfig
 from pipeline.road import clean, decontaminate, layout, miner
-from pipeline.road.grouped import TaskGrouped
+from pipeline.road.grouped import TaskGrouped, TaskRows
 from pipeline.road.card import MiningOutcome, licenses_md, render_card, top_license
 from pipeline.road.checks import CheckOutcome, verify_build
-from pipeline.road.embed import public_model_name
+from pipeline.road.model_ref import public_model_name
 from pipeline.road.ingest import MediReport, SplitReport
 from pipeline.road.mine import MineReport
 from pipeline.schema import (CANDIDATES_ARROW, CORPUS_ARROW, NTUPLE_TASKS_ARROW, PL_SCHEMA, SCHEMA, TRIPLET_COLUMNS,
@@ -201,12 +201,6 @@ class ConfigRows(BaseModel):
     kind: str  # "task" for the per-task configs, else the config's own name (see `layout.config_files`)
 
 
-class TaskRows(BaseModel):
-    task_type: str
-    task_name: str
-    rows: int
-
-
 class BuildReport(BaseModel):
     content_hash: str
     rows: int
@@ -278,7 +272,7 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
     checks = verify_build(ws.build_dir(), cfg.exclusions, accounts,
                           decontaminate.reference_keys(ws, cfg.decontamination))
     report = BuildReport(content_hash=digest, rows=rows, shards=shards,
-                         tasks=[TaskRows(**t) for t in tasks], accounts=accounts, excluded=cfg.exclusions,
+                         tasks=tasks, accounts=accounts, excluded=cfg.exclusions,
                          checks=checks)
     ws.save_report(report, ws.build_report())
     return report

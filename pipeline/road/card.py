@@ -13,6 +13,7 @@ from pipeline.road import layout
 from pipeline.road.agreement import Agreement
 from pipeline.road.decontaminate import ReferenceReport
 from pipeline.road.deep_search import NTUPLE_MISSING, NegativeSources
+from pipeline.road.grouped import TaskRows
 from pipeline.road.label_noise import LabelNoiseReport
 
 _DTYPES = {pa.string(): "string", pa.bool_(): "bool", pa.float32(): "float32"}
@@ -106,7 +107,7 @@ def _size_category(n: int) -> str:
 
 def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: int, download_size: int,
                 sources: list[dict], exclusions: dict[str, str], guide: dict, mining: dict, seed: int,
-                tasks: list[dict], accounts: list[RowAccount], drop_reasons: dict[str, str],
+                tasks: list[TaskRows], accounts: list[RowAccount], drop_reasons: dict[str, str],
                 decontamination: DecontaminationConfig, reference: ReferenceReport | None,
                 configs: list[dict] | None = None, extra_schemas: dict[str, pa.Schema] | None = None,
                 writers: dict[str, str] | None = None, outcomes: list["MiningOutcome"] | None = None) -> str:
@@ -159,7 +160,7 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
         *([_agreement(outcomes)] if any(o.agreement for o in outcomes or []) else []),
         *([_negatives(outcomes), _label_noise(outcomes)] if outcomes else []),
         "\n## Rows per task\n",
-        markdown_table(["task_type", "task_name", "rows"], [[t["task_type"], t["task_name"], t["rows"]] for t in tasks]),
+        markdown_table(["task_type", "task_name", "rows"], [[t.task_type, t.task_name, t.rows] for t in tasks]),
         f"\nTotal: {num_rows} rows.\n",
         "## Decontamination\n",
         _decontamination(decontamination, reference, accounts),

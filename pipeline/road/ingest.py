@@ -53,11 +53,11 @@ def ingest_medi(ws: Workspace, medi: MediSource | None, decontamination: Deconta
     """
     threshold = decontamination.near_duplicate_threshold
     folder = resolve(medi, network.budget()) if medi else None  # once: the fingerprint, rows and card name one commit
-    fp = MEDI_SPEC.fingerprint(
+    ident = MEDI_SPEC.identify(
         {"medi": medi, "decontamination": decontamination, "guide": guide if threshold is not None else None},
         {"source": medi and source_identity(medi, folder=folder),
          "reference": reference_fingerprint(ws, decontamination)})
-    if (done := ws.reuse(ws.medi_rows(), fp, MediReport)) is not None:
+    if (done := ws.reuse(ws.medi_rows(), ident, MediReport)) is not None:
         return done
     if medi is None:
         df, acc = clean_medi(pl.DataFrame(schema={c: pl.String for c in MEDI_COLUMNS}), "MEDI (none configured)")
@@ -74,8 +74,8 @@ def ingest_medi(ws: Workspace, medi: MediSource | None, decontamination: Deconta
     acc.check()
     ws.write_parquet(df, ws.medi_rows())
     report = MediReport(account=acc, tasks=df.get_column("task_name").n_unique(),
-                        source=describe_medi_source(medi, folder=folder) if medi else None, fingerprint=fp)
-    ws.save_report(report, ws.medi_rows())
+                        source=describe_medi_source(medi, folder=folder) if medi else None, fingerprint=ident.fingerprint)
+    ws.save_report(report, ws.medi_rows(), ident)
     return report
 
 
@@ -85,16 +85,16 @@ def ingest_task(ws: Workspace, src: TaskSource, decontamination: Decontamination
     if src.name in exclusions:
         raise ValueError(f"task {src.name!r} is excluded ({exclusions[src.name]}); it is never ingested")
     folder = resolve(src, network.budget())  # once: the fingerprint, rows and card name one commit
-    fp = TASK_SPEC.fingerprint({"source": src, "decontamination.exact": decontamination.exact},
+    ident = TASK_SPEC.identify({"source": src, "decontamination.exact": decontamination.exact},
                                {"source": source_identity(src, folder=folder),
                                 "reference": decontamination.exact and ws.fingerprint_of(ws.test_texts())})
-    if (done := ws.reuse(ws.split(src.name), fp, SplitReport)) is not None:
+    if (done := ws.reuse(ws.split(src.name), ident, SplitReport)) is not None:
         return done
     keys = reference_keys(ws, decontamination)
     df, acc = clean_labelled(load_task_split(src, folder=folder), f"{src.name} (ingest)", keys)
     faults.point("ingest")
     ws.write_parquet(df, ws.split(src.name))
     report = SplitReport(account=acc, labels=df.get_column("label").n_unique(),
-                         source=describe_task_source(src, folder=folder), fingerprint=fp)
-    ws.save_report(report, ws.split(src.name))
+                         source=describe_task_source(src, folder=folder), fingerprint=ident.fingerprint)
+    ws.save_report(report, ws.split(src.name), ident)
     return report

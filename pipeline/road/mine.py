@@ -16,7 +16,8 @@ from pipeline.common.plots import similarity_histogram
 from pipeline.config import CleanConfig, DecontaminationConfig, MiningConfig, TaskSource
 from pipeline.road.agreement import Agreement
 from pipeline.road.decontaminate import near_duplicates, reference_texts
-from pipeline.road.embed import EmbedStats, GuideEncoder, ModelRef
+from pipeline.road.embed import EmbedStats, GuideEncoder
+from pipeline.road.model_ref import ModelRef
 from pipeline.road.label_noise import LabelNoiseReport, mine_auditing
 from pipeline.road.miner import MinedTriplets, MiningStats, mine_triplets
 from pipeline.schema import CANDIDATES_SCHEMA, CORPUS_SCHEMA, PL_SCHEMA, task_type_of
@@ -63,7 +64,7 @@ def triplet_frame(split: pl.DataFrame, mined: MinedTriplets, src: TaskSource) ->
 
 # ------------------------------------------------------------------------------------------------ the stage
 
-SPEC = StageSpec("triplets", version="4", ignore=frozenset({"mining.query_batch", "guide.batch_size"}))
+SPEC = StageSpec("triplets", version="4", ignore=frozenset({"mining.query_batch"}))
 
 
 class GuideInfo(BaseModel):
@@ -92,11 +93,11 @@ def mine_task(ws: Workspace, src: TaskSource, *, mining: MiningConfig, seed: int
     """
     task = src.name
     threshold = decontamination.near_duplicate_threshold
-    fp = SPEC.fingerprint({"mining": mining, "clean": clean, "seed": seed, "near_duplicate_threshold": threshold,
+    ident = SPEC.identify({"mining": mining, "clean": clean, "seed": seed, "near_duplicate_threshold": threshold,
                            "guide": guide_ref.identity(precision)},
                           {"split": ws.fingerprint_of(ws.split(task)),
                            "reference": threshold is not None and ws.fingerprint_of(ws.test_texts())})
-    if (done := ws.reuse(ws.triplets(task), fp, MineReport)) is not None:
+    if (done := ws.reuse(ws.triplets(task), ident, MineReport)) is not None:
         return done
     split = pl.read_parquet(ws.split(task))
     acc = RowAccount(source=f"{task} (mine)", rows_in=split.height)
@@ -131,7 +132,7 @@ def mine_task(ws: Workspace, src: TaskSource, *, mining: MiningConfig, seed: int
     plot = similarity_histogram(mined.pos_score, mined.neg_score, f"{task}: guide similarity",
                                 ws.triplets(task).with_suffix(".png"))
     report = MineReport(account=acc, mining=mined.stats, encode=enc_stats, plot=str(plot), guide=info,
-                        fingerprint=fp, label_noise=noise, agreement=agreement)
-    ws.save_report(report, ws.triplets(task))
+                        fingerprint=ident.fingerprint, label_noise=noise, agreement=agreement)
+    ws.save_report(report, ws.triplets(task), ident)
     return report
 

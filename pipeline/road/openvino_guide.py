@@ -6,14 +6,26 @@ kernels; on a CPU with AVX-512 BF16 or AMX its default inference precision is bf
 keeps doing everything around the backbone (tokenising, pooling, normalising), so only the transformer's
 forward pass changes. Used for `bfloat16-openvino`; any other model shape (e.g. a `StaticEmbedding`) keeps
 torch.
+
+Converting MiniLM takes ~5 s on 2 cores, more than the bf16 forward pass saves on a small task, so the
+converted graph (OpenVINO IR) is kept on disk per model revision and library versions (`ir_folder`) and
+later processes read it in ~0.02 s: conversion is paid once per model per machine, not per step.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import os
+from pathlib import Path
+
+from pipeline.common import atomic
 
 log = logging.getLogger(__name__)
+
+IR_CACHE_ENV = "GISTFORGE_OPENVINO_CACHE"
+_IR = "model.xml"
 
 
 @functools.lru_cache(maxsize=1)
@@ -24,6 +36,25 @@ def openvino_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def ir_cache_root() -> Path:
+    """Where converted graphs are kept: `$GISTFORGE_OPENVINO_CACHE`, else `$XDG_CACHE_HOME/gistforge/openvino`
+    (`~/.cache/...`). Per machine rather than per home: a graph depends only on the model and the libraries."""
+    if os.environ.get(IR_CACHE_ENV):
+        return Path(os.environ[IR_CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gistforge" / "openvino"
+
+
+def ir_folder(name: str, revision: str, root: Path | None = None) -> Path:
+    """The converted graph of one model revision under the libraries that converted it (a new openvino,
+    transformers or torch converts again rather than trusting an older graph)."""
+    import openvino
+    import torch
+    import transformers
+
+    key = f"{name}|{revision}|openvino={openvino.__version__}|transformers={transformers.__version__}|torch={torch.__version__}"
+    return (root or ir_cache_root()) / hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
 def convertible(model) -> bool:
@@ -50,26 +81,63 @@ def _backbone(compiled, names: list[str], original):
     return Backbone()
 
 
+def _convert(module):
+    """Trace and convert the backbone; transformers' notes about the traced config (e.g. its `loss_type`) are
+    quieted for the conversion, as they say nothing about the guide's vectors."""
+    import openvino as ov
+    import torch
+    from transformers.utils import logging as transformers_logging
+
+    example = dict(module.tokenizer(["an example text"], return_tensors="pt"))
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        with torch.no_grad():
+            graph = ov.convert_model(module.model, example_input=example)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    log.info("guide backbone converted by OpenVINO %s", ov.__version__)
+    return graph
+
+
+def load_graph(module, folder: Path | None):
+    """The backbone's OpenVINO graph: read from `folder` when an earlier process saved it there, else converted
+    (and saved there, atomically, for the next one). A graph OpenVINO cannot read is converted again."""
+    import openvino as ov
+
+    if folder is None:
+        return _convert(module)
+    if (folder / _IR).is_file():
+        try:
+            return ov.Core().read_model(folder / _IR)
+        except RuntimeError as exc:
+            log.warning("OpenVINO could not read %s (%s); converting the guide again", folder / _IR, exc)
+    graph = _convert(module)
+    try:
+        with atomic.atomic_dir(folder) as tmp:
+            ov.save_model(graph, tmp / _IR, compress_to_fp16=False)
+    except OSError as exc:  # a read-only or full cache costs the next process a conversion, nothing more
+        log.warning("could not keep the converted guide in %s: %s", folder, exc)
+    return graph
+
+
 class OpenVINOEncoder:
     """A SentenceTransformer whose backbone runs in OpenVINO at `hint` (bf16 | f32) while it encodes.
 
-    Converted and compiled on the first `encode` (~2-3 s for MiniLM on 2 cores), so that a guide loaded for a
-    step that finds its output up to date converts nothing."""
+    Compiled on the first `encode` (so that a guide loaded for a step that finds its output up to date compiles
+    nothing), from the graph kept in `ir_folder` (None: converted in memory, kept nowhere)."""
 
-    def __init__(self, model, hint: str = "bf16"):
-        self.model, self.hint, self._backbone = model, hint, None
+    def __init__(self, model, hint: str = "bf16", ir_folder: Path | None = None):
+        self.model, self.hint, self.ir_folder, self._backbone = model, hint, ir_folder, None
         self.tokenizer, self.max_seq_length = model.tokenizer, model.max_seq_length
 
     def _compile(self):
         import openvino as ov
-        import torch
 
         module = self.model[0]
-        example = dict(module.tokenizer(["an example text"], return_tensors="pt"))
-        with torch.no_grad():
-            graph = ov.convert_model(module.model, example_input=example)
+        graph = load_graph(module, self.ir_folder)
         compiled = ov.Core().compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": self.hint})
-        log.info("guide backbone compiled by OpenVINO %s at %s", ov.__version__, self.hint)
+        log.debug("guide backbone compiled by OpenVINO %s at %s", ov.__version__, self.hint)
         return _backbone(compiled, [i.any_name for i in graph.inputs], module.model)
 
     def encode(self, sentences: list[str], **kwargs):

@@ -15,9 +15,12 @@ vectors of two precisions never share a cache folder.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pipeline.road.model_ref import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +96,15 @@ class AutocastEncoder:
         return np.asarray(out, dtype=np.float32)
 
 
-def precision_encoder(model, label: str):
+def precision_encoder(model, label: str, ref: ModelRef | None = None):
     """What encodes in `label`: the model itself (fp32, or weights already cast), it under autocast, or its
-    backbone compiled by OpenVINO (a model OpenVINO cannot take, e.g. a StaticEmbedding, runs under autocast)."""
+    backbone compiled by OpenVINO (a model OpenVINO cannot take, e.g. a StaticEmbedding, runs under autocast).
+    `ref`: the model's revision, under which OpenVINO's converted graph is kept for later processes."""
     if label.endswith("-openvino"):
-        from pipeline.road.openvino_guide import OpenVINOEncoder, convertible
+        from pipeline.road.openvino_guide import OpenVINOEncoder, convertible, ir_folder
 
         if convertible(model):
-            return OpenVINOEncoder(model, "bf16")
+            return OpenVINOEncoder(model, "bf16", ir_folder(ref.name, ref.revision) if ref is not None else None)
         log.info("the guide has no transformer backbone for OpenVINO: bf16 under torch.autocast")
         return AutocastEncoder(model, "bfloat16-autocast")
     return AutocastEncoder(model, label) if label.endswith("-autocast") else model

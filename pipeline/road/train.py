@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from pipeline.common import atomic
 from pipeline.config import TrainConfig
-from pipeline.road.embed import ModelRef, resolve_model
+from pipeline.road.model_ref import ModelRef, resolve_model
 from pipeline.road.publish import Location
 from pipeline.workspace import StageReport, StageSpec, Workspace
 
@@ -158,19 +158,19 @@ def finetune(ws: Workspace, *, repo_id: str, tag: str, location: Location, train
     """
     base = resolve_model(base_model)
     guide = resolve_model(guide_model, guide_revision)
-    fp = SPEC.fingerprint({"training": training, "base": [base.name, base.revision],
+    ident = SPEC.identify({"training": training, "base": [base.name, base.revision],
                            "guide": [guide.name, guide.revision]}, {"dataset": [repo_id, tag]})
     out = ws.model_dir(tag)
     model_dir = out / "model"
-    if (done := ws.reuse(model_dir, fp, TrainReport)) is not None:
+    if (done := ws.reuse(model_dir, ident, TrainReport)) is not None:
         return done
     triplets = load_published(repo_id, tag, location, "triplets")
     tasks = load_published(repo_id, tag, location, "default", columns=task_columns(training))
-    model, facts = train_encoder(task_datasets(tasks, training, triplets), base.path, guide.path, out / "runs" / fp,
+    model, facts = train_encoder(task_datasets(tasks, training, triplets), base.path, guide.path, out / "runs" / ident.fingerprint,
                                  training)
     with atomic.atomic_dir(model_dir) as tmp:
         model.save(str(tmp))
     report = TrainReport(model_dir=str(model_dir), dataset_repo=repo_id, tag=tag, base=base, guide=guide, facts=facts,
-                         fingerprint=fp)
-    ws.save_report(report, model_dir)
+                         fingerprint=ident.fingerprint)
+    ws.save_report(report, model_dir, ident)
     return report
