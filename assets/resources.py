@@ -8,7 +8,8 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline.config import BuildConfig, NetworkConfig
-from pipeline.road.embed import GuideEncoder, encoding_precision
+from pipeline.road.embed import GuideEncoder
+from pipeline.road.precision import resolve_precision
 from pipeline.road.model_ref import ModelRef, resolve_model
 from pipeline.road.hub_publisher import HubPublisher
 from pipeline.road.local_hub import LocalHub
@@ -53,7 +54,7 @@ class GuideModelResource(dg.ConfigurableResource):
 
     def precision(self, cfg: BuildConfig) -> str:
         """The label of the arithmetic the guide will encode in here (part of the mining fingerprint)."""
-        return encoding_precision(self.device, cfg.guide_precision)
+        return resolve_precision(cfg.guide_precision, self.device)
 
     def encoder(self, cfg: BuildConfig, ws: Workspace) -> GuideEncoder:
         """Loaded once per process and configuration."""

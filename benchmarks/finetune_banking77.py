@@ -45,7 +45,8 @@ def main() -> None:
     from pipeline.config import BUNDLED_MODEL, BuildConfig, MiningConfig, TaskSource, TrainConfig
     from pipeline.road import train
     from pipeline.road.decontaminate import collect_test_texts
-    from pipeline.road.embed import GuideEncoder, encoding_precision
+    from pipeline.road.embed import GuideEncoder
+    from pipeline.road.precision import resolve_precision
     from pipeline.road.model_ref import resolve_model
     from pipeline.road.evaluate import mteb_scores, mteb_tasks
     from pipeline.road.ingest import ingest_task
@@ -77,7 +78,7 @@ def main() -> None:
         collect_test_texts(ws, cfg.included_tasks)
         ingest_task(ws, src, cfg.decontamination, cfg.exclusions)
         mine_task(ws, src, mining=cfg.mining, seed=cfg.seed, decontamination=cfg.decontamination,
-                  guide_ref=resolve_model(cfg.guide_model, cfg.guide_revision), precision=encoding_precision(),
+                  guide_ref=resolve_model(cfg.guide_model, cfg.guide_revision), precision=resolve_precision(),
                   guide=guide)
         triplets = pl.read_parquet(ws.triplets(task))
         sets = {task: datasets.Dataset.from_dict({"anchor": triplets["query"].to_list(),

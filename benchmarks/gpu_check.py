@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from pipeline.config import BUNDLED_MODEL
-    from pipeline.road.embed import cuda_device_count, encoding_precision
+    from pipeline.road.embed import cuda_device_count
+    from pipeline.road.precision import resolve_precision
 
     start = time.time()
     cuda = cuda_device_count()
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     tiny = args.tiny
     figures: dict = {"mode": "tiny-cpu" if tiny else "gpu", "torch": torch.__version__, "cuda_devices": cuda,
                      "device_names": [torch.cuda.get_device_name(i) for i in range(cuda)],
-                     "auto_precision": encoding_precision(), "errors": {}}
+                     "auto_precision": resolve_precision(), "errors": {}}
 
     def run(name: str, fn) -> None:
         t0 = time.time()

@@ -66,10 +66,10 @@ def _model():
 
 def _cache(root: Path, ref, model, precision: str = "auto"):
     """The embedding cache under the key the pipeline itself would use for this model on the CPU."""
-    from pipeline.road.embed import encoding_precision
+    from pipeline.road.precision import resolve_precision
     from pipeline.road.embedding_cache import EmbeddingCache, cache_key
 
-    return EmbeddingCache(root, cache_key(ref, model.max_seq_length, encoding_precision("cpu", precision)))
+    return EmbeddingCache(root, cache_key(ref, model.max_seq_length, resolve_precision(precision, "cpu")))
 
 
 def _result(t0: float, **kw) -> dict:
@@ -117,7 +117,7 @@ def part_convert() -> dict:
     ref, model = _model()
     folder = ir_folder(ref.name, ref.revision)
     t0 = time.time()
-    load_graph(model[0], folder)
+    load_graph(model[0], folder, {"name": ref.name, "revision": ref.revision})
     return _result(t0, kept=(folder / "model.xml").is_file())
 
 
@@ -143,9 +143,9 @@ def part_agreement(data: Path, cache: Path, precision: str) -> dict:
 
 
 def _label(precision: str) -> str:
-    from pipeline.road.embed import encoding_precision
+    from pipeline.road.precision import resolve_precision
 
-    return encoding_precision("cpu", precision)
+    return resolve_precision(precision, "cpu")
 
 
 def part_sentence_transformers(data: Path, autocast: str | None = None) -> dict:

@@ -158,7 +158,8 @@ def main() -> None:
 
     from pipeline.config import BUNDLED_MODEL, BuildConfig, CleanConfig, MiningConfig
     from pipeline.road.decontaminate import collect_test_texts
-    from pipeline.road.embed import GuideEncoder, encoding_precision
+    from pipeline.road.embed import GuideEncoder
+    from pipeline.road.precision import resolve_precision
     from pipeline.road.model_ref import resolve_model
     from pipeline.road.evaluate import mteb_scores, mteb_tasks
     from pipeline.road.ingest import ingest_task
@@ -192,7 +193,7 @@ def main() -> None:
                 mined: MineReport = mine_task(ws, src, mining=cfg.mining, seed=seed,
                                               decontamination=cfg.decontamination,
                                               guide_ref=resolve_model(cfg.guide_model, cfg.guide_revision),
-                                              precision=encoding_precision(), guide=guide, clean=cfg.clean)
+                                              precision=resolve_precision(), guide=guide, clean=cfg.clean)
                 rows = training_rows(ws, src, spec.get("format", "triplets"), cfg.mining.negatives_per_query,
                                      args.max_train, seed)
                 t0 = time.time()

@@ -9,6 +9,7 @@ checkpoints of fine-tunes that finished. Other profiles' work folders are listed
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 class GcItem(BaseModel):
     path: str
     bytes: int
-    kind: Literal["embeddings", "work", "version", "model", "checkpoints"]
+    kind: Literal["embeddings", "work", "version", "model", "checkpoints", "openvino"]
     remove: bool
     why: str
 
@@ -59,6 +60,31 @@ def _embeddings(ws: Workspace, cfg: BuildConfig) -> list[GcItem]:
             for d in sorted(ws.embeddings.iterdir()) if d.is_dir()]
 
 
+def _openvino_graphs(cfg: BuildConfig) -> list[GcItem]:
+    """The guide graphs OpenVINO converted (`openvino_guide`, kept per machine, not per home): the one this
+    configuration's guide uses with the libraries installed now is kept; one of another guide is kept too
+    (another profile may use it); one of this guide under other library versions is never read again."""
+    from pipeline.road.openvino_guide import ir_cache_root, ir_folder, openvino_available
+    from pipeline.road.model_ref import resolve_model
+
+    root = ir_cache_root()
+    if root is None or not root.is_dir() or not openvino_available():
+        return []
+    ref = resolve_model(cfg.guide_model, cfg.guide_revision)
+    current = ir_folder(ref.name, ref.revision, root)
+    items = []
+    for d in sorted(root.iterdir()):
+        if not d.is_dir() or d.name.startswith("."):
+            continue
+        label = (json.loads((d / "model.json").read_text()) if (d / "model.json").is_file() else {})
+        stale = d != current and label.get("name") == ref.name and label.get("revision") == ref.revision
+        items.append(GcItem(path=str(d), bytes=size_of(d), kind="openvino", remove=stale,
+                            why="this guide under other library versions: never read again" if stale else
+                            "this guide, as the installed libraries read it" if d == current else
+                            f"another guide ({label.get('name', 'unknown')}): judged by its own profile"))
+    return items
+
+
 def _work(ws: Workspace, cfg: BuildConfig) -> list[GcItem]:
     items = []
     tasks = {t.name for t in cfg.included_tasks}
@@ -81,11 +107,11 @@ def _work(ws: Workspace, cfg: BuildConfig) -> list[GcItem]:
 def _versions(ws: Workspace, cfg: BuildConfig, hub: LocalHub, keep: int) -> tuple[list[GcItem], set[str]]:
     from pipeline.road.publish import last_published
 
-    from pipeline.versions import LocalVersions, list_versions
+    from pipeline.versions import LocalVersions, newest_first
 
     tags = hub.tags(cfg.dataset_repo_id)
-    newest_first = [v.tag for v in list_versions(LocalVersions(hub.root, cfg.dataset_repo_id))]  # `versions`' order
-    kept = set(newest_first[:keep])
+    order = newest_first(LocalVersions(hub.root, cfg.dataset_repo_id))  # `gistforge versions`' order
+    kept = set(order[:keep])
     if (main := hub.latest(cfg.dataset_repo_id)) is not None:
         kept.add(main)
     try:
@@ -95,7 +121,7 @@ def _versions(ws: Workspace, cfg: BuildConfig, hub: LocalHub, keep: int) -> tupl
     repo = hub.repo_dir(cfg.dataset_repo_id)
     items = [GcItem(path=str(repo / "snapshots" / rev), bytes=size_of(repo / "snapshots" / rev), kind="version",
                     remove=tag not in kept, why=f"{tag}: " + ("kept" if tag in kept else f"older than the newest {keep}"))
-             for tag, rev in ((t, tags[t]) for t in newest_first)]
+             for tag, rev in ((t, tags[t]) for t in order)]
     return items, kept
 
 
@@ -120,7 +146,7 @@ def collect(ws: Workspace, cfg: BuildConfig, hub: LocalHub | None, keep: int = 5
     versions, kept = _versions(ws, cfg, hub, keep) if hub is not None else ([], None)
     if kept is None:
         kept = {p.name for p in (ws.home / "models" / ws.profile).glob("*")}  # Hub versions: keep every model
-    return [*_embeddings(ws, cfg), *_work(ws, cfg), *versions, *_models(ws, kept)]
+    return [*_embeddings(ws, cfg), *_work(ws, cfg), *versions, *_models(ws, kept), *_openvino_graphs(cfg)]
 
 
 def remove(items: list[GcItem], hub: LocalHub | None, repo_id: str) -> int:

@@ -160,7 +160,7 @@ def plan_build(ws: Workspace, cfg: BuildConfig, *, guide_device: str | None = No
     """
     from pipeline.road import decontaminate, evaluate, ingest, mine, train
     from pipeline.road.build import last_build
-    from pipeline.road.embed import encoding_precision
+    from pipeline.road.precision import resolve_precision
     from pipeline.road.model_ref import resolve_model
 
     pws = PlanningWorkspace(ws.home, ws.profile)
@@ -169,7 +169,7 @@ def plan_build(ws: Workspace, cfg: BuildConfig, *, guide_device: str | None = No
     reference = planner.stage("mteb_test_texts", lambda: decontaminate.collect_test_texts(
         pws, cfg.included_tasks, cfg.network))
     guide_ref = resolve_model(cfg.guide_model, cfg.guide_revision)
-    precision = encoding_precision(guide_device, cfg.guide_precision)
+    precision = resolve_precision(cfg.guide_precision, guide_device)
     planner.stage("medi_triplets", lambda: ingest.ingest_medi(
         pws, cfg.medi, cfg.decontamination, guide=guide_ref.identity(precision), embed=never,
         network=cfg.network), after=[reference])

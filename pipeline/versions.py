@@ -166,23 +166,39 @@ def summary(store: VersionStore, tag: str) -> VersionSummary:
 
 
 def list_versions(store: VersionStore) -> list[VersionSummary]:
-    """Every version, newest first (tags sort by date; one day's tags by the version each was made on)."""
-    found = [summary(store, tag) for tag in store.tags()]
-    order = {s.tag: i for i, s in enumerate(_chain(found))}
-    return sorted(found, key=lambda s: (s.date, order.get(s.tag, -1)), reverse=True)
+    """Every version, newest first (`newest_first`)."""
+    return [summary(store, tag) for tag in newest_first(store)]
 
 
-def _chain(versions: list[VersionSummary]) -> list[VersionSummary]:
-    """Versions in publishing order where the `previous_tag` links say it (a version after its previous)."""
-    by_prev: dict[str | None, list[VersionSummary]] = {}
-    for v in versions:
-        by_prev.setdefault(v.previous_tag, []).append(v)
-    out, todo = [], list(by_prev.get(None, []))
-    while todo:
-        v = todo.pop(0)
-        out.append(v)
-        todo += by_prev.get(v.tag, [])
-    return out
+def newest_first(store: VersionStore) -> list[str]:
+    """Every tag, newest first: by the date in the tag, then, within a day, by publishing order as each
+    manifest's `previous_tag` links it (a version whose previous one is gone starts a chain). Reads manifests
+    only and never fails on a damaged version (it sorts by its date alone), so `gc` can order what it cleans."""
+    tags = list(store.tags())
+    previous: dict[str, str | None] = {}
+    for tag in tags:
+        try:
+            previous[tag] = _manifest(store, tag).previous_tag
+        except (VersionError, ValueError, OSError):  # pydantic's ValidationError is a ValueError
+            previous[tag] = None
+    depth: dict[str, int] = {}
+    for tag in tags:
+        path, at = [], tag
+        while at in previous and at not in depth and at not in path:
+            path.append(at)
+            at = previous[at]
+        base = depth.get(at, -1) if at is not None else -1
+        for step in reversed(path):
+            base += 1
+            depth[step] = base
+
+    def date(tag: str) -> str:
+        try:
+            return _date(tag)
+        except ValueError:
+            return ""
+
+    return sorted(tags, key=lambda t: (date(t), depth[t], t), reverse=True)
 
 
 # --------------------------------------------------------------------------------------- the card's tables

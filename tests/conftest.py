@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("DAGSTER_HOME", None)  # builds record their runs under their own home, never the developer's
+# where `openvino` is installed, the guide's converted graph is kept for the test runs, not in ~/.cache
+OPENVINO_CACHE = Path(tempfile.gettempdir()) / f"gistforge-tests-openvino-{os.getuid()}"
+os.environ["GISTFORGE_OPENVINO_CACHE"] = str(OPENVINO_CACHE)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BANKING_REV = "0fd18e25b25c072e09e0d92ab615fda904d66300"
@@ -27,6 +31,7 @@ def _isolated_environment(monkeypatch):
     """No test sees another's (or the developer's) gistforge settings."""
     for key in [k for k in os.environ if k.startswith("GISTFORGE_")]:
         monkeypatch.delenv(key)
+    monkeypatch.setenv("GISTFORGE_OPENVINO_CACHE", str(OPENVINO_CACHE))
 
 
 @pytest.fixture(scope="session")
@@ -57,13 +62,13 @@ class Road:
         return collect_test_texts(self.ws, self.cfg.included_tasks)
 
     def medi(self, embed=None):
-        from pipeline.road.embed import encoding_precision
+        from pipeline.road.precision import resolve_precision
         from pipeline.road.model_ref import resolve_model
         from pipeline.road.ingest import ingest_medi
 
         return ingest_medi(self.ws, self.cfg.medi, self.cfg.decontamination,
                            guide=resolve_model(self.cfg.guide_model, self.cfg.guide_revision).identity(
-                               encoding_precision(None, self.cfg.guide_precision)),
+                               resolve_precision(self.cfg.guide_precision)),
                            embed=embed or (lambda: self.guide().vectors))
 
     def split(self, task):
@@ -72,14 +77,14 @@ class Road:
         return ingest_task(self.ws, self.cfg.task(task), self.cfg.decontamination, self.cfg.exclusions)
 
     def mine(self, task, guide=None):
-        from pipeline.road.embed import encoding_precision
+        from pipeline.road.precision import resolve_precision
         from pipeline.road.model_ref import resolve_model
         from pipeline.road.mine import mine_task
 
         return mine_task(self.ws, self.cfg.task(task), mining=self.cfg.mining, seed=self.cfg.seed,
                          decontamination=self.cfg.decontamination,
                          guide_ref=resolve_model(self.cfg.guide_model, self.cfg.guide_revision),
-                         precision=encoding_precision(None, self.cfg.guide_precision), guide=guide or self.guide)
+                         precision=resolve_precision(self.cfg.guide_precision), guide=guide or self.guide)
 
 
 def make_hub_repo(cache: Path, repo_id: str, revision: str, files: dict[str, str | bytes], ref: str = "main") -> Path:

@@ -218,3 +218,46 @@ def test_gc_is_a_dry_run_by_default_then_removes_the_old_version(two_builds, cap
     assert (home / "models" / "embedded" / new["tag"] / "model").is_dir()
     after_gc = _plan(capsys, home, "--config", str(two_builds["config"]))["stages"]
     assert after_gc and all(s["status"] == "reuse" for s in after_gc), after_gc  # what the config needs is kept
+
+
+class _Manifests:
+    """A `VersionStore` of manifests alone (what `newest_first` reads); `None` stands for a damaged one."""
+
+    where = "test store"
+
+    def __init__(self, root, previous: dict[str, str | None | object]):
+        from pipeline.road.versioning import Manifest
+
+        self.root, self._tags = root, {t: t for t in previous}
+        for tag, prev in previous.items():
+            (root / tag).mkdir()
+            (root / tag / "manifest.json").write_text(
+                "{not json" if prev is _DAMAGED else
+                Manifest(tag=tag, content_hash="0" * 64, previous_tag=prev, diff=[]).model_dump_json())
+
+    def tags(self):
+        return self._tags
+
+    def main(self):
+        return None
+
+    def file(self, tag, path):
+        return self.root / tag / "manifest.json"
+
+
+_DAMAGED = object()
+
+
+def test_versions_are_ordered_by_publishing_even_after_the_oldest_was_removed(tmp_path):
+    """One day's versions A -> B -> C whose hashes sort against their order: newest first is C, B, A; with A
+    gone (gc removed it, so B's previous is missing) still C, B; a damaged manifest orders by its date alone
+    and fails nothing; an older day always sorts below."""
+    from pipeline.versions import newest_first
+
+    a, b, c, old = "2026.12.02-ffffffff", "2026.12.02-11111111", "2026.12.02-88888888", "2026.12.01-99999999"
+    (tmp_path / "1").mkdir()
+    assert newest_first(_Manifests(tmp_path / "1", {old: None, a: old, b: a, c: b})) == [c, b, a, old]
+    (tmp_path / "2").mkdir()
+    assert newest_first(_Manifests(tmp_path / "2", {b: a, c: b})) == [c, b]
+    (tmp_path / "3").mkdir()
+    assert newest_first(_Manifests(tmp_path / "3", {b: a, c: b, old: _DAMAGED})) == [c, b, old]

@@ -171,9 +171,9 @@ def test_the_embedded_build_records_agreement_in_metadata_and_card(embedded_buil
     this machine's `auto` is a reduced precision, and neither mentions agreement at fp32."""
     import dagster as dg
 
-    from pipeline.road.embed import encoding_precision
+    from pipeline.road.precision import resolve_precision
 
-    label = encoding_precision("cpu")
+    label = resolve_precision(device="cpu")
     card = (embedded_build / "work" / "embedded" / "build" / "README.md").read_text()
     with dg.DagsterInstance.from_config(str(embedded_build / "dagster")) as instance:
         records = instance.fetch_materializations(dg.AssetKey("mined_triplets"), limit=10).records
@@ -220,3 +220,29 @@ def test_openvino_converts_a_guide_once_and_later_processes_read_the_kept_graph(
     assert np.array_equal(converted, again)
     other = openvino_guide.ir_folder(ref.name, "another-revision")
     assert other != first.ir_folder and other.parent == tmp_path
+
+
+def test_gc_lists_openvino_graphs_and_removes_only_this_guides_stale_ones(tmp_path, monkeypatch):
+    """A graph kept under older library versions is never read again (its key changed): gc offers it for
+    removal; the current one and another guide's are kept."""
+    pytest.importorskip("openvino")
+    import json
+
+    from pipeline.config import embedded_profile
+    from pipeline.gc import collect
+    from pipeline.road import openvino_guide
+    from pipeline.road.model_ref import resolve_model
+    from pipeline.workspace import Workspace
+
+    monkeypatch.setenv(openvino_guide.IR_CACHE_ENV, str(tmp_path / "ov"))
+    cfg = embedded_profile()
+    ref = resolve_model(cfg.guide_model, cfg.guide_revision)
+    current = openvino_guide.ir_folder(ref.name, ref.revision)
+    for folder, label in ((current, {"name": ref.name, "revision": ref.revision}),
+                          (tmp_path / "ov" / ("0" * 20), {"name": ref.name, "revision": ref.revision}),
+                          (tmp_path / "ov" / ("1" * 20), {"name": "org/other-guide", "revision": "abc"})):
+        folder.mkdir(parents=True)
+        (folder / "model.json").write_text(json.dumps(label))
+    items = {i.path: i for i in collect(Workspace(tmp_path / "home", "embedded"), cfg, None) if i.kind == "openvino"}
+    assert {p for p, i in items.items() if i.remove} == {str(tmp_path / "ov" / ("0" * 20))}
+    assert set(items) == {str(current), str(tmp_path / "ov" / ("0" * 20)), str(tmp_path / "ov" / ("1" * 20))}

@@ -49,20 +49,13 @@ def cuda_device_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def encoding_precision(device: str | None = None, setting: str = "auto") -> str:
-    """The label of the arithmetic the guide encodes in on `device` (None: the best one here) for the
-    `guide_precision` setting (`pipeline.road.precision`): e.g. `float16` on CUDA, `bfloat16-autocast` on a
-    CPU with AMX or AVX-512 BF16, `float32` elsewhere."""
-    return resolve_precision(setting, _device(device))
-
-
 def load_encoder(ref: ModelRef, device: str | None = None, precision: str | None = None):
     """A SentenceTransformer on the best device, its weights cast for `precision` (a label; None: this
     device's `auto`). Autocast labels keep fp32 weights: wrap the model with `precision_encoder`."""
     from sentence_transformers import SentenceTransformer
 
     device = _device(device)
-    label = precision or encoding_precision(device)
+    label = precision or resolve_precision(device=device)
     model = SentenceTransformer(ref.path, device=device)
     if label == "float16":
         model.half()
@@ -182,7 +175,7 @@ class GuideEncoder:
                  device: str | None = None, cuda_count: int | None = None, precision: str = "auto"):
         self.ref = resolve_model(name, revision)
         self.devices = guide_devices(device, cuda_device_count() if cuda_count is None else cuda_count)
-        self.precision = resolve_precision(precision, _device(self.devices[0]))
+        self.precision = resolve_precision(precision, self.devices[0])
         self.model = load_encoder(self.ref, self.devices[0], precision=self.precision)
         self.key = cache_key(self.ref, self.model.max_seq_length, self.precision)
         self.cache = EmbeddingCache(cache_root, self.key)

@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
 
-from pipeline.common import atomic
+from pipeline.common import atomic, locks
 
 log = logging.getLogger(__name__)
 
 IR_CACHE_ENV = "GISTFORGE_OPENVINO_CACHE"
 _IR = "model.xml"
+_DIGESTS = "digests.json"  # sha256 of the graph's files, checked before a kept graph is used
+_LABEL = "model.json"  # which model and libraries the graph is of (read by `gistforge gc`)
+_RECIPE = "1"  # bump when `_convert` changes what it makes: older kept graphs are then converted again
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,23 +42,34 @@ def openvino_available() -> bool:
     return True
 
 
-def ir_cache_root() -> Path:
+def ir_cache_root() -> Path | None:
     """Where converted graphs are kept: `$GISTFORGE_OPENVINO_CACHE`, else `$XDG_CACHE_HOME/gistforge/openvino`
-    (`~/.cache/...`). Per machine rather than per home: a graph depends only on the model and the libraries."""
+    (`~/.cache/...`); None where neither is set and there is no home folder (an arbitrary-uid container).
+    Per machine rather than per home: a graph depends only on the model and the libraries."""
     if os.environ.get(IR_CACHE_ENV):
         return Path(os.environ[IR_CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gistforge" / "openvino"
+    try:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except RuntimeError:
+        return None
+    return base / "gistforge" / "openvino"
 
 
-def ir_folder(name: str, revision: str, root: Path | None = None) -> Path:
-    """The converted graph of one model revision under the libraries that converted it (a new openvino,
-    transformers or torch converts again rather than trusting an older graph)."""
+def ir_folder(name: str, revision: str, root: Path | None = None) -> Path | None:
+    """The converted graph of one model revision under the libraries and recipe that converted it (a new
+    openvino, transformers, sentence-transformers or torch converts again rather than trusting an older
+    graph); None when there is nowhere to keep it (the graph is then converted in memory)."""
     import openvino
+    import sentence_transformers
     import torch
     import transformers
 
-    key = f"{name}|{revision}|openvino={openvino.__version__}|transformers={transformers.__version__}|torch={torch.__version__}"
-    return (root or ir_cache_root()) / hashlib.sha256(key.encode()).hexdigest()[:20]
+    root = root or ir_cache_root()
+    if root is None:
+        return None
+    key = (f"{name}|{revision}|recipe={_RECIPE}|openvino={openvino.__version__}|transformers={transformers.__version__}"
+           f"|sentence-transformers={sentence_transformers.__version__}|torch={torch.__version__}")
+    return root / hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
 def convertible(model) -> bool:
@@ -100,42 +115,73 @@ def _convert(module):
     return graph
 
 
-def load_graph(module, folder: Path | None):
-    """The backbone's OpenVINO graph: read from `folder` when an earlier process saved it there, else converted
-    (and saved there, atomically, for the next one). A graph OpenVINO cannot read is converted again."""
+def _digests(folder: Path) -> dict[str, str]:
+    out = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.name != _DIGESTS:
+            with path.open("rb") as fh:
+                out[path.name] = hashlib.file_digest(fh, "sha256").hexdigest()
+    return out
+
+
+def _read_kept(folder: Path):
+    """The graph kept in `folder`, or None when there is none or it is not whole (its files do not hash to
+    what was recorded when it was kept, or OpenVINO cannot read it)."""
+    import openvino as ov
+
+    if not (folder / _DIGESTS).is_file():
+        return None
+    try:
+        if _digests(folder) != json.loads((folder / _DIGESTS).read_text()):
+            log.warning("the kept guide graph in %s does not match its digests; converting it again", folder)
+            return None
+        return ov.Core().read_model(folder / _IR)
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.warning("could not read the kept guide graph in %s (%s); converting it again", folder, exc)
+        return None
+
+
+def load_graph(module, folder: Path | None, label: dict | None = None):
+    """The backbone's OpenVINO graph: read from `folder` when an earlier process kept it there, else converted
+    and kept there for the next one. Processes converting the same model wait for one another (one converts,
+    the rest read), and a graph that is not whole is converted again; a cache that cannot be written costs
+    the next process a conversion, nothing more. `label`: which model it is, kept beside it for `gc`."""
     import openvino as ov
 
     if folder is None:
         return _convert(module)
-    if (folder / _IR).is_file():
-        try:
-            return ov.Core().read_model(folder / _IR)
-        except RuntimeError as exc:
-            log.warning("OpenVINO could not read %s (%s); converting the guide again", folder / _IR, exc)
-    graph = _convert(module)
+    if (graph := _read_kept(folder)) is not None:
+        return graph
     try:
-        with atomic.atomic_dir(folder) as tmp:
-            ov.save_model(graph, tmp / _IR, compress_to_fp16=False)
-    except OSError as exc:  # a read-only or full cache costs the next process a conversion, nothing more
+        with locks.exclusive(folder.parent / ".locks" / f"{folder.name}.lock", f"the guide's OpenVINO graph {folder.name}"):
+            if (graph := _read_kept(folder)) is not None:  # another process kept it while this one waited
+                return graph
+            graph = _convert(module)
+            with atomic.atomic_dir(folder) as tmp:
+                ov.save_model(graph, tmp / _IR, compress_to_fp16=False)
+                (tmp / _LABEL).write_text(json.dumps(label or {}))
+                (tmp / _DIGESTS).write_text(json.dumps(_digests(tmp)))
+    except (OSError, RuntimeError) as exc:  # ov.save_model raises RuntimeError on a full disk
         log.warning("could not keep the converted guide in %s: %s", folder, exc)
-    return graph
+    return graph if graph is not None else _convert(module)
 
 
 class OpenVINOEncoder:
     """A SentenceTransformer whose backbone runs in OpenVINO at `hint` (bf16 | f32) while it encodes.
 
     Compiled on the first `encode` (so that a guide loaded for a step that finds its output up to date compiles
-    nothing), from the graph kept in `ir_folder` (None: converted in memory, kept nowhere)."""
+    nothing), from the graph kept in `ir_folder` (None: converted in memory, kept nowhere); `label` names the
+    model the graph is of."""
 
-    def __init__(self, model, hint: str = "bf16", ir_folder: Path | None = None):
-        self.model, self.hint, self.ir_folder, self._backbone = model, hint, ir_folder, None
+    def __init__(self, model, hint: str = "bf16", ir_folder: Path | None = None, label: dict | None = None):
+        self.model, self.hint, self.ir_folder, self.label, self._backbone = model, hint, ir_folder, label, None
         self.tokenizer, self.max_seq_length = model.tokenizer, model.max_seq_length
 
     def _compile(self):
         import openvino as ov
 
         module = self.model[0]
-        graph = load_graph(module, self.ir_folder)
+        graph = load_graph(module, self.ir_folder, self.label)
         compiled = ov.Core().compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": self.hint})
         log.debug("guide backbone compiled by OpenVINO %s at %s", ov.__version__, self.hint)
         return _backbone(compiled, [i.any_name for i in graph.inputs], module.model)

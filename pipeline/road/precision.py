@@ -54,10 +54,17 @@ def choose_precision(setting: str, device: str, cpu_bf16: bool, openvino: bool =
     return "bfloat16-openvino" if setting == "bf16" and openvino else f"{_DTYPES[setting]}-autocast"
 
 
-def resolve_precision(setting: str, device: str) -> str:
-    """`choose_precision` with this machine's CPU features and packages (probed only when they matter)."""
+def resolve_precision(setting: str = "auto", device: str | None = None) -> str:
+    """The label of the arithmetic the guide encodes in on `device` (None: CUDA when present, else the CPU)
+    for the `guide_precision` setting: `choose_precision` with this machine's CPU features and packages
+    (probed only when they matter), e.g. `float16` on CUDA, `bfloat16-autocast` on a CPU with AMX or
+    AVX-512 BF16, `float32` elsewhere."""
     from pipeline.road.openvino_guide import openvino_available
 
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     cpu = not device.startswith("cuda")
     cpu_bf16 = cpu and setting == "auto" and cpu_has_fast_bf16()
     return choose_precision(setting, device, cpu_bf16, cpu and setting in ("auto", "bf16") and openvino_available())
@@ -104,7 +111,10 @@ def precision_encoder(model, label: str, ref: ModelRef | None = None):
         from pipeline.road.openvino_guide import OpenVINOEncoder, convertible, ir_folder
 
         if convertible(model):
-            return OpenVINOEncoder(model, "bf16", ir_folder(ref.name, ref.revision) if ref is not None else None)
+            if ref is None:
+                return OpenVINOEncoder(model, "bf16")
+            return OpenVINOEncoder(model, "bf16", ir_folder(ref.name, ref.revision),
+                                   {"name": ref.name, "revision": ref.revision})
         log.info("the guide has no transformer backbone for OpenVINO: bf16 under torch.autocast")
         return AutocastEncoder(model, "bfloat16-autocast")
     return AutocastEncoder(model, label) if label.endswith("-autocast") else model
