@@ -166,14 +166,15 @@ class Workspace:
     def save_report(self, report: BaseModel, output: Path, identity: StageIdentity | None = None) -> None:
         """Commit `report` beside `output` (after the output itself: see `StageReport`), naming the output it
         describes (its `atomic.identity`: mtime and size), so a report is never paired with another build's
-        output; a copied home keeps it where the copy keeps times. `identity`: what the report's fingerprint
-        was made of (recorded for `gistforge plan`)."""
+        output; a copied home keeps it where the copy keeps times. `identity`: what a `StageReport`'s
+        fingerprint was made of (required for one; recorded for `gistforge plan`)."""
         data = report.model_dump(mode="json", exclude={"reused"})
         if self.report_path(output) != output and (stamp := atomic.committed(output)):
             data[_OUTPUT] = stamp
-        if identity is not None:
-            if data.get("fingerprint") != identity.fingerprint:
-                raise ValueError(f"{output.name}: the report's fingerprint is not the identity's")
+        if isinstance(report, StageReport):  # a stage's report says what it was made of, always
+            if identity is None or data.get("fingerprint") != identity.fingerprint:
+                raise ValueError(f"{output.name}: a stage report is saved with the StageIdentity its fingerprint "
+                                 "came from (`SPEC.identify(...)`)")
             data[_PARTS] = dict(identity.parts)
         atomic.write_text(self.report_path(output), json.dumps(data, indent=2, sort_keys=True))
 

@@ -71,12 +71,12 @@ def test_a_report_is_never_paired_with_another_builds_output(tmp_path):
     stamp_a = atomic.committed(out)
     Workspace.write_parquet(pl.DataFrame({"text": ["b", "b"]}), out)  # build B replaces it
     atomic._committed[str(out)] = stamp_a  # A's process only knows its own write
-    ws.save_report(StageReport(fingerprint="A"), out)
+    ws.save_report(StageReport(fingerprint="A"), out, StageIdentity("A"))
     assert ws.reuse(out, StageIdentity("A"), StageReport) is None
     with pytest.raises(StaleOutputError, match=r"Task\.parquet was replaced after Task\.json was written"):
         ws.fingerprint_of(out)
     ws.write_parquet(pl.DataFrame({"text": ["a"]}), out)
-    ws.save_report(StageReport(fingerprint="A"), out)
+    ws.save_report(StageReport(fingerprint="A"), out, StageIdentity("A"))
     assert ws.reuse(out, StageIdentity("A"), StageReport) is not None and ws.fingerprint_of(out) == "A"
 
 
@@ -139,7 +139,7 @@ def test_a_home_copied_with_its_times_is_reused_not_refused(tmp_path):
     ws = Workspace(tmp_path / "a", "p")
     out = ws.split("Task")
     ws.write_parquet(pl.DataFrame({"text": ["a"]}), out)
-    ws.save_report(StageReport(fingerprint="A"), out)
+    ws.save_report(StageReport(fingerprint="A"), out, StageIdentity("A"))
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     copy = Workspace(tmp_path / "b", "p")
     assert copy.reuse(copy.split("Task"), StageIdentity("A"), StageReport) is not None and copy.fingerprint_of(copy.split("Task")) == "A"
@@ -164,3 +164,16 @@ def test_gc_keeps_a_days_newest_version_not_its_greatest_hash(tmp_path):
     versions = {i.why.split(":")[0]: i for i in collect(ws, cfg, hub, keep=1) if i.kind == "version"}
     assert not versions[newer].remove and versions[older].remove
     assert [t for t, i in versions.items() if not i.remove] == [newer]
+
+
+def test_a_stage_report_is_never_saved_without_what_its_fingerprint_was_made_of(tmp_path):
+    """`gistforge plan` explains a redo from the parts a report records; a stage that saved its report without
+    its StageIdentity (or with another's) would silently lose them."""
+    ws = Workspace(tmp_path, "p")
+    out = ws.split("Task")
+    ws.write_parquet(pl.DataFrame({"text": ["a"]}), out)
+    for identity in (None, StageIdentity("B")):
+        with pytest.raises(ValueError, match="saved with the StageIdentity its fingerprint came from"):
+            ws.save_report(StageReport(fingerprint="A"), out, identity)
+    ws.save_report(StageReport(fingerprint="A"), out, StageIdentity("A", {"version": "1"}))
+    assert ws.recorded_parts(out) == {"version": "1"}
