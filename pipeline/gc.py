@@ -70,14 +70,21 @@ def _openvino_graphs(cfg: BuildConfig) -> list[GcItem]:
     root = ir_cache_root()
     if root is None or not root.is_dir() or not openvino_available():
         return []
-    ref = resolve_model(cfg.guide_model, cfg.guide_revision)
-    current = ir_folder(ref.name, ref.revision, root)
+    try:
+        ref = resolve_model(cfg.guide_model, cfg.guide_revision)
+    except ValueError:  # the guide is not on this machine: no graph can be judged stale
+        ref = None
+    current = ir_folder(ref.name, ref.revision, root) if ref else None
     items = []
     for d in sorted(root.iterdir()):
         if not d.is_dir() or d.name.startswith("."):
             continue
-        label = (json.loads((d / "model.json").read_text()) if (d / "model.json").is_file() else {})
-        stale = d != current and label.get("name") == ref.name and label.get("revision") == ref.revision
+        try:
+            label = json.loads((d / "model.json").read_text()) if (d / "model.json").is_file() else {}
+        except (OSError, ValueError):
+            label = {}
+        stale = ref is not None and d != current and label.get("name") == ref.name \
+            and label.get("revision") == ref.revision
         items.append(GcItem(path=str(d), bytes=size_of(d), kind="openvino", remove=stale,
                             why="this guide under other library versions: never read again" if stale else
                             "this guide, as the installed libraries read it" if d == current else

@@ -3,8 +3,9 @@
 Every stage declares once, in a `StageSpec` beside its function, what its output depends on: its version
 and its settings, minus an explicit list of performance knobs that never change the output (in the spirit
 of `datasets`' `fingerprint_transform(version=..., ignore_kwargs=[...])`); `StageSpec.identify` turns a
-run's settings and inputs into a typed `StageIdentity` that reuse, the report and `gistforge plan` share. The same version is the Dagster
-asset's `code_version`, so "stale in the UI" and "redone on rerun" always agree.
+run's settings and inputs into a typed `StageIdentity` that reuse, the report and `gistforge plan` share.
+The same version is the Dagster asset's `code_version`, so "stale in the UI" and "redone on rerun" always
+agree.
 """
 
 from __future__ import annotations

@@ -246,3 +246,6 @@ def test_gc_lists_openvino_graphs_and_removes_only_this_guides_stale_ones(tmp_pa
     items = {i.path: i for i in collect(Workspace(tmp_path / "home", "embedded"), cfg, None) if i.kind == "openvino"}
     assert {p for p, i in items.items() if i.remove} == {str(tmp_path / "ov" / ("0" * 20))}
     assert set(items) == {str(current), str(tmp_path / "ov" / ("0" * 20)), str(tmp_path / "ov" / ("1" * 20))}
+    absent = cfg.model_copy(update={"guide_model": "org/not-in-the-cache"})  # nothing can be judged: all kept
+    kept = [i for i in collect(Workspace(tmp_path / "home", "embedded"), absent, None) if i.kind == "openvino"]
+    assert len(kept) == 3 and not any(i.remove for i in kept)
