@@ -94,7 +94,8 @@ class TaskGrouped:
             at = np.flatnonzero(codes == g)
             keys[at] = task_rng(seed, shuffle_seed_name(task_type, task_name)).random(len(at))
         order = np.lexsort((keys, codes))
-        return cls(table, order, [TaskRows(task_type=t, task_name=n, rows=int(k)) for (_, t, n), k in zip(groups.iter_rows(), sizes)])
+        return cls(table, order, [TaskRows(task_type=t, task_name=n, rows=int(k))
+                                  for (_, t, n), k in zip(groups.iter_rows(), sizes)])
 
     @classmethod
     def presorted(cls, table: pa.Table) -> "TaskGrouped":

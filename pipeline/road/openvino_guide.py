@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from pipeline.common import atomic, locks
+from pipeline.common.digests import file_digests
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +116,6 @@ def _convert(module):
     return graph
 
 
-def _digests(folder: Path) -> dict[str, str]:
-    out = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.name != _DIGESTS:
-            with path.open("rb") as fh:
-                out[path.name] = hashlib.file_digest(fh, "sha256").hexdigest()
-    return out
-
-
 def _read_kept(folder: Path):
     """The graph kept in `folder`, or None when there is none or it is not whole (its files do not hash to
     what was recorded when it was kept, or OpenVINO cannot read it)."""
@@ -132,7 +124,7 @@ def _read_kept(folder: Path):
     if not (folder / _DIGESTS).is_file():
         return None
     try:
-        if _digests(folder) != json.loads((folder / _DIGESTS).read_text()):
+        if file_digests(folder, frozenset({_DIGESTS})) != json.loads((folder / _DIGESTS).read_text()):
             log.warning("the kept guide graph in %s does not match its digests; converting it again", folder)
             return None
         return ov.Core().read_model(folder / _IR)
@@ -160,7 +152,7 @@ def load_graph(module, folder: Path | None, label: dict | None = None):
             with atomic.atomic_dir(folder) as tmp:
                 ov.save_model(graph, tmp / _IR, compress_to_fp16=False)
                 (tmp / _LABEL).write_text(json.dumps(label or {}))
-                (tmp / _DIGESTS).write_text(json.dumps(_digests(tmp)))
+                (tmp / _DIGESTS).write_text(json.dumps(file_digests(tmp, frozenset({_DIGESTS}))))
     except (OSError, RuntimeError) as exc:  # ov.save_model raises RuntimeError on a full disk
         log.warning("could not keep the converted guide in %s: %s", folder, exc)
     return graph if graph is not None else _convert(module)

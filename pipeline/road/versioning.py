@@ -8,7 +8,6 @@ version refuses a build folder that no longer hashes to its recorded content has
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import re
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel, field_validator
 
+from pipeline.common import digests
 from pipeline.common.markdown import markdown_table
 from pipeline.road.build import content_hash as folder_hash
 from pipeline.road.publish import PublishError, RowDiff, load_snippet
@@ -113,14 +113,7 @@ def file_sizes(folder: Path) -> dict[str, int]:
 
 def file_digests(folder: Path) -> dict[str, str]:
     """Path -> sha256 of every file of a version folder except its manifest."""
-    out = {}
-    for name in file_sizes(folder):
-        h = hashlib.sha256()
-        with open(Path(folder) / name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        out[name] = h.hexdigest()
-    return out
+    return digests.file_digests(folder, frozenset({MANIFEST}))
 
 
 def verify_files(expected: dict[str, int], found: dict[str, int], where: str,
