@@ -22,15 +22,23 @@ from croniter import croniter
 
 from assets.resources import BuildResource
 from pipeline.common.markdown import markdown_table
+from pipeline.road import rounds
 from pipeline.upstream import check_pins
 
 log = logging.getLogger("gistforge.rebuild")
 
 WEEKLY = "0 3 * * 1"  # Mondays 03:00 UTC
 REBUILD_SENSOR = "weekly_rebuild"
-# every asset the scheduled rebuild makes, ingest to publish (fine-tuning is not scheduled)
+# every asset the scheduled rebuild makes, ingest to publish (fine-tuning is not scheduled), with one mining round
 REBUILT = ["mteb_test_texts", "medi_triplets", "mteb_train_split", "mined_triplets", "triplet_dataset",
            "published_dataset"]
+
+
+def rebuilt(mining_rounds: int = 1) -> list[str]:
+    """What the scheduled rebuild makes with `mining.rounds` rounds: each later round's encoder and mining too
+    (an earlier round's encoder is part of the data's making, unlike the final fine-tune)."""
+    later = [a for r in range(2, mining_rounds + 1) for a in (rounds.encoder_asset(r - 1), rounds.mined_asset(r))]
+    return [*REBUILT[:4], *later, *REBUILT[4:]]
 
 
 @dataclass(frozen=True)
@@ -41,18 +49,24 @@ class Step:
     partition: str | None = None
 
 
-def rebuild_plan(tasks: Sequence[str], finetune: bool = True) -> list[Step]:
+def rebuild_plan(tasks: Sequence[str], finetune: bool = True, mining_rounds: int = 1) -> list[Step]:
     """The whole graph as runs of the defined jobs, in dependency order (partitioned and unpartitioned assets
     cannot share one run): what `gistforge build` executes."""
-    return [Step("ingest_medi"), *(Step("ingest_and_mine", t) for t in tasks), Step("build_and_publish"),
+    later = [step for r in range(2, mining_rounds + 1)
+             for step in (Step(f"round{r - 1}_train"), *(Step(f"round{r}_mine", t) for t in tasks))]
+    return [Step("ingest_medi"), *(Step("ingest_and_mine", t) for t in tasks), *later, Step("build_and_publish"),
             *([Step("finetune")] if finetune else [])]
 
 
-def jobs(partitions: dg.PartitionsDefinition) -> list:
+def jobs(partitions: dg.PartitionsDefinition, mining_rounds: int = 1) -> list:
+    later = [job for r in range(2, mining_rounds + 1) for job in (
+        dg.define_asset_job(f"round{r - 1}_train", selection=[rounds.encoder_asset(r - 1)]),
+        dg.define_asset_job(f"round{r}_mine", selection=[rounds.mined_asset(r)], partitions_def=partitions))]
     return [
         dg.define_asset_job("ingest_medi", selection=["mteb_test_texts", "medi_triplets"]),
         dg.define_asset_job("ingest_and_mine", selection=["mteb_train_split", "mined_triplets"],
                             partitions_def=partitions),
+        *later,
         dg.define_asset_job("build_and_publish", selection=["triplet_dataset", "published_dataset"]),
         dg.define_asset_job("finetune", selection=["finetuned_encoder"]),
     ]
@@ -109,20 +123,22 @@ class Rebuild:
         return dg.FreshnessPolicy.time_window(fail_window=self.period + dt.timedelta(days=1),
                                               warn_window=self.period + dt.timedelta(hours=6))
 
-    def apply(self, assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    def apply(self, assets: Sequence[dg.AssetsDefinition], mining_rounds: int = 1) -> list[dg.AssetsDefinition]:
         """The assets with the rebuild's automation condition (and the published dataset's freshness policy)."""
+        made = rebuilt(mining_rounds)
+
         def spec(s: dg.AssetSpec) -> dg.AssetSpec:
             name = s.key.to_user_string()
-            if name not in REBUILT:
+            if name not in made:
                 return s
             s = s.replace_attributes(automation_condition=self.condition())
             return s.replace_attributes(freshness_policy=self.freshness()) if name == "published_dataset" else s
 
         return list(dg.map_asset_specs(spec, assets))
 
-    def sensor(self) -> dg.AutomationConditionSensorDefinition:
+    def sensor(self, mining_rounds: int = 1) -> dg.AutomationConditionSensorDefinition:
         return dg.AutomationConditionSensorDefinition(
-            REBUILD_SENSOR, target=REBUILT, default_status=dg.DefaultSensorStatus.STOPPED,
+            REBUILD_SENSOR, target=rebuilt(mining_rounds), default_status=dg.DefaultSensorStatus.STOPPED,
             minimum_interval_seconds=self.interval_s, emit_backfills=True, run_tags={"gistforge/rebuild": "scheduled"},
             description=f"The scheduled rebuild, cron '{self.cron}' UTC: each tick is one backfill that ingests, "
                         "mines every task, builds, checks and publishes in dependency order. Turning this on is all "

@@ -10,11 +10,13 @@ import dagster as dg
 from assets import automation
 from assets.ingest import medi_triplets_asset, mteb_test_texts, train_split_asset
 from assets.mine import mined_triplets_asset
-from assets.publish import published_dataset, triplet_dataset
+from assets.publish import published_dataset, triplet_dataset_asset
+from assets.rounds import round_encoder_asset
 from assets.resources import BuildResource, GuideModelResource, HfHubPublisher, LocalHubPublisher, PublisherResource
 from assets.settings import CELERY_SETTINGS, Deployment, config_from_env
 from assets.train import finetuned_encoder_asset
 from pipeline.config import BuildConfig
+from pipeline.road import rounds
 
 
 def publisher_for(deployment: Deployment) -> PublisherResource:
@@ -28,7 +30,9 @@ def guide_steps(cfg: BuildConfig) -> list[str]:
     """The steps that load the guide model: mining and fine-tuning; MEDI's ingest only for the optional
     near-duplicate pass. They share the `guide_model` pool, the guide queue and, on Kubernetes, a GPU each."""
     medi = ["medi_triplets"] if cfg.decontamination.near_duplicate_threshold is not None else []
-    return [*medi, "mined_triplets", "finetuned_encoder"]
+    later = [name for r in range(2, cfg.mining.rounds + 1)
+             for name in (rounds.encoder_asset(r - 1), rounds.mined_asset(r))]
+    return [*medi, "mined_triplets", *later, "finetuned_encoder"]
 
 
 def k8s_executor_config(deployment: Deployment, steps: list[str]) -> dict:
@@ -67,12 +71,15 @@ def build_definitions(cfg: BuildConfig, deployment: Deployment,
     tasks = [t.name for t in cfg.included_tasks]
     partitions = dg.StaticPartitionsDefinition(tasks)
     steps, tags = guide_steps(cfg), deployment.guide_step_tags()
+    n = cfg.mining.rounds
+    later_rounds = [a for r in range(2, n + 1)
+                    for a in (round_encoder_asset(r - 1, tags), mined_triplets_asset(partitions, tags, round=r))]
     return dg.Definitions(
         assets=rebuild.apply([mteb_test_texts, medi_triplets_asset(tags if "medi_triplets" in steps else None),
-                              train_split_asset(partitions), mined_triplets_asset(partitions, tags), triplet_dataset,
-                              published_dataset, finetuned_encoder_asset(tags)]),
-        jobs=automation.jobs(partitions),
-        sensors=[rebuild.sensor(), automation.rebuild_failure_sensor, automation.upstream_pins_sensor],
+                              train_split_asset(partitions), mined_triplets_asset(partitions, tags), *later_rounds,
+                              triplet_dataset_asset(n), published_dataset, finetuned_encoder_asset(tags)], n),
+        jobs=automation.jobs(partitions, n),
+        sensors=[rebuild.sensor(n), automation.rebuild_failure_sensor, automation.upstream_pins_sensor],
         resources={"gistforge": BuildResource.of(cfg, deployment.home),
                    "guide": GuideModelResource(device=deployment.guide_device),
                    "publisher": publisher_for(deployment)},

@@ -82,9 +82,9 @@ def ivf_recall_check(recall: float | None, nprobe: int) -> dg.AssetCheckResult:
         metadata={"recall_at_10": dg.MetadataValue.float(recall), "ivf_nprobe": nprobe})
 
 
-IVF_RECALL_SPEC = dg.AssetCheckSpec(IVF_RECALL_CHECK, asset="mined_triplets", blocking=False,
-                                    description=f"approximate negative search keeps recall@10 >= {IVF_RECALL_WARN} "
-                                                "(warns only)")
+def ivf_recall_spec(asset: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(IVF_RECALL_CHECK, asset=asset, blocking=False,
+                             description=f"approximate negative search keeps recall@10 >= {IVF_RECALL_WARN} (warns only)")
 
 
 def hub_url(repo_id: str, tag: str) -> str:

@@ -3,11 +3,11 @@
 import dagster as dg
 
 from assets.ingest import OWNERS
-from assets.metadata import (IVF_RECALL_SPEC, account_metadata, ivf_recall_check, numeric_mining_metadata,
+from assets.metadata import (account_metadata, ivf_recall_check, ivf_recall_spec, numeric_mining_metadata,
                              reuse_metadata)
 from assets.resources import BuildResource, GuideModelResource
 from pipeline.common.plots import png_markdown
-from pipeline.road import mine
+from pipeline.road import mine, rounds
 from pipeline.road.miner import MiningStats
 from pipeline.road.agreement import AGREEMENT_WARN, Agreement
 from pipeline.road.deep_search import FALLBACK_WARN_SHARE
@@ -60,25 +60,32 @@ def agreement_metadata(agreement: Agreement | None, precision: str) -> dict:
         "agreement_sample": agreement.sample})}
 
 
-def mined_triplets_asset(partitions: dg.PartitionsDefinition,
-                         op_tags: dict[str, str] | None = None) -> dg.AssetsDefinition:
-    """`op_tags`: where the step runs (the guide queue on Celery; see `Deployment.guide_step_tags`)."""
+def mined_triplets_asset(partitions: dg.PartitionsDefinition, op_tags: dict[str, str] | None = None,
+                         round: int = 1) -> dg.AssetsDefinition:
+    """`op_tags`: where the step runs (the guide queue on Celery; see `Deployment.guide_step_tags`); `round`:
+    which mining round (`mining.rounds`): round r > 1 is guided by round r-1's fine-tuned encoder."""
+    name = rounds.mined_asset(round)
+    deps = ["mteb_train_split", *([rounds.encoder_asset(round - 1)] if round > 1 else [])]
 
-    @dg.asset(group_name="mine", partitions_def=partitions, deps=["mteb_train_split"], kinds={"faiss", "pytorch"},
-              owners=OWNERS, code_version=mine.SPEC.version, pool="guide_model", op_tags=op_tags,
-              check_specs=[dg.AssetCheckSpec(AGREEMENT_CHECK, asset="mined_triplets", blocking=False,
+    @dg.asset(name=name, group_name="mine" if round == 1 else f"round{round}", partitions_def=partitions, deps=deps,
+              kinds={"faiss", "pytorch"}, owners=OWNERS, code_version=mine.SPEC.version, pool="guide_model",
+              op_tags=op_tags,
+              check_specs=[dg.AssetCheckSpec(AGREEMENT_CHECK, asset=name, blocking=False,
                                              description="reduced-precision guide agrees with fp32 (warns < 0.98)"),
-                           dg.AssetCheckSpec(FALLBACK_CHECK, asset="mined_triplets", blocking=False,
+                           dg.AssetCheckSpec(FALLBACK_CHECK, asset=name, blocking=False,
                                              description="random fallback negatives stay a small share"),
-                           IVF_RECALL_SPEC],
-              description="Label-based triplets for one task: guide-model positives, margin-guarded hard negatives.")
+                           ivf_recall_spec(name)],
+              description="Label-based triplets for one task: guide-model positives, margin-guarded hard negatives."
+                          + ("" if round == 1 else f" Round {round}: guided by the encoder fine-tuned on round "
+                                                   f"{round - 1}'s build."))
     def mined_triplets(context: dg.AssetExecutionContext, gistforge: BuildResource,
                        guide: GuideModelResource) -> dg.MaterializeResult:
-        cfg, ws = gistforge.config(), gistforge.workspace()
+        cfg, ws = gistforge.config(), gistforge.workspace(round)
         precision = guide.precision(cfg)
+        ref = rounds.round_guide(ws, cfg, round)
         report = mine.mine_task(ws, cfg.task(context.partition_key), mining=cfg.mining, seed=cfg.seed,
-                                decontamination=cfg.decontamination, guide_ref=guide.ref(cfg),
-                                precision=precision, guide=lambda: guide.encoder(cfg, ws), clean=cfg.clean)
+                                decontamination=cfg.decontamination, guide_ref=ref, precision=precision,
+                                guide=lambda: guide.encoder(cfg, ws, None if round == 1 else ref), clean=cfg.clean)
         stats = report.mining
         context.log.info("%s: %s", context.partition_key, stats)
         return dg.MaterializeResult(check_results=[agreement_check(report.agreement, precision),

@@ -5,7 +5,7 @@ import dagster as dg
 from assets.ingest import OWNERS
 from assets.metadata import schema_metadata, tasks_table, version_diff_table, version_location
 from assets.resources import BuildResource, PublisherResource
-from pipeline.road import build, publish
+from pipeline.road import build, publish, rounds
 
 BUILD_CHECKS = ["output_schema", "task_type_rule", "no_excluded_task", "negative_label_differs", "no_empty_text",
                 "distinct_triplet_texts", "row_accounting", "no_test_leak", "shards_match_card"]
@@ -15,26 +15,31 @@ def _json(value):
     return dg.MetadataValue.json(value) if isinstance(value, (list, dict)) else value
 
 
-@dg.asset(group_name="publish", deps=["medi_triplets", "mined_triplets"], kinds={"parquet"}, owners=OWNERS,
-          code_version=build.SPEC.version,
-          check_specs=[dg.AssetCheckSpec(name, asset="triplet_dataset", blocking=True) for name in BUILD_CHECKS],
-          description="MEDI + mined triplets in the published schema: shards and dataset card. Its checks block "
-                      "publishing.")
-def triplet_dataset(context: dg.AssetExecutionContext, gistforge: BuildResource) -> dg.MaterializeResult:
-    report = build.build_dataset(gistforge.workspace(), gistforge.config())
-    context.log.info("built %s rows, content hash %s", report.rows, report.content_hash)
-    return dg.MaterializeResult(data_version=dg.DataVersion(report.content_hash), check_results=[
-        dg.AssetCheckResult(check_name=c.name, passed=c.passed, description=c.description,
-                            metadata={k: _json(v) for k, v in c.metadata.items()})
-        for c in report.checks
-    ], metadata={
-        "dagster/row_count": report.rows, "content_hash": report.content_hash, "shards": report.shards,
-        "rows_per_task": tasks_table(report.tasks), "excluded_tasks": dg.MetadataValue.json(report.excluded),
-        **schema_metadata(),
-    })
+def triplet_dataset_asset(mining_rounds: int = 1) -> dg.AssetsDefinition:
+    """The build of the last mining round's triplets (`mining.rounds`)."""
+
+    @dg.asset(name="triplet_dataset", group_name="publish", deps=["medi_triplets", rounds.mined_asset(mining_rounds)],
+              kinds={"parquet"}, owners=OWNERS, code_version=build.SPEC.version,
+              check_specs=[dg.AssetCheckSpec(name, asset="triplet_dataset", blocking=True) for name in BUILD_CHECKS],
+              description="MEDI + mined triplets in the published schema: shards and dataset card. Its checks block "
+                          "publishing.")
+    def triplet_dataset(context: dg.AssetExecutionContext, gistforge: BuildResource) -> dg.MaterializeResult:
+        report = build.build_dataset(gistforge.workspace(), gistforge.config())
+        context.log.info("built %s rows, content hash %s", report.rows, report.content_hash)
+        return dg.MaterializeResult(data_version=dg.DataVersion(report.content_hash), check_results=[
+            dg.AssetCheckResult(check_name=c.name, passed=c.passed, description=c.description,
+                                metadata={k: _json(v) for k, v in c.metadata.items()})
+            for c in report.checks
+        ], metadata={
+            "dagster/row_count": report.rows, "content_hash": report.content_hash, "shards": report.shards,
+            "rows_per_task": tasks_table(report.tasks), "excluded_tasks": dg.MetadataValue.json(report.excluded),
+            **schema_metadata(),
+        })
+
+    return triplet_dataset
 
 
-@dg.asset(group_name="publish", deps=[triplet_dataset], kinds={"huggingface"}, owners=OWNERS,
+@dg.asset(group_name="publish", deps=["triplet_dataset"], kinds={"huggingface"}, owners=OWNERS,
           code_version=publish.SPEC.version,
           pool="hub_publish",
           description="The build published as a tagged version (local Hub-cache folder by default).")

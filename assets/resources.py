@@ -35,8 +35,10 @@ class BuildResource(dg.ConfigurableResource):
     def config(self) -> BuildConfig:
         return _parse(self.config_json)
 
-    def workspace(self) -> Workspace:
-        return Workspace(Path(self.home), self.config().profile)
+    def workspace(self, round: int | None = None) -> Workspace:
+        """The profile's workspace as mining round `round` sees it (default: the last, whose build is published)."""
+        rounds = self.config().mining.rounds
+        return Workspace(Path(self.home), self.config().profile).at_round(round or rounds, rounds)
 
 
 _GUIDES: dict[tuple, GuideEncoder] = {}
@@ -56,13 +58,14 @@ class GuideModelResource(dg.ConfigurableResource):
         """The label of the arithmetic the guide will encode in here (part of the mining fingerprint)."""
         return resolve_precision(cfg.guide_precision, self.device)
 
-    def encoder(self, cfg: BuildConfig, ws: Workspace) -> GuideEncoder:
-        """Loaded once per process and configuration."""
+    def encoder(self, cfg: BuildConfig, ws: Workspace, ref: ModelRef | None = None) -> GuideEncoder:
+        """Loaded once per process and configuration; `ref`: a later mining round's guide instead of the
+        configured one (`pipeline.road.rounds.round_guide`)."""
         key = (cfg.guide_model, cfg.guide_revision, cfg.encode_batch_size, ws.embeddings, self.device,
-               cfg.guide_precision)
+               cfg.guide_precision, ref)
         if key not in _GUIDES:
             _GUIDES[key] = GuideEncoder(cfg.guide_model, cfg.guide_revision, ws.embeddings, cfg.encode_batch_size,
-                                        self.device, precision=cfg.guide_precision)
+                                        self.device, precision=cfg.guide_precision, ref=ref)
         return _GUIDES[key]
 
 

@@ -56,7 +56,8 @@ class Deployment(BaseModel):
         return {"dagster-celery/queue": self.guide_queue} if self.guide_queue else {}
 
     def workspace(self, cfg: BuildConfig) -> Workspace:
-        return Workspace(self.home, cfg.profile)
+        """The profile's workspace as its last mining round sees it: the build and the publish are that round's."""
+        return Workspace(self.home, cfg.profile).at_round(cfg.mining.rounds, cfg.mining.rounds)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, home: str | None = None) -> "Deployment":

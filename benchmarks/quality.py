@@ -20,7 +20,12 @@ the local train/test files. Variants:
 - `separate4`: the same queries and negatives as `ntuple4`, given as 4 separate triplet rows each (is a
   gain the n-tuple format, or the extra negatives?);
 - `deep`: the default plus the deeper search (`mining.negative_max_depth: 1024`);
-- `label_noise`: the default plus `clean.drop_label_noise: true`.
+- `label_noise`: the default plus `clean.drop_label_noise: true`;
+- `rounds2`: `mining.rounds: 2`, ANCE-style re-mining: the default's rows (at most `--round-train` queries)
+  fine-tune the bundled MiniLM (the same trainer), and that encoder guides a second mining of the task
+  (`Workspace.at_round(2, 2)`, guide named by its files' digest as `pipeline.road.rounds` names it); the
+  second round's rows then fine-tune a fresh MiniLM, which is scored (as the pipeline's final fine-tune
+  trains the base model on the last round's data).
 
 Prints a table (mean ± sd of accuracy over seeds per task, and the paired difference against `gist`: per
 seed, variant minus gist, averaged over tasks, then mean ± sd over seeds) and one JSON line at the end.
@@ -50,6 +55,7 @@ VARIANTS: dict[str, dict] = {
     "separate4": {"mining": {"negatives_per_query": 4}, "format": "separate"},
     "deep": {"mining": {"negative_max_depth": 1024}},
     "label_noise": {"clean": {"drop_label_noise": True}},
+    "rounds2": {"mining": {"rounds": 2}},
 }
 
 LOCAL = {  # the local labelled files of ../shared/data/raw, as gistforge task sources
@@ -147,6 +153,8 @@ def main() -> None:
     p.add_argument("--max-seq-length", type=int, default=128)
     p.add_argument("--test-rows", type=int, default=None, help="test rows scored per task (default: all)")
     p.add_argument("--experiments", type=int, default=10, help="mteb classification experiments")
+    p.add_argument("--round-train", type=int, default=None,
+                   help="rounds2: queries the first round's encoder trains on (default: all)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     data = Path(args.data)
@@ -164,6 +172,7 @@ def main() -> None:
     from pipeline.road.evaluate import mteb_scores, mteb_tasks
     from pipeline.road.ingest import ingest_task
     from pipeline.road.mine import MineReport, mine_task
+    from pipeline.road.rounds import fine_tuned_ref
 
     out = Path(args.out or tempfile.mkdtemp(prefix="gistforge-quality-"))
     ref = resolve_model(BUNDLED_MODEL)
@@ -194,6 +203,24 @@ def main() -> None:
                                               decontamination=cfg.decontamination,
                                               guide_ref=resolve_model(cfg.guide_model, cfg.guide_revision),
                                               precision=resolve_precision(), guide=guide, clean=cfg.clean)
+                round_facts = {}
+                if cfg.mining.rounds == 2:
+                    t0 = time.time()
+                    first = training_rows(ws, src, "triplets", 1, args.round_train, seed)
+                    encoder, steps, _ = finetune(first, ref.path, seed, args.max_seq_length,
+                                                 out / "runs" / cfg.profile / "round1")
+                    encoder.max_seq_length = json.loads(  # the guide's own length, not the trainer's
+                        (Path(ref.path) / "sentence_bert_config.json").read_text())["max_seq_length"]
+                    encoder.save(str(out / "models" / cfg.profile / "round1"))
+                    guide_ref = fine_tuned_ref(out / "models" / cfg.profile / "round1", "bundled MiniLM", 1)
+                    ws = ws.at_round(2, 2)
+                    first_pos = mined.mining.pos_sim.mean
+                    mined = mine_task(ws, src, mining=cfg.mining, seed=seed, decontamination=cfg.decontamination,
+                                      guide_ref=guide_ref, precision=resolve_precision(),
+                                      guide=functools.partial(guide, ref=guide_ref), clean=cfg.clean)
+                    round_facts = {"round1_rows": first.num_rows, "round1_steps": steps,
+                                   "round1_s": round(time.time() - t0, 1), "round1_pos_sim": first_pos,
+                                   "round2_pos_sim": mined.mining.pos_sim.mean}
                 rows = training_rows(ws, src, spec.get("format", "triplets"), cfg.mining.negatives_per_query,
                                      args.max_train, seed)
                 t0 = time.time()
@@ -209,7 +236,7 @@ def main() -> None:
                     "fallback_share": round(neg.fallback_share, 4), "ntuple_queries": neg.ntuple_queries,
                     "queries": mined.mining.queries,
                     "label_noise_flagged": mined.label_noise.flagged if mined.label_noise else None,
-                    "label_noise_dropped": mined.account.drops.get("label_noise", 0)}
+                    "label_noise_dropped": mined.account.drops.get("label_noise", 0)} | round_facts
                 print(f"[{time.time() - t_start:7.0f}s] {task} {variant} seed {seed}: "
                       f"{json.dumps(facts[f'{task}/{variant}/{seed}'])}", flush=True)
 
@@ -242,7 +269,7 @@ def main() -> None:
         print("| " + " | ".join(row) + " |")
     print(json.dumps({"variants": summary, "tasks": args.tasks, "seeds": len(seeds), "max_train": args.max_train,
                       "max_seq_length": args.max_seq_length, "test_rows": args.test_rows,
-                      "experiments": args.experiments, "evaluator": f"mteb {version('mteb')}",
+                      "experiments": args.experiments, "round_train": args.round_train, "evaluator": f"mteb {version('mteb')}",
                       "loss": "MultipleNegativesRankingLoss", "batch_size": 32, "lr": 2e-5, "warmup": 0.1,
                       "total_s": round(time.time() - t_start), "runs": facts}))
 

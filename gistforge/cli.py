@@ -236,7 +236,7 @@ def _build(args: argparse.Namespace) -> int:
     with instance, console.installed(library_in_dagster_logs="pipeline" in instance.managed_python_loggers), \
             SignalLatch() as signals:
         recover_orphaned_runs(instance)  # a killed earlier build must not hold a pool slot forever
-        for step in rebuild_plan(tasks, finetune=not args.no_finetune):
+        for step in rebuild_plan(tasks, finetune=not args.no_finetune, mining_rounds=cfg.mining.rounds):
             job = defs.resolve_job_def(step.job)
             wait_for_pools(instance, pools_of(job), lambda msg: print(msg, file=sys.stderr, flush=True))
             result = job.execute_in_process(instance=instance, partition_key=step.partition, raise_on_error=False,

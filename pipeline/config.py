@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -104,8 +104,11 @@ class TaskSource(_Strict):
 
 
 class MiningConfig(_Strict):
-    """Knobs of the label-based triplet miner: each field is a keyword of `pipeline.road.miner.mine_triplets`,
-    which documents it (a test keeps the two in step)."""
+    """Knobs of the label-based triplet miner: each field but `rounds` is a keyword of
+    `pipeline.road.miner.mine_triplets`, which documents it (a test keeps the two in step); `rounds` is how
+    often the mining stage runs (`pipeline.road.rounds`)."""
+
+    STAGE_FIELDS: ClassVar[frozenset[str]] = frozenset({"rounds"})  # the stage's, not the miner's
 
     positive_top_k: int = Field(100, ge=1, le=2047,  # FAISS on GPU returns at most 2048 neighbours (self + top-k)
                                 description="same-label neighbours the positive is drawn from")
@@ -132,6 +135,12 @@ class MiningConfig(_Strict):
     query_batch: int = Field(4096, ge=1, description="queries per search call (memory only; never the result)")
     label_noise_k: int = Field(10, ge=0, le=100, description="nearest neighbours per text for the label-noise audit "
                                "(0: no audit); at most positive_top_k and, unless uniform, negative_depth")
+    rounds: int = Field(1, ge=1, le=3, description="mining rounds: round r > 1 mines again with the encoder "
+                        "fine-tuned on round r-1's data as guide (ANCE-style re-mining); the last round is published")
+
+    def miner_kwargs(self) -> dict:
+        """The keywords of `mine_triplets`: every field but the stage's own (`rounds`)."""
+        return self.model_dump(exclude=set(self.STAGE_FIELDS))
 
 
 class CleanConfig(_Strict):

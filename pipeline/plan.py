@@ -143,8 +143,8 @@ class _Planner:
         self.stages.append(plan)
         return plan
 
-    def derived(self, asset: str, status: Status, reasons: list[str]) -> StagePlan:
-        plan = StagePlan(asset=asset, status=status, reasons=reasons)
+    def derived(self, asset: str, status: Status, reasons: list[str], partition: str | None = None) -> StagePlan:
+        plan = StagePlan(asset=asset, partition=partition, status=status, reasons=reasons)
         self.stages.append(plan)
         return plan
 
@@ -163,7 +163,8 @@ def plan_build(ws: Workspace, cfg: BuildConfig, *, guide_device: str | None = No
     from pipeline.road.precision import resolve_precision
     from pipeline.road.model_ref import resolve_model
 
-    pws = PlanningWorkspace(ws.home, ws.profile)
+    rounds = cfg.mining.rounds
+    pws = PlanningWorkspace(ws.home, ws.profile).at_round(rounds, rounds)
     planner = _Planner(pws)
     never = _never_loaded
     reference = planner.stage("mteb_test_texts", lambda: decontaminate.collect_test_texts(
@@ -173,13 +174,18 @@ def plan_build(ws: Workspace, cfg: BuildConfig, *, guide_device: str | None = No
     planner.stage("medi_triplets", lambda: ingest.ingest_medi(
         pws, cfg.medi, cfg.decontamination, guide=guide_ref.identity(precision), embed=never,
         network=cfg.network), after=[reference])
-    for name in tasks or [t.name for t in cfg.included_tasks]:
+    names = tasks or [t.name for t in cfg.included_tasks]
+    splits = {}
+    for name in names:
         src = cfg.task(name)
-        split = planner.stage("mteb_train_split", lambda: ingest.ingest_task(
+        splits[name] = planner.stage("mteb_train_split", lambda: ingest.ingest_task(
             pws, src, cfg.decontamination, cfg.exclusions, cfg.network), partition=name, after=[reference])
         planner.stage("mined_triplets", lambda: mine.mine_task(
-            pws, src, mining=cfg.mining, seed=cfg.seed, decontamination=cfg.decontamination, guide_ref=guide_ref,
-            precision=precision, guide=never, clean=cfg.clean), partition=name, after=[split])
+            pws.at_round(1, rounds), src, mining=cfg.mining, seed=cfg.seed, decontamination=cfg.decontamination,
+            guide_ref=guide_ref, precision=precision, guide=never, clean=cfg.clean), partition=name,
+            after=[splits[name]])
+    for r in range(2, rounds + 1):
+        _plan_round(planner, pws, cfg, r, names, splits, precision)
 
     upstream = [s.key for s in planner.stages if s.status != "reuse"]
     failing = [s.key for s in planner.stages if s.status == "fails" and not s.reasons[0].startswith("blocked")]
@@ -208,6 +214,50 @@ def plan_build(ws: Workspace, cfg: BuildConfig, *, guide_device: str | None = No
     if finetune:
         _plan_finetune(planner, pws, cfg, main if tag else None, location, train, evaluate)
     return BuildPlan(profile=cfg.profile, stages=planner.stages)
+
+
+def _plan_round(planner: _Planner, pws: PlanningWorkspace, cfg: BuildConfig, r: int, names: list[str],
+                splits: dict[str, StagePlan], precision: str) -> None:
+    """Round r > 1 of `mining.rounds`: round r-1's encoder trains on round r-1's build, which is known only when
+    everything it is built from is reused (then it is the build recorded last time); round r mines with that
+    encoder, whose revision is known only when its training is reused."""
+    from pipeline.road import mine, rounds, train
+    from pipeline.road.local_hub import LocalHub
+    from pipeline.road.publish import last_published
+
+    prev, view = pws.at_round(r - 1, cfg.mining.rounds), pws.at_round(r, cfg.mining.rounds)
+    encoder = rounds.encoder_asset(r - 1)
+    if failing := [s.key for s in planner.stages if s.status == "fails"]:
+        enc = planner.derived(encoder, "fails", [f"blocked: {', '.join(failing)} fails"])
+    elif redone := [s.key for s in planner.stages if s.status == "redo"]:
+        enc = planner.derived(encoder, "redo", [f"input {k} is redone" for k in redone])
+    else:
+        try:
+            built = last_published(prev)
+        except (FileNotFoundError, ValueError) as exc:
+            enc = planner.derived(encoder, "redo", [f"never made ({str(exc).splitlines()[0]})"])
+        else:
+            enc = planner.stage(encoder, lambda: train.finetune(
+                prev, repo_id=cfg.dataset_repo_id, tag=built.tag, location=LocalHub(prev.round_hub()).location,
+                training=cfg.training, base_model=cfg.base_model or cfg.guide_model, guide_model=cfg.guide_model,
+                guide_revision=cfg.guide_revision))
+    guide_ref = None
+    if enc.status == "reuse":
+        try:
+            guide_ref = rounds.round_guide(view, cfg, r)
+        except (FileNotFoundError, ValueError) as exc:  # trained, but killed before its report was saved
+            enc.status, enc.reasons = "redo", [f"never made ({str(exc).splitlines()[0]})"]
+    for name in names:
+        asset = rounds.mined_asset(r)
+        if guide_ref is not None:
+            planner.stage(asset, lambda: mine.mine_task(
+                view, cfg.task(name), mining=cfg.mining, seed=cfg.seed, decontamination=cfg.decontamination,
+                guide_ref=guide_ref, precision=precision, guide=_never_loaded, clean=cfg.clean), partition=name,
+                after=[splits[name]])
+        elif enc.status == "fails":
+            planner.derived(asset, "fails", [f"blocked: {enc.key} fails"], partition=name)
+        else:
+            planner.derived(asset, "redo", [f"input {enc.key} is redone: a new guide"], partition=name)
 
 
 def _plan_finetune(planner: _Planner, pws: PlanningWorkspace, cfg: BuildConfig, tag: str | None, location: Any,

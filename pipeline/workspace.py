@@ -10,6 +10,7 @@ agree.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -104,10 +105,30 @@ class StageIdentity:
 
 @dataclass(frozen=True)
 class Workspace:
-    """A profile's intermediate files, embedding cache, local hub and models under one home folder."""
+    """A profile's intermediate files, embedding cache, local hub and models under one home folder.
+
+    With `mining.rounds` > 1 (`pipeline.road.rounds`) a workspace is one round's view: `round` says whose mined
+    files (triplets, candidates, corpus) it reads and writes (round 1's where a one-round build keeps them,
+    round r's under `round<r>/`), and `final` whether its build is the profile's own (`build/`, what is
+    published) or an earlier round's (under `round<r>/`). Ingest, MEDI and the embedding cache are shared.
+    """
 
     home: Path
     profile: str
+    round: int = 1
+    final: bool = True
+
+    def at_round(self, r: int, rounds: int) -> "Workspace":
+        """This workspace as round `r` of `rounds` sees it."""
+        if not 1 <= r <= rounds:
+            raise ValueError(f"round {r} of {rounds}: rounds count from 1")
+        return dataclasses.replace(self, round=r, final=r == rounds)
+
+    def _mined(self) -> Path:
+        return self.work if self.round == 1 else self.work / f"round{self.round}"
+
+    def _built(self) -> Path:
+        return self.work if self.final else self.work / f"round{self.round}"
 
     @property
     def work(self) -> Path:
@@ -128,26 +149,34 @@ class Workspace:
         return self.work / "splits" / f"{task}.parquet"
 
     def triplets(self, task: str) -> Path:
-        return self.work / "triplets" / f"{task}.parquet"
+        return self._mined() / "triplets" / f"{task}.parquet"
 
     def candidates(self, task: str) -> Path:
-        return self.work / "candidates" / f"{task}.parquet"
+        return self._mined() / "candidates" / f"{task}.parquet"
 
     def corpus(self, task: str) -> Path:
-        return self.work / "corpus" / f"{task}.parquet"
+        return self._mined() / "corpus" / f"{task}.parquet"
 
     def test_texts(self) -> Path:
         return self.work / "decontamination" / "test_texts.parquet"
 
     def build_dir(self) -> Path:
-        return self.work / "build"
+        return self._built() / "build"
 
     def build_report(self) -> Path:
-        return self.work / "build.json"
+        return self._built() / "build.json"
 
     def published(self) -> Path:
         """The report of the last publish (the version it published or found unchanged)."""
-        return self.work / "published.json"
+        return self._built() / "published.json"
+
+    def round_hub(self) -> Path:
+        """Where an earlier round's build is published for its fine-tune to read back: never the profile's hub."""
+        return self._built() / "hub"
+
+    def round_encoder(self) -> Path:
+        """The report of the encoder fine-tuned on this (earlier) round's build: the next round's guide."""
+        return self._built() / "encoder.json"
 
     def model_dir(self, tag: str) -> Path:
         return self.home / "models" / self.profile / tag

@@ -9,7 +9,7 @@ from tests.conftest import clustered
 
 
 def _mine(x, y, cfg=MiningConfig(), seed=0, task="t"):
-    return mine_triplets(x, y, **cfg.model_dump(), seed=seed, task=task)
+    return mine_triplets(x, y, **cfg.miner_kwargs(), seed=seed, task=task)
 
 
 def _check_invariants(r, labels, cfg):
@@ -201,7 +201,7 @@ def test_miner_keywords_and_config_fields_are_one_vocabulary():
 
     params = inspect.signature(mine_triplets).parameters
     knobs = {k: p.default for k, p in params.items() if k not in ("embeddings", "labels", "seed", "task")}
-    assert knobs == MiningConfig().model_dump(), "MiningConfig and mine_triplets' keywords drifted apart"
+    assert knobs == MiningConfig().miner_kwargs(), "MiningConfig and mine_triplets' keywords drifted apart"
     for name in knobs:
         assert f"{name}:" in mine_triplets.__doc__, f"{name} is not documented in mine_triplets' Args"
 

@@ -5,4 +5,4 @@ its output depends on in a `StageSpec`, and returns a typed report.
 """
 
 ROAD = ("sources", "clean", "decontaminate", "ingest", "model_ref", "agreement", "openvino_guide", "precision", "embedding_cache", "embed", "search", "deep_search", "label_noise", "miner", "mine", "grouped", "layout", "card", "checks", "build",
-        "publish", "versioning", "local_hub", "hub_publisher", "train", "evaluate")
+        "publish", "versioning", "local_hub", "hub_publisher", "train", "rounds", "evaluate")

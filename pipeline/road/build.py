@@ -22,7 +22,7 @@ from pipeline.common.accounting import RowAccount
 from pipeline.config import BuildConfig
 from pipeline.road import clean, decontaminate, layout, miner
 from pipeline.road.grouped import TaskGrouped, TaskRows
-from pipeline.road.card import MiningOutcome, licenses_md, render_card, top_license
+from pipeline.road.card import MiningOutcome, MiningRound, licenses_md, render_card, top_license
 from pipeline.road.checks import CheckOutcome, verify_build
 from pipeline.road.model_ref import public_model_name
 from pipeline.road.ingest import MediReport, SplitReport
@@ -259,8 +259,9 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
         exclusions=cfg.exclusions,
         guide={"name": guide.name, "revision": guide.revision} if guide else
         {"name": public_model_name(cfg.guide_model), "revision": cfg.guide_revision or "n/a"},
-        mining=cfg.mining.model_dump(), seed=cfg.seed, tasks=tasks, accounts=accounts, drop_reasons=DROP_REASONS,
+        mining=cfg.mining.miner_kwargs(), seed=cfg.seed, tasks=tasks, accounts=accounts, drop_reasons=DROP_REASONS,
         decontamination=cfg.decontamination, reference=reference, outcomes=outcomes,
+        rounds=mining_rounds(ws, cfg) if ws.final and cfg.mining.rounds > 1 else None,
     )
     provenance = [s.model_dump() for s in sources]
     texts = {"LICENSES.md": licenses_md(provenance)} if "license_link" in top_license(provenance) else {}
@@ -276,6 +277,20 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
                          checks=checks)
     ws.save_report(report, ws.build_report())
     return report
+
+
+def mining_rounds(ws: Workspace, cfg: BuildConfig) -> list[MiningRound]:
+    """Every round's guide (from its tasks' mining reports) and the build that trained the next one."""
+    out = []
+    for r in range(1, cfg.mining.rounds + 1):
+        view = ws.at_round(r, cfg.mining.rounds)
+        mined = [view.load_report(view.triplets(s.name), MineReport) for s in cfg.included_tasks]
+        guide = next((m.guide for m in reversed(mined) if m.guide.cache_key), None)
+        out.append(MiningRound(
+            round=r, guide=guide.name if guide else public_model_name(cfg.guide_model),
+            revision=guide.revision if guide else "n/a", triplets=sum(m.mining.triplets for m in mined),
+            trained_next=None if view.final else view.load_report(view.build_report(), BuildReport).content_hash))
+    return out
 
 
 def last_build(ws: Workspace) -> BuildReport:

@@ -110,7 +110,8 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
                 tasks: list[TaskRows], accounts: list[RowAccount], drop_reasons: dict[str, str],
                 decontamination: DecontaminationConfig, reference: ReferenceReport | None,
                 configs: list[dict] | None = None, extra_schemas: dict[str, pa.Schema] | None = None,
-                writers: dict[str, str] | None = None, outcomes: list["MiningOutcome"] | None = None) -> str:
+                writers: dict[str, str] | None = None, outcomes: list["MiningOutcome"] | None = None,
+                rounds: list["MiningRound"] | None = None) -> str:
     """Deterministic card text: no timestamps, sorted keys, only build inputs and results (and the versions of
     the libraries that wrote the files, `writers`, by default those installed: see `writer_versions`).
     Every string from outside (sources, task names, licences, file names) is escaped (`markdown.escape`)."""
@@ -157,6 +158,7 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
         "## Guide model and mining\n",
         f"Guide model: {code(guide['name'])} at revision {code(guide['revision'])}.\n",
         markdown_table(["parameter", "value"], [[k, v] for k, v in mining.items()] + [["seed", seed]]),
+        *([_rounds(rounds)] if rounds else []),
         *([_agreement(outcomes)] if any(o.agreement for o in outcomes or []) else []),
         *([_negatives(outcomes), _label_noise(outcomes)] if outcomes else []),
         "\n## Rows per task\n",
@@ -221,6 +223,28 @@ class MiningOutcome(BaseModel):
     negatives: NegativeSources
     label_noise: LabelNoiseReport | None = None
     agreement: Agreement | None = None
+
+
+class MiningRound(BaseModel):
+    """One mining round of a `mining.rounds` > 1 build: its guide, what it mined, and (but for the last) the
+    content hash of its build, which the next round's guide was fine-tuned on."""
+
+    round: int
+    guide: str
+    revision: str
+    triplets: int
+    trained_next: str | None = None
+
+
+def _rounds(rounds: list[MiningRound]) -> str:
+    rows = [[r.round, code(r.guide), code(r.revision), r.triplets,
+             code(r.trained_next[:12]) if r.trained_next else "published here"] for r in rounds]
+    return (f"\n### Mining rounds\n\nMined {len(rounds)} times (`mining.rounds: {len(rounds)}`): each round after the "
+            "first mines with the encoder fine-tuned (the `training` settings) on the previous round's build, MEDI "
+            "included, as its guide; only the last round's triplets are in this version. A fine-tuned guide's "
+            "revision is the digest of its files.\n\n"
+            + markdown_table(["round", "guide", "revision", "triplets mined", "its build (trains the next guide)"],
+                             rows))
 
 
 def _negatives(outcomes: list[MiningOutcome]) -> str:

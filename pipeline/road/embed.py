@@ -168,12 +168,14 @@ class GuideEncoder:
     """The guide model, loaded once, with its embedding cache: what mining and decontamination embed with.
 
     With no pinned `device` and more than one CUDA device, it encodes on all of them (`guide_devices`).
-    `precision` is the `guide_precision` setting (auto | fp32 | bf16 | fp16), resolved for the device.
+    `precision` is the `guide_precision` setting (auto | fp32 | bf16 | fp16), resolved for the device. `ref`: the
+    model already resolved (a later mining round's guide, `pipeline.road.rounds`), instead of `name`@`revision`.
     """
 
     def __init__(self, name: str, revision: str | None, cache_root: Path, batch_size: int = 64,
-                 device: str | None = None, cuda_count: int | None = None, precision: str = "auto"):
-        self.ref = resolve_model(name, revision)
+                 device: str | None = None, cuda_count: int | None = None, precision: str = "auto",
+                 ref: ModelRef | None = None):
+        self.ref = ref or resolve_model(name, revision)
         self.devices = guide_devices(device, cuda_device_count() if cuda_count is None else cuda_count)
         self.precision = resolve_precision(precision, self.devices[0])
         self.model = load_encoder(self.ref, self.devices[0], precision=self.precision)

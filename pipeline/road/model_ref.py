@@ -47,12 +47,13 @@ def resolve_model(name: str, revision: str | None = None) -> ModelRef:
     return ModelRef(name, path, Path(path).name)
 
 
-def folder_digest(folder: Path) -> str:
+def folder_digest(folder: Path, exclude: frozenset[str] = frozenset()) -> str:
     """A local model named by its files, not by where they lie: the same folder copied elsewhere gives the same
     card, tag and embedding cache (a machine path never reaches a published file). Hashed once per process
-    while no file's size or modification time changes: every guide step resolves the model."""
-    files = tuple(sorted((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                         for p in folder.rglob("*") if p.is_file()))
+    while no file's size or modification time changes: every guide step resolves the model. `exclude`: relative
+    paths that do not change what the model computes (a trained model's README records its training time)."""
+    files = tuple(sorted((rel, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")
+                         if p.is_file() and (rel := p.relative_to(folder).as_posix()) not in exclude))
     return _files_digest(folder, files)
 
 
