@@ -3,8 +3,8 @@
 Removable: embedding-cache folders no mined task of the profile was made with (another guide, precision or
 sequence length: a rebuild with that setup would encode again), work files of tasks the configuration no
 longer has, local-hub versions past the newest `keep` (never the one `main` points at, nor the one this
-profile's last publish made), models fine-tuned on versions that are not kept, and the training
-checkpoints of fine-tunes that finished. Other profiles' work folders are listed, never removed.
+profile's last publish made), models fine-tuned on versions that are not kept (never one that guides a later
+mining round, `mining.rounds`), and the training checkpoints of fine-tunes that finished. Other profiles' work folders are listed, never removed.
 """
 
 from __future__ import annotations
@@ -38,16 +38,35 @@ def size_of(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+def _rounds(ws: Workspace, cfg: BuildConfig) -> list[Workspace]:
+    """Every mining round's view of the workspace (`mining.rounds`): each round's mined files are needed."""
+    return [ws.at_round(r, cfg.mining.rounds) for r in range(1, cfg.mining.rounds + 1)]
+
+
 def _used_cache_keys(ws: Workspace, cfg: BuildConfig) -> set[str]:
     from pipeline.road.mine import MineReport
 
     keys = set()
-    for src in cfg.included_tasks:
+    for view in _rounds(ws, cfg):
+        for src in cfg.included_tasks:
+            try:
+                keys.add(view.load_report(view.triplets(src.name), MineReport).guide.cache_key)
+            except (FileNotFoundError, ValueError, RuntimeError):
+                continue
+    return keys
+
+
+def _guide_models(ws: Workspace, cfg: BuildConfig) -> dict[str, int]:
+    """The tags whose fine-tuned models guide a later mining round, and which round each guides."""
+    from pipeline.road.rounds import RoundEncoder
+
+    guides = {}
+    for view in _rounds(ws, cfg)[:-1]:
         try:
-            keys.add(ws.load_report(ws.triplets(src.name), MineReport).guide.cache_key)
+            guides[view.load_report(view.round_encoder(), RoundEncoder).tag] = view.round + 1
         except (FileNotFoundError, ValueError, RuntimeError):
             continue
-    return keys
+    return guides
 
 
 def _embeddings(ws: Workspace, cfg: BuildConfig) -> list[GcItem]:
@@ -95,8 +114,9 @@ def _openvino_graphs(cfg: BuildConfig) -> list[GcItem]:
 def _work(ws: Workspace, cfg: BuildConfig) -> list[GcItem]:
     items = []
     tasks = {t.name for t in cfg.included_tasks}
-    for kind in ("splits", "triplets", "candidates", "corpus"):
-        folder = ws.work / kind
+    folders = {ws.split("_").parent} | {p(view, "_").parent for view in _rounds(ws, cfg)
+                                        for p in (Workspace.triplets, Workspace.candidates, Workspace.corpus)}
+    for folder in sorted(folders):
         for f in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
             if f.stem not in tasks:
                 for part in (f, f.with_suffix(".json"), f.with_suffix(".png")):
@@ -132,13 +152,17 @@ def _versions(ws: Workspace, cfg: BuildConfig, hub: LocalHub, keep: int) -> tupl
     return items, kept
 
 
-def _models(ws: Workspace, kept: set[str]) -> list[GcItem]:
+def _models(ws: Workspace, kept: set[str], guides: dict[str, int]) -> list[GcItem]:
     root = ws.home / "models" / ws.profile
     items = []
     for d in sorted(root.iterdir()) if root.is_dir() else []:
         if not d.is_dir():
             continue
-        if d.name not in kept:
+        if d.name in guides:
+            items.append(GcItem(path=str(d), bytes=size_of(d), kind="model", remove=False,
+                                why=f"fine-tuned on mining round {guides[d.name] - 1}'s build: guides round "
+                                    f"{guides[d.name]}"))
+        elif d.name not in kept:
             items.append(GcItem(path=str(d), bytes=size_of(d), kind="model", remove=True,
                                 why=f"fine-tuned on {d.name}, a version that is not kept"))
         elif (d / "runs").is_dir() and ws.report_path(d / "model").exists():
@@ -153,7 +177,8 @@ def collect(ws: Workspace, cfg: BuildConfig, hub: LocalHub | None, keep: int = 5
     versions, kept = _versions(ws, cfg, hub, keep) if hub is not None else ([], None)
     if kept is None:
         kept = {p.name for p in (ws.home / "models" / ws.profile).glob("*")}  # Hub versions: keep every model
-    return [*_embeddings(ws, cfg), *_work(ws, cfg), *versions, *_models(ws, kept), *_openvino_graphs(cfg)]
+    return [*_embeddings(ws, cfg), *_work(ws, cfg), *versions, *_models(ws, kept, _guide_models(ws, cfg)),
+            *_openvino_graphs(cfg)]
 
 
 def remove(items: list[GcItem], hub: LocalHub | None, repo_id: str) -> int:

@@ -1,9 +1,9 @@
 """Re-mining with the trained encoder (`mining.rounds`), ANCE-style: round r > 1 mines every task again with
 the encoder fine-tuned on round r-1's data as its guide, so the negatives are hard for the model being
-trained, not only for the starting guide (C-Pack mines BGE's task negatives this way; ANCE, Xiong et al. 2020,
-refreshes them from the model in training). Only the last round is published; each earlier round's build is
-published to a hub of its own inside the workspace (`Workspace.round_hub`), where its fine-tune reads it back
-as any trainer would, and the card of the published version records every round's guide.
+trained, not only for the starting guide (ANCE, Xiong et al., ICLR 2021, refreshes them from the model in
+training; C-Pack's BGE fine-tuning mines its hard negatives following it). Only the last round is published;
+each earlier round's build is published to a hub of its own inside the workspace (`Workspace.round_hub`),
+where its fine-tune reads it back as any trainer would, and the published card records every round's guide.
 
 A round's guide is named by its files' digest, so round r's embedding cache and mining fingerprint follow the
 fine-tuned weights, and a rerun that retrains nothing mines nothing again.
