@@ -72,7 +72,7 @@ def test_quality_benchmark_variants_are_valid_configs():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import quality
 
-    assert {"gist", "default", "ntuple2", "ntuple4", "separate4", "deep", "label_noise"} <= set(quality.VARIANTS)
+    assert {"gist", "default", "ntuple2", "ntuple4", "separate4", "deep", "label_noise", "rounds2"} <= set(quality.VARIANTS)
     for spec in quality.VARIANTS.values():
         MiningConfig(**spec.get("mining", {}))
         CleanConfig(**spec.get("clean", {}))
