@@ -28,8 +28,7 @@ def fail_fast():
           description="The test splits of the included MTEB tasks: evaluation data that training must not contain.")
 def mteb_test_texts(context: dg.AssetExecutionContext, gistforge: BuildResource) -> dg.MaterializeResult:
     with fail_fast():
-        cfg = gistforge.config()
-        report = decontaminate.collect_test_texts(gistforge.workspace(), cfg.included_tasks, cfg.network)
+        report = gistforge.road().test_texts()
     context.log.info("decontamination reference: %s test texts", report.test_texts)
     return dg.MaterializeResult(metadata={**reuse_metadata(report), "dagster/row_count": report.test_texts,
                                           "per_task": dg.MetadataValue.json(report.per_task),
@@ -47,11 +46,9 @@ def medi_triplets_asset(guide_op_tags: dict[str, str] | None = None) -> dg.Asset
                           "counted).")
     def medi_triplets(context: dg.AssetExecutionContext, gistforge: BuildResource,
                       guide: GuideModelResource) -> dg.MaterializeResult:
-        cfg, ws = gistforge.config(), gistforge.workspace()
+        road = gistforge.road(guide.device)
         with fail_fast():
-            report = ingest.ingest_medi(ws, cfg.medi, cfg.decontamination,
-                                        guide=guide.ref(cfg).identity(guide.precision(cfg)),
-                                        embed=lambda: guide.encoder(cfg, ws).vectors, network=cfg.network)
+            report = road.medi(guide.loader(road))
         context.log.info("MEDI: %s", report.account)
         return dg.MaterializeResult(metadata={**reuse_metadata(report), **account_metadata(report.account),
                                               "medi_tasks": report.tasks})
@@ -65,12 +62,11 @@ def train_split_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
               deps=[mteb_test_texts],
               description="One task's labelled train split at its pinned revision, cleaned for mining.")
     def mteb_train_split(context: dg.AssetExecutionContext, gistforge: BuildResource) -> dg.MaterializeResult:
-        cfg = gistforge.config()
         with fail_fast():
-            report = ingest.ingest_task(gistforge.workspace(), cfg.task(context.partition_key), cfg.decontamination,
-                                        cfg.exclusions, cfg.network)
+            report = gistforge.road().split(context.partition_key)
         context.log.info("%s: %s", context.partition_key, report.account)
+        source = dg.MetadataValue.json(report.source.model_dump(exclude_none=True))
         return dg.MaterializeResult(metadata={**reuse_metadata(report), **account_metadata(report.account),
-                                              "labels": report.labels, "source": dg.MetadataValue.json(report.source)})
+                                              "labels": report.labels, "source": source})
 
     return mteb_train_split

@@ -80,12 +80,9 @@ def mined_triplets_asset(partitions: dg.PartitionsDefinition, op_tags: dict[str,
                                                    f"{round - 1}'s build."))
     def mined_triplets(context: dg.AssetExecutionContext, gistforge: BuildResource,
                        guide: GuideModelResource) -> dg.MaterializeResult:
-        cfg, ws = gistforge.config(), gistforge.workspace(round)
-        precision = guide.precision(cfg)
-        ref = rounds.round_guide(ws, cfg, round)
-        report = mine.mine_task(ws, cfg.task(context.partition_key), mining=cfg.mining, seed=cfg.seed,
-                                decontamination=cfg.decontamination, guide_ref=ref, precision=precision,
-                                guide=lambda: guide.encoder(cfg, ws, None if round == 1 else ref), clean=cfg.clean)
+        road = gistforge.road(guide.device)
+        cfg, precision = road.cfg, road.precision
+        report = road.mine(context.partition_key, guide.loader(road), round)
         stats = report.mining
         context.log.info("%s: %s", context.partition_key, stats)
         return dg.MaterializeResult(check_results=[agreement_check(report.agreement, precision),

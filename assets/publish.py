@@ -24,7 +24,7 @@ def triplet_dataset_asset(mining_rounds: int = 1) -> dg.AssetsDefinition:
               description="MEDI + mined triplets in the published schema: shards and dataset card. Its checks block "
                           "publishing.")
     def triplet_dataset(context: dg.AssetExecutionContext, gistforge: BuildResource) -> dg.MaterializeResult:
-        report = build.build_dataset(gistforge.workspace(), gistforge.config())
+        report = gistforge.road().build()
         context.log.info("built %s rows, content hash %s", report.rows, report.content_hash)
         return dg.MaterializeResult(data_version=dg.DataVersion(report.content_hash), check_results=[
             dg.AssetCheckResult(check_name=c.name, passed=c.passed, description=c.description,

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Callable
 
 import dagster as dg
 
 from pipeline.config import BuildConfig, NetworkConfig
 from pipeline.road.embed import GuideEncoder
-from pipeline.road.precision import resolve_precision
-from pipeline.road.model_ref import ModelRef, resolve_model
+from pipeline.road.model_ref import ModelRef
 from pipeline.road.hub_publisher import HubPublisher
 from pipeline.road.local_hub import LocalHub
 from pipeline.road.publish import Publisher
+from pipeline.road.stages import Road
 from pipeline.workspace import Workspace
 
 
@@ -35,6 +36,10 @@ class BuildResource(dg.ConfigurableResource):
     def config(self) -> BuildConfig:
         return _parse(self.config_json)
 
+    def road(self, device: str | None = None) -> Road:
+        """The road's stages with this configuration, on its workspace; `device`: the guide's (the guide resource's)."""
+        return Road.at_home(self.config(), Path(self.home), device)
+
     def workspace(self, round: int | None = None) -> Workspace:
         """The profile's workspace as mining round `round` sees it (default: the last, whose build is published)."""
         rounds = self.config().mining.rounds
@@ -50,23 +55,15 @@ class GuideModelResource(dg.ConfigurableResource):
 
     device: str | None = None
 
-    def ref(self, cfg: BuildConfig) -> ModelRef:
-        """Which model and exact revision, without loading it."""
-        return resolve_model(cfg.guide_model, cfg.guide_revision)
-
-    def precision(self, cfg: BuildConfig) -> str:
-        """The label of the arithmetic the guide will encode in here (part of the mining fingerprint)."""
-        return resolve_precision(cfg.guide_precision, self.device)
-
-    def encoder(self, cfg: BuildConfig, ws: Workspace, ref: ModelRef | None = None) -> GuideEncoder:
-        """Loaded once per process and configuration; `ref`: a later mining round's guide instead of the
-        configured one (`pipeline.road.rounds.round_guide`)."""
-        key = (cfg.guide_model, cfg.guide_revision, cfg.encode_batch_size, ws.embeddings, self.device,
-               cfg.guide_precision, ref)
-        if key not in _GUIDES:
-            _GUIDES[key] = GuideEncoder(cfg.guide_model, cfg.guide_revision, ws.embeddings, cfg.encode_batch_size,
-                                        self.device, precision=cfg.guide_precision, ref=ref)
-        return _GUIDES[key]
+    def loader(self, road: Road) -> Callable[[ModelRef], GuideEncoder]:
+        """`road`'s guide factory, each guide (the configured one, or a mining round's) loaded once per process."""
+        def load(ref: ModelRef) -> GuideEncoder:
+            cfg = road.cfg
+            key = (ref, cfg.encode_batch_size, road.ws.embeddings, self.device, cfg.guide_precision)
+            if key not in _GUIDES:
+                _GUIDES[key] = road.guide_encoder(ref)
+            return _GUIDES[key]
+        return load
 
 
 class PublisherResource(dg.ConfigurableResource):

@@ -23,7 +23,7 @@ def round_encoder_asset(r: int, op_tags: dict[str, str] | None = None) -> dg.Ass
                           f"the encoder fine-tuned on it: the guide of round {r + 1}'s mining. Never published.")
     def round_encoder(context: dg.AssetExecutionContext, gistforge: BuildResource) -> dg.MaterializeResult:
         try:
-            report = rounds.train_round(gistforge.workspace(r), gistforge.config())
+            report = gistforge.road().train_round(r)
         except rounds.RoundFailed as exc:  # the same data fails the same check again: no retry
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         context.log.info("round %d: encoder %s trained on %s rows", r, report.guide.revision, report.rows)

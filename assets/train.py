@@ -23,15 +23,14 @@ def finetuned_encoder_asset(op_tags: dict[str, str] | None = None) -> dg.AssetsD
                           "evaluation on held-out test splits. Never scheduled: materialise it when you want a model.")
     def finetuned_encoder(context: dg.AssetExecutionContext, gistforge: BuildResource,
                           publisher: PublisherResource) -> dg.MaterializeResult:
-        cfg, ws = gistforge.config(), gistforge.workspace()
+        cfg = gistforge.config()
         target = publisher.publisher(cfg.network)
         tag = target.latest(cfg.dataset_repo_id)
         if tag is None:
             raise dg.Failure(f"{cfg.dataset_repo_id} has no published version in {target.location}: publish one first")
-        trained = train.finetune(ws, repo_id=cfg.dataset_repo_id, tag=tag, location=target.location,
-                                 training=cfg.training, base_model=cfg.base_model or cfg.guide_model,
-                                 guide_model=cfg.guide_model, guide_revision=cfg.guide_revision)
-        ev = evaluate.evaluate_finetune(ws, trained, cfg.included_tasks, cfg.training)
+        road = gistforge.road()
+        trained = road.finetune(tag, target.location)
+        ev = road.evaluate(trained)
         pushed = target.publish_model(trained.model_dir, cfg.training.push_model_repo, tag) \
             if cfg.training.push_model_repo else None
         context.log.info("fine-tuned on %s: %s -> %s", tag, ev.base.mean_accuracy, ev.finetuned.mean_accuracy)

@@ -13,7 +13,6 @@ base_accuracy, gistforge_accuracy, uniform_accuracy, the F1 figures and the eval
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
@@ -44,14 +43,9 @@ def main() -> None:
 
     from pipeline.config import BUNDLED_MODEL, BuildConfig, MiningConfig, TaskSource, TrainConfig
     from pipeline.road import train
-    from pipeline.road.decontaminate import collect_test_texts
-    from pipeline.road.embed import GuideEncoder
-    from pipeline.road.precision import resolve_precision
     from pipeline.road.model_ref import resolve_model
     from pipeline.road.evaluate import mteb_scores, mteb_tasks
-    from pipeline.road.ingest import ingest_task
-    from pipeline.road.mine import mine_task
-    from pipeline.workspace import Workspace
+    from pipeline.road.stages import Road
 
     out = Path(args.out or tempfile.mkdtemp(prefix="gistforge-ft-"))
     ref = resolve_model(BUNDLED_MODEL)
@@ -71,15 +65,11 @@ def main() -> None:
     for mode in ("hard", "uniform"):
         cfg = BuildConfig(profile=f"ft-{mode}", medi=None, guide_model=BUNDLED_MODEL, tasks=[TaskSource(name=task)],
                           mining=MiningConfig(negative_strategy=mode), training=tc)
-        ws = Workspace(out, cfg.profile)
-        src = cfg.task(task)
-        guide = functools.partial(GuideEncoder, cfg.guide_model, cfg.guide_revision, ws.embeddings,
-                                  cfg.encode_batch_size)  # loaded only when the triplets are not up to date
-        collect_test_texts(ws, cfg.included_tasks)
-        ingest_task(ws, src, cfg.decontamination, cfg.exclusions)
-        mine_task(ws, src, mining=cfg.mining, seed=cfg.seed, decontamination=cfg.decontamination,
-                  guide_ref=resolve_model(cfg.guide_model, cfg.guide_revision), precision=resolve_precision(),
-                  guide=guide)
+        road = Road.at_home(cfg, out)
+        ws, src = road.ws, cfg.task(task)
+        road.test_texts()
+        road.split(task)
+        road.mine(task)  # the guide is loaded only when the triplets are not up to date
         triplets = pl.read_parquet(ws.triplets(task))
         sets = {task: datasets.Dataset.from_dict({"anchor": triplets["query"].to_list(),
                                                   "positive": triplets["pos"].to_list(),

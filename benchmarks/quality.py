@@ -161,18 +161,14 @@ def main() -> None:
     os.environ.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     logging.basicConfig(level=logging.WARNING)
 
-    import functools
     from importlib.metadata import version
 
     from pipeline.config import BUNDLED_MODEL, BuildConfig, CleanConfig, MiningConfig
-    from pipeline.road.decontaminate import collect_test_texts
-    from pipeline.road.embed import GuideEncoder
-    from pipeline.road.precision import resolve_precision
     from pipeline.road.model_ref import resolve_model
     from pipeline.road.evaluate import mteb_scores, mteb_tasks
-    from pipeline.road.ingest import ingest_task
-    from pipeline.road.mine import MineReport, mine_task
+    from pipeline.road.mine import MineReport
     from pipeline.road.rounds import fine_tuned_ref
+    from pipeline.road.stages import Road
 
     out = Path(args.out or tempfile.mkdtemp(prefix="gistforge-quality-"))
     ref = resolve_model(BUNDLED_MODEL)
@@ -192,17 +188,13 @@ def main() -> None:
                 cfg = BuildConfig(profile=f"q-{task}-{variant}-{seed}", medi=None, guide_model=BUNDLED_MODEL,
                                   tasks=[src], mining=MiningConfig(**spec.get("mining", {})),
                                   clean=CleanConfig(**spec.get("clean", {})), seed=seed)
-                from pipeline.workspace import Workspace
-
-                ws = Workspace(out, cfg.profile)
-                collect_test_texts(ws, cfg.included_tasks)
-                ingest_task(ws, src, cfg.decontamination, cfg.exclusions)
-                guide = functools.partial(GuideEncoder, cfg.guide_model, cfg.guide_revision, ws.embeddings,
-                                          cfg.encode_batch_size)
-                mined: MineReport = mine_task(ws, src, mining=cfg.mining, seed=seed,
-                                              decontamination=cfg.decontamination,
-                                              guide_ref=resolve_model(cfg.guide_model, cfg.guide_revision),
-                                              precision=resolve_precision(), guide=guide, clean=cfg.clean)
+                # one round through the stages; the `rounds2` variant's round 2 is mined below with its own
+                # short fine-tune (`--round-train`), not the `round1_encoder` stage's full one
+                road = Road.at_home(cfg, out)
+                ws = road.round(1)
+                road.test_texts()
+                road.split(src.name)
+                mined: MineReport = road.mine(src.name)
                 round_facts = {}
                 if cfg.mining.rounds == 2:
                     t0 = time.time()
@@ -213,11 +205,9 @@ def main() -> None:
                         (Path(ref.path) / "sentence_bert_config.json").read_text())["max_seq_length"]
                     encoder.save(str(out / "models" / cfg.profile / "round1"))
                     guide_ref = fine_tuned_ref(out / "models" / cfg.profile / "round1", "bundled MiniLM", 1)
-                    ws = ws.at_round(2, 2)
+                    ws = road.round(2)
                     first_pos = mined.mining.pos_sim.mean
-                    mined = mine_task(ws, src, mining=cfg.mining, seed=seed, decontamination=cfg.decontamination,
-                                      guide_ref=guide_ref, precision=resolve_precision(),
-                                      guide=functools.partial(guide, ref=guide_ref), clean=cfg.clean)
+                    mined = road.mine(src.name, r=2, ref=guide_ref)
                     round_facts = {"round1_rows": first.num_rows, "round1_steps": steps,
                                    "round1_s": round(time.time() - t0, 1), "round1_pos_sim": first_pos,
                                    "round2_pos_sim": mined.mining.pos_sim.mean}

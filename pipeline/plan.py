@@ -15,12 +15,15 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from pydantic import BaseModel
 
 from pipeline.config import BuildConfig
 from pipeline.workspace import StageIdentity, StageReport, Workspace
+
+if TYPE_CHECKING:  # the stages load torch and faiss: `gistforge plan` imports them only when it plans
+    from pipeline.road.stages import Road
 
 log = logging.getLogger(__name__)
 
@@ -158,34 +161,22 @@ def plan_build(ws: Workspace, cfg: BuildConfig, *, guide_device: str | None = No
     `published()` gives the versions already published (content hash -> tag) and the tag `main` points at;
     `location` is where they are (`pipeline.road.publish.Location`), for the fine-tune's fingerprint.
     """
-    from pipeline.road import decontaminate, evaluate, ingest, mine, train
     from pipeline.road.build import last_build
-    from pipeline.road.precision import resolve_precision
-    from pipeline.road.model_ref import resolve_model
+    from pipeline.road.stages import Road
 
-    rounds = cfg.mining.rounds
-    pws = PlanningWorkspace(ws.home, ws.profile).at_round(rounds, rounds)
-    planner = _Planner(pws)
+    last = cfg.mining.rounds
+    road = Road(cfg, PlanningWorkspace(ws.home, ws.profile).at_round(last, last), guide_device)
+    planner = _Planner(road.ws)
     never = _never_loaded
-    reference = planner.stage("mteb_test_texts", lambda: decontaminate.collect_test_texts(
-        pws, cfg.included_tasks, cfg.network))
-    guide_ref = resolve_model(cfg.guide_model, cfg.guide_revision)
-    precision = resolve_precision(cfg.guide_precision, guide_device)
-    planner.stage("medi_triplets", lambda: ingest.ingest_medi(
-        pws, cfg.medi, cfg.decontamination, guide=guide_ref.identity(precision), embed=never,
-        network=cfg.network), after=[reference])
+    reference = planner.stage("mteb_test_texts", road.test_texts)
+    planner.stage("medi_triplets", lambda: road.medi(never), after=[reference])
     names = tasks or [t.name for t in cfg.included_tasks]
     splits = {}
     for name in names:
-        src = cfg.task(name)
-        splits[name] = planner.stage("mteb_train_split", lambda: ingest.ingest_task(
-            pws, src, cfg.decontamination, cfg.exclusions, cfg.network), partition=name, after=[reference])
-        planner.stage("mined_triplets", lambda: mine.mine_task(
-            pws.at_round(1, rounds), src, mining=cfg.mining, seed=cfg.seed, decontamination=cfg.decontamination,
-            guide_ref=guide_ref, precision=precision, guide=never, clean=cfg.clean), partition=name,
-            after=[splits[name]])
-    for r in range(2, rounds + 1):
-        _plan_round(planner, pws, cfg, r, names, splits, precision)
+        splits[name] = planner.stage("mteb_train_split", lambda: road.split(name), partition=name, after=[reference])
+        planner.stage("mined_triplets", lambda: road.mine(name, never), partition=name, after=[splits[name]])
+    for r in range(2, last + 1):
+        _plan_round(planner, road, r, names, splits)
 
     upstream = [s.key for s in planner.stages if s.status != "reuse"]
     failing = [s.key for s in planner.stages if s.status == "fails" and not s.reasons[0].startswith("blocked")]
@@ -212,20 +203,19 @@ def plan_build(ws: Workspace, cfg: BuildConfig, *, guide_device: str | None = No
             [f"content {content[:12]} is not published yet"]
         planner.derived("published_dataset", "redo", why)
     if finetune:
-        _plan_finetune(planner, pws, cfg, main if tag else None, location, train, evaluate)
+        _plan_finetune(planner, road, main if tag else None, location)
     return BuildPlan(profile=cfg.profile, stages=planner.stages)
 
 
-def _plan_round(planner: _Planner, pws: PlanningWorkspace, cfg: BuildConfig, r: int, names: list[str],
-                splits: dict[str, StagePlan], precision: str) -> None:
+def _plan_round(planner: _Planner, road: Road, r: int, names: list[str], splits: dict[str, StagePlan]) -> None:
     """Round r > 1 of `mining.rounds`: round r-1's encoder trains on round r-1's build, which is known only when
     everything it is built from is reused (then it is the build recorded last time); round r mines with that
     encoder, whose revision is known only when its training is reused."""
-    from pipeline.road import mine, rounds, train
+    from pipeline.road import rounds
     from pipeline.road.local_hub import LocalHub
     from pipeline.road.publish import last_published
 
-    prev, view = pws.at_round(r - 1, cfg.mining.rounds), pws.at_round(r, cfg.mining.rounds)
+    prev = road.round(r - 1)
     encoder = rounds.encoder_asset(r - 1)
     if failing := [s.key for s in planner.stages if s.status == "fails"]:
         enc = planner.derived(encoder, "fails", [f"blocked: {', '.join(failing)} fails"])
@@ -237,46 +227,38 @@ def _plan_round(planner: _Planner, pws: PlanningWorkspace, cfg: BuildConfig, r: 
         except (FileNotFoundError, ValueError) as exc:
             enc = planner.derived(encoder, "redo", [f"never made ({str(exc).splitlines()[0]})"])
         else:
-            enc = planner.stage(encoder, lambda: train.finetune(
-                prev, repo_id=cfg.dataset_repo_id, tag=built.tag, location=LocalHub(prev.round_hub()).location,
-                training=cfg.training, base_model=cfg.base_model or cfg.guide_model, guide_model=cfg.guide_model,
-                guide_revision=cfg.guide_revision))
+            enc = planner.stage(encoder, lambda: road.finetune(built.tag, LocalHub(prev.round_hub()).location, r - 1))
     guide_ref = None
     if enc.status == "reuse":
         try:
-            guide_ref = rounds.round_guide(view, cfg, r)
+            guide_ref = road.guide_ref(r)
         except (FileNotFoundError, ValueError) as exc:  # trained, but killed before its report was saved
             enc.status, enc.reasons = "redo", [f"never made ({str(exc).splitlines()[0]})"]
     for name in names:
         asset = rounds.mined_asset(r)
         if guide_ref is not None:
-            planner.stage(asset, lambda: mine.mine_task(
-                view, cfg.task(name), mining=cfg.mining, seed=cfg.seed, decontamination=cfg.decontamination,
-                guide_ref=guide_ref, precision=precision, guide=_never_loaded, clean=cfg.clean), partition=name,
-                after=[splits[name]])
+            planner.stage(asset, lambda: road.mine(name, _never_loaded, r), partition=name, after=[splits[name]])
         elif enc.status == "fails":
             planner.derived(asset, "fails", [f"blocked: {enc.key} fails"], partition=name)
         else:
             planner.derived(asset, "redo", [f"input {enc.key} is redone: a new guide"], partition=name)
 
 
-def _plan_finetune(planner: _Planner, pws: PlanningWorkspace, cfg: BuildConfig, tag: str | None, location: Any,
-                   train: Any, evaluate: Any) -> None:
+def _plan_finetune(planner: _Planner, road: Road, tag: str | None, location: Any) -> None:
     """The fine-tune trains on the version `main` points at after the publish: known only when the publish
     is reused (then `main` stays where it is)."""
     if tag is None:
         planner.derived("finetuned_encoder", "redo", ["published_dataset would publish a new version to train on"])
         return
-    trained = planner.stage("finetuned_encoder", lambda: train.finetune(
-        pws, repo_id=cfg.dataset_repo_id, tag=tag, location=location, training=cfg.training,
-        base_model=cfg.base_model or cfg.guide_model, guide_model=cfg.guide_model, guide_revision=cfg.guide_revision))
+    from pipeline.road.train import TrainReport
+
+    trained = planner.stage("finetuned_encoder", lambda: road.finetune(tag, location))
     if trained.status == "fails":
         return
-    model_dir = pws.model_dir(tag) / "model"
-    report = train.TrainReport.model_construct(fingerprint=trained.fingerprint, model_dir=str(model_dir))
-    planner.stage("finetuned_encoder (evaluation)", lambda: evaluate.evaluate_finetune(
-        pws, report, cfg.included_tasks, cfg.training))
+    model_dir = road.ws.model_dir(tag) / "model"
+    report = TrainReport.model_construct(fingerprint=trained.fingerprint, model_dir=str(model_dir))
+    planner.stage("finetuned_encoder (evaluation)", lambda: road.evaluate(report))
 
 
-def _never_loaded() -> StageReport:
+def _never_loaded(*_: Any) -> StageReport:
     raise RuntimeError("planning never loads a model")

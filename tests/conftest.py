@@ -44,49 +44,6 @@ def embedded_build(tmp_path_factory):
     return home
 
 
-class Road:
-    """The library's stages over one configuration and workspace, called the way the assets call them."""
-
-    def __init__(self, cfg, ws):
-        self.cfg, self.ws = cfg, ws
-
-    def guide(self):
-        from pipeline.road.embed import GuideEncoder
-
-        return GuideEncoder(self.cfg.guide_model, self.cfg.guide_revision, self.ws.embeddings,
-                            self.cfg.encode_batch_size, precision=self.cfg.guide_precision)
-
-    def test_texts(self):
-        from pipeline.road.decontaminate import collect_test_texts
-
-        return collect_test_texts(self.ws, self.cfg.included_tasks)
-
-    def medi(self, embed=None):
-        from pipeline.road.precision import resolve_precision
-        from pipeline.road.model_ref import resolve_model
-        from pipeline.road.ingest import ingest_medi
-
-        return ingest_medi(self.ws, self.cfg.medi, self.cfg.decontamination,
-                           guide=resolve_model(self.cfg.guide_model, self.cfg.guide_revision).identity(
-                               resolve_precision(self.cfg.guide_precision)),
-                           embed=embed or (lambda: self.guide().vectors))
-
-    def split(self, task):
-        from pipeline.road.ingest import ingest_task
-
-        return ingest_task(self.ws, self.cfg.task(task), self.cfg.decontamination, self.cfg.exclusions)
-
-    def mine(self, task, guide=None):
-        from pipeline.road.precision import resolve_precision
-        from pipeline.road.model_ref import resolve_model
-        from pipeline.road.mine import mine_task
-
-        return mine_task(self.ws, self.cfg.task(task), mining=self.cfg.mining, seed=self.cfg.seed,
-                         decontamination=self.cfg.decontamination,
-                         guide_ref=resolve_model(self.cfg.guide_model, self.cfg.guide_revision),
-                         precision=resolve_precision(self.cfg.guide_precision), guide=guide or self.guide)
-
-
 def make_hub_repo(cache: Path, repo_id: str, revision: str, files: dict[str, str | bytes], ref: str = "main") -> Path:
     """A dataset repo in Hub-cache layout, as `snapshot_download` leaves it."""
     repo = cache / f"datasets--{repo_id.replace('/', '--')}"

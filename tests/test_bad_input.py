@@ -42,7 +42,7 @@ def test_very_long_text_is_kept_intact(tmp_path):
     """Truncated only inside the encoder; the published text is the whole text."""
     from pipeline.config import BuildConfig
     from pipeline.workspace import Workspace
-    from tests.conftest import Road
+    from pipeline.road.stages import Road
 
     long = "a very long review " * 6000  # 114k characters
     rows = [{"text": long, "label": 0}] + [{"text": f"short text {i}", "label": i % 2} for i in range(7)]
@@ -73,7 +73,7 @@ def test_a_task_left_with_no_eligible_row_mines_nothing_and_the_build_goes_on(tm
     from pipeline.config import BuildConfig
     from pipeline.road.build import EmptyBuildError, build_dataset
     from pipeline.workspace import Workspace
-    from tests.conftest import Road
+    from pipeline.road.stages import Road
 
     (tmp_path / "one.jsonl").write_text("".join(json.dumps({"text": f"t{i}", "label": 0}) + "\n" for i in range(5)))
     (tmp_path / "two.jsonl").write_text("".join(json.dumps({"text": f"u{i}", "label": i % 2}) + "\n" for i in range(6)))
@@ -85,7 +85,7 @@ def test_a_task_left_with_no_eligible_row_mines_nothing_and_the_build_goes_on(tm
     road.medi()
     assert road.split("One").account.drops == {"no_other_label": 5}
     loads = []
-    empty = road.mine("One", guide=lambda: loads.append(1))
+    empty = road.mine("One", guide=lambda ref: loads.append(1))
     assert empty.account.rows_in == 0 and empty.mining.triplets == 0 and loads == [], "no model for no rows"
     road.split("Two")
     road.mine("Two")

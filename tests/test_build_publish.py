@@ -4,7 +4,6 @@ import os
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
-import pytest
 
 from pipeline.config import TaskSource
 from pipeline.road.build import assemble, content_hash, medi_frame, write_build

@@ -16,7 +16,8 @@ from pipeline.road.build import assemble, build_dataset, ntuple_tables, write_bu
 from pipeline.road.local_hub import LocalHub
 from pipeline.road.train import task_columns, task_datasets
 from pipeline.workspace import Workspace
-from tests.conftest import Road, jsonl
+from pipeline.road.stages import Road
+from tests.conftest import jsonl
 from tests.test_build_publish import _frames
 
 K = 2  # negatives per query

@@ -4,7 +4,7 @@ import polars as pl
 
 from pipeline.config import BuildConfig, MediSource, TaskSource
 from pipeline.workspace import Workspace
-from tests.conftest import Road
+from pipeline.road.stages import Road
 
 
 def _task(tmp_path, train, test, threshold):
@@ -52,17 +52,17 @@ def test_medi_rows_get_the_near_duplicate_pass_against_every_task(tmp_path):
     Road(cfg, ws).test_texts()
     loads = []
 
-    def embed():
+    def guide(ref):
         loads.append(1)
-        return Road(cfg, ws).guide().vectors
+        return Road(cfg, ws).guide_encoder(ref)
 
-    report = Road(cfg, ws).medi(embed)
+    report = Road(cfg, ws).medi(guide)
     assert report.account.model_dump() == {"source": "MEDI", "rows_in": 3, "rows_out": 1,
                                            "drops": {"test_near_duplicate": 2}}
     assert pl.read_parquet(ws.medi_rows())["neg"].to_list() == ["the stock market fell today"]
     assert loads == [1]
     off = cfg.model_copy(update={"decontamination": cfg.decontamination.model_copy(update={"near_duplicate_threshold": None})})
-    assert Road(off, ws).medi(embed).account.rows_out == 3 and loads == [1], "no pass, no model load"
+    assert Road(off, ws).medi(guide).account.rows_out == 3 and loads == [1], "no pass, no model load"
 
 
 def test_the_medi_near_duplicate_pass_is_redone_when_the_guide_s_precision_changes(tmp_path):
@@ -79,7 +79,7 @@ def test_the_medi_near_duplicate_pass_is_redone_when_the_guide_s_precision_chang
     cfg = cfg.model_copy(update={"medi": MediSource(kind="json", path=tmp_path / "medi-data.json")})
     Road(cfg, ws).test_texts()
     ref = resolve_model(cfg.guide_model, cfg.guide_revision)
-    embed = lambda: Road(cfg, ws).guide().vectors  # noqa: E731
+    embed = lambda: Road(cfg, ws).guide_encoder().vectors  # noqa: E731
 
     first = ingest_medi(ws, cfg.medi, cfg.decontamination, guide=ref.identity("float32"), embed=embed)
     assert ingest_medi(ws, cfg.medi, cfg.decontamination, guide=ref.identity("float32"), embed=embed).reused

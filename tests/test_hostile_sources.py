@@ -11,7 +11,6 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
-import polars as pl
 import pytest
 import yaml
 from hypothesis import HealthCheck, assume, example, given, settings, strategies as st

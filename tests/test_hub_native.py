@@ -16,7 +16,8 @@ from pipeline.road.build import build_dataset
 from pipeline.road.local_hub import LocalHub
 from pipeline.road.miner import margin_limit
 from pipeline.workspace import Workspace
-from tests.conftest import BANKING_REV, Road, jsonl, make_hub_repo
+from pipeline.road.stages import Road
+from tests.conftest import BANKING_REV, jsonl, make_hub_repo
 
 K = 2  # negatives per query
 

@@ -1,16 +1,12 @@
 """Versioned publishing: the local hub read back the way trainers read the Hub, and the Hub path."""
 
 import datetime as dt
-import hashlib
 import json
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 
-import httpx2
 import polars as pl
 import pytest
-from huggingface_hub.errors import HfHubHTTPError
 
 from pipeline.road import local_hub, versioning
 from pipeline.road.build import assemble, write_build

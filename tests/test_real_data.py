@@ -8,7 +8,8 @@ import pytest
 from pipeline.config import BuildConfig, TaskSource
 from pipeline.road.sources import load_task_split
 from pipeline.workspace import Workspace
-from tests.conftest import SHARED_DATA, Road
+from pipeline.road.stages import Road
+from tests.conftest import SHARED_DATA
 
 CACHE = SHARED_DATA / "hf-hub-cache"
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (CACHE / "datasets--mteb--banking77").is_dir(),

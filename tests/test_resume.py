@@ -7,7 +7,7 @@ import pytest
 from pipeline.config import BuildConfig, MiningConfig, TaskSource
 from pipeline.road import mine
 from pipeline.workspace import StageSpec, Workspace
-from tests.conftest import Road
+from pipeline.road.stages import Road
 
 TRAIN = [("reset my pin", 0), ("change my pin code", 0), ("forgot my pin", 0),
          ("close my account", 1), ("delete my account", 1), ("shut down my account", 1),
@@ -31,9 +31,9 @@ def test_unchanged_stages_are_reused_and_changed_ones_redone(tmp_path, monkeypat
     road = Road(cfg, ws)
     loads = []
 
-    def guide():
+    def guide(ref):
         loads.append(1)
-        return road.guide()
+        return road.guide_encoder(ref)
 
     first = [road.test_texts(), road.split("Intents"), road.mine("Intents", guide)]
     assert not any(r.reused for r in first) and loads == [1]

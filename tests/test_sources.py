@@ -97,14 +97,14 @@ def test_medi_hub_parquet_from_cache(tmp_path):
 
 def test_only_the_shipped_sample_is_called_a_sample(tmp_path):
     from pipeline.config import SAMPLE_DIR
-    from pipeline.road.sources import describe_task_source
+    from pipeline.road.sources import resolve
 
     shipped = TaskSource(name="Banking77Classification", cache_dir=SAMPLE_DIR / "hf-hub-cache")
     user_cache = tmp_path / "sample" / "hub"  # "sample" in the path
     make_hub_repo(user_cache, "mteb/banking77", "0fd18e25b25c072e09e0d92ab615fda904d66300", {"train.jsonl": "{}\n"})
     user = TaskSource(name="Banking77Classification", cache_dir=user_cache)
-    assert describe_task_source(shipped)["sample"] is True
-    assert describe_task_source(user)["sample"] is False
+    assert resolve(shipped).provenance.sample is True
+    assert resolve(user).provenance.sample is False
 
 
 def test_a_stage_resolves_a_hub_source_once_so_a_moving_ref_names_one_commit(tmp_path, banking_like_rows, monkeypatch):
@@ -128,7 +128,22 @@ def test_a_stage_resolves_a_hub_source_once_so_a_moving_ref_names_one_commit(tmp
     assert calls == [("mteb/banking77", "main")]
     report = ingest_task(ws, src, DecontaminationConfig(), {})
     assert len(calls) == 2
-    assert report.source["commit"] == "d" * 40 and report.source["moving_ref"] is True
+    assert report.source.commit == "d" * 40 and report.source.moving_ref is True
     assert report.account.rows_in == len(banking_like_rows)
     ingest_task(ws, src, DecontaminationConfig(), {})  # reused: the identity is the one lookup
     assert len(calls) == 3
+
+
+def test_a_resolved_source_holds_one_identity_for_the_fingerprint_and_a_path_free_provenance(tmp_path):
+    """A local file is pinned by its path, size and mtime (for reuse) but the card names only its file name; a
+    reader given the resolved source reads the same file without resolving it again."""
+    from pipeline.road.sources import resolve
+
+    path = tmp_path / "deep" / "intents.jsonl"
+    path.parent.mkdir()
+    path.write_text('{"text": "hi", "label": "greet"}\n')
+    found = resolve(TaskSource(name="T", kind="local", path=path, label_text_column=None, license="cc-by-4.0"))
+    assert found.identity["file"]["size"] == path.stat().st_size and found.identity["test"] == {}
+    assert found.provenance.path == "intents.jsonl" and str(tmp_path) not in found.provenance.model_dump_json()
+    assert (found.provenance.license, found.provenance.license_from) == ("cc-by-4.0", "the build config")
+    assert load_task_split(found)["text"].to_list() == ["hi"]

@@ -14,7 +14,7 @@ import re
 # Characters that could open markup, as HTML character references: a renderer shows the character itself, and
 # no parser (CommonMark, GFM tables and autolinks, Python-Markdown) reads it as syntax.
 _ENTITIES = {"|": "&#124;", "<": "&lt;", ">": "&gt;", "[": "&#91;", "]": "&#93;", "`": "&#96;"}
-_SPECIAL = re.compile(r"[|<>\[\]`]|&(?=#?\w+;)|\\|(?<=:)//|(?<=www)\.", re.IGNORECASE)
+_SPECIAL = re.compile(r"[|<>\[\]`]|&(?=#?\w+;)|\\|//|(?<=www)\.", re.IGNORECASE)
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
 _CODE_SAFE = re.compile(r"[\w.\-/:@+=~^,()' ]*")
 
@@ -36,7 +36,7 @@ def escape(text: object) -> str:
         if c == "\\":
             return "\\\\"
         if c == "//":
-            return "&#47;&#47;"  # `https://...` is not autolinked (GFM's extended autolinks)
+            return "&#47;&#47;"  # `https://...` is not autolinked (GFM's extended autolinks), wherever it starts
         if c == ".":
             return "&#46;"  # nor `www.`
         return _ENTITIES[c]

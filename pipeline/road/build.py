@@ -26,6 +26,7 @@ from pipeline.road.card import MiningOutcome, MiningRound, licenses_md, render_c
 from pipeline.road.checks import CheckOutcome, verify_build
 from pipeline.road.model_ref import public_model_name
 from pipeline.road.ingest import MediReport, SplitReport
+from pipeline.road.sources import Provenance
 from pipeline.road.mine import MineReport
 from pipeline.schema import (CANDIDATES_ARROW, CORPUS_ARROW, NTUPLE_TASKS_ARROW, PL_SCHEMA, SCHEMA, TRIPLET_COLUMNS,
                              TRIPLETS_ARROW, ntuple_schema)
@@ -185,13 +186,16 @@ class SourceRows(BaseModel):
     rows_out: int
 
     @classmethod
-    def of(cls, name: str, described: dict | None, first: RowAccount, last: RowAccount | None = None) -> "SourceRows":
-        d = described or {}
-        repo = (d.get("repo_id") or d.get("path") or "") + (" (embedded sample)" if d.get("sample") else "")
-        return cls(source=name, repo=repo, revision=d.get("revision") or "",
-                   commit=d.get("commit") or "", moving_ref=bool(d.get("moving_ref")),
-                   license=d.get("license") or "unknown", license_from=d.get("license_from") or "not recorded",
-                   rows_in=first.rows_in, rows_out=(last or first).rows_out)
+    def of(cls, name: str, described: Provenance | None, first: RowAccount,
+           last: RowAccount | None = None) -> "SourceRows":
+        rows = {"rows_in": first.rows_in, "rows_out": (last or first).rows_out}
+        if described is None:
+            return cls(source=name, repo="", revision="", commit="", moving_ref=False, license="unknown",
+                       license_from="not recorded", **rows)
+        d = described
+        return cls(source=name, repo=(d.repo_id or d.path or "") + (" (embedded sample)" if d.sample else ""),
+                   revision=d.revision or "", commit=d.commit or "", moving_ref=d.moving_ref,
+                   license=d.license, license_from=d.license_from, **rows)
 
 
 class ConfigRows(BaseModel):

@@ -19,8 +19,7 @@ from pipeline.common.text import text_keys
 from pipeline.common.retry import RetryBudget
 from pipeline.config import DecontaminationConfig, NetworkConfig, TaskSource
 from pipeline.registry import get_task
-from pipeline.road.sources import (labelled_frame, load_split, pin, read_local, resolve, snapshot_folder,
-                                   source_identity)
+from pipeline.road.sources import ResolvedSource, labelled_frame, load_split, read_local, resolve, resolved
 from pipeline.workspace import StageReport, StageSpec, Workspace
 
 log = logging.getLogger(__name__)
@@ -48,35 +47,35 @@ def no_test_split(src: TaskSource) -> str | None:
     return None
 
 
-def load_test_split(src: TaskSource, budget: RetryBudget | None = None,
-                    folder: Path | None = None) -> pl.DataFrame | None:
+def load_test_split(source: TaskSource | ResolvedSource, budget: RetryBudget | None = None) -> pl.DataFrame | None:
     """The task's held-out test split as `text, label, label_text`; None only when it truly has none.
 
     A test split that should exist but cannot be read fails (a `SourceError`): a leak check that quietly
     checks less must never happen.
     """
+    src = source.source if isinstance(source, ResolvedSource) else source
     if no_test_split(src):
         return None
-    if src.kind == "local":
+    found = resolved(source, budget)
+    if found.folder is None:
         return labelled_frame(read_local(Path(src.test_path), f"local task {src.name} test"), src, src.name)
     task = get_task(src.name)
-    source = f"{src.name} ({'@'.join(pin(src))}) test"
-    return labelled_frame(load_split(snapshot_folder(src, budget, folder), source, task.config, task.test_split),
-                          src, source)
+    label = f"{found.label} test"
+    return labelled_frame(load_split(found.folder, label, task.config, task.test_split), src, label)
 
 
 def collect_test_texts(ws: Workspace, tasks: Sequence[TaskSource],
                        network: NetworkConfig = NetworkConfig()) -> ReferenceReport:
     """The decontamination reference: `task, text, key` of every given task's test split."""
     budget = network.budget()
-    folders = [resolve(src, budget) for src in tasks]  # once each: the fingerprint and the texts name one commit
+    sources = [resolve(src, budget) for src in tasks]  # once each: the fingerprint and the texts name one commit
     ident = SPEC.identify({"tasks": [src.model_dump(mode="json") for src in tasks]},
-                          {"sources": [source_identity(src, folder=f) for src, f in zip(tasks, folders)]})
+                          {"sources": [s.identity for s in sources]})
     if (done := ws.reuse(ws.test_texts(), ident, ReferenceReport)) is not None:
         return done
     frames = []
-    for src, folder in zip(tasks, folders):
-        test = load_test_split(src, folder=folder)
+    for src, found in zip(tasks, sources):
+        test = load_test_split(found)
         if test is not None:
             frames.append(test.select(pl.lit(src.name).alias("task"), "text").filter(pl.col("text").is_not_null()))
     df = pl.concat(frames) if frames else pl.DataFrame(schema={"task": pl.String, "text": pl.String})

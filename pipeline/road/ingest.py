@@ -16,8 +16,7 @@ from pipeline.common.accounting import RowAccount
 from pipeline.config import DecontaminationConfig, MediSource, NetworkConfig, TaskSource
 from pipeline.road.clean import clean_labelled, clean_medi
 from pipeline.road.decontaminate import near_duplicate_texts, reference_fingerprint, reference_keys, reference_texts
-from pipeline.road.sources import (describe_medi_source, describe_task_source, load_medi, load_task_split, resolve,
-                                   source_identity)
+from pipeline.road.sources import Provenance, load_medi, load_task_split, resolve
 from pipeline.schema import MEDI_COLUMNS
 from pipeline.workspace import StageReport, StageSpec, Workspace
 
@@ -30,13 +29,13 @@ TASK_SPEC = StageSpec("split", version="4")  # 4: labels stripped, numbers in on
 class MediReport(StageReport):
     account: RowAccount
     tasks: int
-    source: dict | None = None  # provenance for the card; None when the profile has no MEDI
+    source: Provenance | None = None  # for the card; None when the profile has no MEDI
 
 
 class SplitReport(StageReport):
     account: RowAccount
     labels: int
-    source: dict
+    source: Provenance
 
 
 Embed = Callable[[list[str]], np.ndarray]
@@ -52,17 +51,17 @@ def ingest_medi(ws: Workspace, medi: MediSource | None, decontamination: Deconta
     factory of its embed function, called only when that pass runs: a reused stage never loads the model.
     """
     threshold = decontamination.near_duplicate_threshold
-    folder = resolve(medi, network.budget()) if medi else None  # once: the fingerprint, rows and card name one commit
+    found = resolve(medi, network.budget()) if medi else None  # once: the fingerprint, rows and card name one commit
     ident = MEDI_SPEC.identify(
         {"medi": medi, "decontamination": decontamination, "guide": guide if threshold is not None else None},
-        {"source": medi and source_identity(medi, folder=folder),
+        {"source": found and found.identity,
          "reference": reference_fingerprint(ws, decontamination)})
     if (done := ws.reuse(ws.medi_rows(), ident, MediReport)) is not None:
         return done
     if medi is None:
         df, acc = clean_medi(pl.DataFrame(schema={c: pl.String for c in MEDI_COLUMNS}), "MEDI (none configured)")
     else:
-        df, acc = clean_medi(load_medi(medi, folder=folder), "MEDI", reference_keys(ws, decontamination))
+        df, acc = clean_medi(load_medi(found), "MEDI", reference_keys(ws, decontamination))
     tests = reference_texts(ws) if threshold is not None and df.height and embed is not None else []
     if tests:
         texts = pl.concat([df.get_column(c) for c in ("query", "pos", "neg")]).unique(maintain_order=True)
@@ -74,7 +73,7 @@ def ingest_medi(ws: Workspace, medi: MediSource | None, decontamination: Deconta
     acc.check()
     ws.write_parquet(df, ws.medi_rows())
     report = MediReport(account=acc, tasks=df.get_column("task_name").n_unique(),
-                        source=describe_medi_source(medi, folder=folder) if medi else None, fingerprint=ident.fingerprint)
+                        source=found and found.provenance, fingerprint=ident.fingerprint)
     ws.save_report(report, ws.medi_rows(), ident)
     return report
 
@@ -84,17 +83,17 @@ def ingest_task(ws: Workspace, src: TaskSource, decontamination: Decontamination
     """Load and clean one task's train split for mining."""
     if src.name in exclusions:
         raise ValueError(f"task {src.name!r} is excluded ({exclusions[src.name]}); it is never ingested")
-    folder = resolve(src, network.budget())  # once: the fingerprint, rows and card name one commit
+    found = resolve(src, network.budget())  # once: the fingerprint, rows and card name one commit
     ident = TASK_SPEC.identify({"source": src, "decontamination.exact": decontamination.exact},
-                               {"source": source_identity(src, folder=folder),
+                               {"source": found.identity,
                                 "reference": decontamination.exact and ws.fingerprint_of(ws.test_texts())})
     if (done := ws.reuse(ws.split(src.name), ident, SplitReport)) is not None:
         return done
     keys = reference_keys(ws, decontamination)
-    df, acc = clean_labelled(load_task_split(src, folder=folder), f"{src.name} (ingest)", keys)
+    df, acc = clean_labelled(load_task_split(found), f"{src.name} (ingest)", keys)
     faults.point("ingest")
     ws.write_parquet(df, ws.split(src.name))
     report = SplitReport(account=acc, labels=df.get_column("label").n_unique(),
-                         source=describe_task_source(src, folder=folder), fingerprint=ident.fingerprint)
+                         source=found.provenance, fingerprint=ident.fingerprint)
     ws.save_report(report, ws.split(src.name), ident)
     return report

@@ -72,9 +72,7 @@ def train_round(ws: Workspace, cfg: BuildConfig) -> RoundEncoder:
         raise RoundFailed(f"round {ws.round}'s build failed check(s) {', '.join(c.name for c in failed)}: "
                           f"{failed[0].description}")
     version = publish(ws, cfg.dataset_repo_id, LocalHub(ws.round_hub()))
-    trained = train.finetune(ws, repo_id=cfg.dataset_repo_id, tag=version.tag, location=version.location,
-                             training=cfg.training, base_model=cfg.base_model or cfg.guide_model,
-                             guide_model=cfg.guide_model, guide_revision=cfg.guide_revision)
+    trained = train.finetune_on(ws, cfg, version.tag, version.location)
     guide = fine_tuned_ref(Path(trained.model_dir), public_model_name(cfg.base_model or cfg.guide_model), ws.round)
     ident = SPEC.identify({}, {"model": trained.fingerprint, "weights": guide.revision})
     report = RoundEncoder(round=ws.round, content_hash=version.content_hash, rows=built.rows, tag=version.tag,

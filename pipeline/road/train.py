@@ -18,7 +18,7 @@ import polars as pl
 from pydantic import BaseModel
 
 from pipeline.common import atomic
-from pipeline.config import TrainConfig
+from pipeline.config import BuildConfig, TrainConfig
 from pipeline.road.model_ref import ModelRef, resolve_model
 from pipeline.road.publish import Location
 from pipeline.workspace import StageReport, StageSpec, Workspace
@@ -147,6 +147,13 @@ class TrainReport(StageReport):
     base: ModelRef
     guide: ModelRef
     facts: TrainFacts
+
+
+def finetune_on(ws: Workspace, cfg: BuildConfig, tag: str, location: Location) -> TrainReport:
+    """`finetune` on version `tag` of the build's dataset repo, with the build's training settings and models."""
+    return finetune(ws, repo_id=cfg.dataset_repo_id, tag=tag, location=location, training=cfg.training,
+                    base_model=cfg.base_model or cfg.guide_model, guide_model=cfg.guide_model,
+                    guide_revision=cfg.guide_revision)
 
 
 def finetune(ws: Workspace, *, repo_id: str, tag: str, location: Location, training: TrainConfig,

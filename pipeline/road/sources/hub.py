@@ -62,35 +62,3 @@ def is_local(src: TaskSource | MediSource) -> bool:
     """A source read from a file of the user's, not from a Hub snapshot."""
     return src.kind in ("local", "json")
 
-
-def resolve(src: TaskSource | MediSource, budget: RetryBudget | None = None) -> Path | None:
-    """The snapshot folder a Hub source reads (None for a local file). A stage resolves it once and hands it to
-    `source_identity`, the loader and the provenance, so that with a moving ref (`main`) its fingerprint, its
-    rows and its card name the same commit, and online the Hub is asked once, not three times."""
-    return None if is_local(src) else snapshot(src, budget)
-
-
-def snapshot_folder(src: TaskSource | MediSource, budget: RetryBudget | None, folder: Path | None) -> Path:
-    """The folder a stage already resolved (`resolve`), else the source's snapshot, resolved now."""
-    return folder if folder is not None else snapshot(src, budget)
-
-
-def source_identity(src: TaskSource | MediSource, budget: RetryBudget | None = None,
-                    folder: Path | None = None) -> dict:
-    """What a source's content is pinned to, for fingerprints: the resolved Hub commit (a branch name moves;
-    the commit does not), or a local file's path, size and modification time."""
-    if isinstance(src, TaskSource) and src.kind == "local":
-        return {"file": _file_identity(src.path), "test": _file_identity(src.test_path) if src.test_path else {}}
-    if isinstance(src, MediSource) and src.kind == "json":
-        return {"file": _file_identity(src.path)}
-    return {"hub": pin(src)[0], "commit": snapshot_folder(src, budget, folder).name}
-
-
-def _file_identity(path: Path | None) -> dict:
-    if path is None:
-        return {}
-    st = Path(path).stat()
-    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-# How CSV/TSV files spell a missing value (pandas' and R's convention): such a label is `missing_label`.

@@ -10,8 +10,9 @@ import polars as pl
 
 from pipeline.common.retry import RetryBudget
 from pipeline.config import MediSource
-from pipeline.road.sources.hub import SourceError, pin, snapshot_folder
+from pipeline.road.sources.hub import SourceError
 from pipeline.road.sources.readers import _require, _string_column, load_split
+from pipeline.road.sources.resolved import ResolvedSource, resolved
 from pipeline.schema import MEDI_COLUMNS
 
 _MEDI_CHUNK = 8_192  # rows gathered as Python strings before they become one polars frame
@@ -77,14 +78,14 @@ def _first_line(exc: Exception) -> str:
     return (msg.strip().splitlines() or [type(exc).__name__])[0].strip()
 
 
-def load_medi(src: MediSource, budget: RetryBudget | None = None, folder: Path | None = None) -> pl.DataFrame:
+def load_medi(source: MediSource | ResolvedSource, budget: RetryBudget | None = None) -> pl.DataFrame:
     """MEDI triplets with the `avsolatorio/medi-data` columns."""
-    if src.kind == "json":
-        source = f"MEDI json ({src.path})"
-        df = _medi_json(Path(src.path), source)
+    found = resolved(source, budget)
+    source = found.label
+    if found.folder is None:
+        df = _medi_json(Path(found.source.path), source)
     else:
-        source = f"MEDI ({'@'.join(pin(src))})"
-        df = load_split(snapshot_folder(src, budget, folder), source, None, "train")
+        df = load_split(found.folder, source, None, "train")
     if df.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     _require(df, {c: c for c in MEDI_COLUMNS}, source)

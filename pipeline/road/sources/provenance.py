@@ -4,14 +4,37 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
-from pipeline.common.retry import RetryBudget
+from pydantic import BaseModel, ConfigDict
+
 from pipeline.config import SAMPLE_DIR, MediSource, TaskSource, is_commit
 from pipeline.registry import get_task
-from pipeline.road.sources.hub import pin, snapshot_folder
+from pipeline.road.sources.hub import pin
 from pipeline.road.sources.layouts import _inside
 
 log = logging.getLogger(__name__)
+
+
+class Provenance(BaseModel):
+    """A source as its stage report, the asset metadata and the card's provenance table record it: names and
+    commits only, never a machine path (a local file is named by its file name)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["hub", "local", "json"]
+    task: str | None = None  # None for MEDI
+    repo_id: str | None = None
+    config: str | None = None
+    split: str | None = None
+    path: str | None = None  # a local file's name
+    columns: dict[str, str | None] | None = None  # a local task's text and label columns
+    sample: bool = False  # read from the sample shipped in the package
+    revision: str | None = None  # as configured (a commit, or a moving ref such as `main`)
+    commit: str | None = None  # what it resolved to
+    moving_ref: bool = False
+    license: str
+    license_from: str
 
 
 def _is_sample(cache_dir: Path | str | None) -> bool:
@@ -37,7 +60,7 @@ def card_license(folder: Path) -> str | None:
     return str(value) if value else None
 
 
-def _license(found: str | None, fallback: str | None, fallback_from: str) -> dict:
+def _license(found: str | None, fallback: str | None, fallback_from: str) -> dict[str, str]:
     if found:
         return {"license": found, "license_from": "the source's dataset card"}
     if fallback:
@@ -45,28 +68,21 @@ def _license(found: str | None, fallback: str | None, fallback_from: str) -> dic
     return {"license": "unknown", "license_from": "not declared by the source's card, the registry or the config"}
 
 
-def _hub_provenance(src: TaskSource | MediSource, folder: Path, fallback: str | None, fallback_from: str) -> dict:
+def describe(src: TaskSource | MediSource, folder: Path | None) -> Provenance:
+    """Where `src` came from; `folder` is its resolved snapshot (None for a local file). The licence is the
+    snapshot card's, else the config's, else (for a registry task) the registry's."""
+    if folder is None:
+        if isinstance(src, TaskSource):
+            return Provenance(kind="local", task=src.name, path=Path(src.path).name if src.path else None,
+                              columns={"text": src.text_column, "label": src.label_column},
+                              **_license(None, src.license, "the build config"))
+        return Provenance(kind="json", path=Path(src.path).name, **_license(None, src.license, "the build config"))
     revision = pin(src)[1]
-    return {"revision": revision, "commit": folder.name, "moving_ref": not is_commit(revision),
-            **_license(card_license(folder), fallback, fallback_from)}
-
-
-def describe_task_source(src: TaskSource, budget: RetryBudget | None = None, folder: Path | None = None) -> dict:
-    """Provenance of a task source for the dataset card: where, at which resolved commit, under which licence."""
-    if src.kind == "local":
-        return {"task": src.name, "kind": "local", "path": src.path.name if src.path else None,
-                "columns": {"text": src.text_column, "label": src.label_column},
-                **_license(None, src.license, "the build config")}
-    task = get_task(src.name)
-    fallback, fallback_from = (src.license, "the build config") if src.license else (task.license, "the registry")
-    return {"task": src.name, "kind": "hub", "repo_id": task.hub_id, "config": task.config, "split": task.split,
-            "sample": _is_sample(src.cache_dir),
-            **_hub_provenance(src, snapshot_folder(src, budget, folder), fallback, fallback_from)}
-
-
-def describe_medi_source(src: MediSource, budget: RetryBudget | None = None, folder: Path | None = None) -> dict:
-    """Provenance of MEDI for the dataset card (as `describe_task_source`)."""
-    if src.kind == "json":
-        return {"kind": "json", "path": Path(src.path).name, **_license(None, src.license, "the build config")}
-    return {"kind": "hub", "repo_id": src.repo_id, "sample": _is_sample(src.cache_dir),
-            **_hub_provenance(src, snapshot_folder(src, budget, folder), src.license, "the build config")}
+    hub = {"kind": "hub", "sample": _is_sample(src.cache_dir), "revision": revision, "commit": folder.name,
+           "moving_ref": not is_commit(revision)}
+    if isinstance(src, TaskSource):
+        task = get_task(src.name)
+        fallback, fallback_from = (src.license, "the build config") if src.license else (task.license, "the registry")
+        return Provenance(task=src.name, repo_id=task.hub_id, config=task.config, split=task.split, **hub,
+                          **_license(card_license(folder), fallback, fallback_from))
+    return Provenance(repo_id=src.repo_id, **hub, **_license(card_license(folder), src.license, "the build config"))

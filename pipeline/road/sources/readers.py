@@ -15,8 +15,9 @@ from pipeline.common.retry import RetryBudget
 from pipeline.common.text import canonical_label
 from pipeline.config import TaskSource
 from pipeline.registry import get_task
-from pipeline.road.sources.hub import SourceError, pin, snapshot_folder
+from pipeline.road.sources.hub import SourceError
 from pipeline.road.sources.layouts import _READERS, _ext, find_split, layouts_for
+from pipeline.road.sources.resolved import ResolvedSource, resolved
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +149,15 @@ def labelled_frame(df: pl.DataFrame, src: TaskSource, source: str) -> pl.DataFra
     })
 
 
-def load_task_split(src: TaskSource, budget: RetryBudget | None = None, folder: Path | None = None) -> pl.DataFrame:
+def load_task_split(source: TaskSource | ResolvedSource, budget: RetryBudget | None = None) -> pl.DataFrame:
     """The train split of one labelled task, as `text, label, label_text`."""
-    if src.kind == "local":
-        source = f"local task {src.name} ({src.path})"
+    found = resolved(source, budget)
+    src, source = found.source, found.label
+    if found.folder is None:
         raw = read_local(Path(src.path), source)
     else:
         task = get_task(src.name)
-        source = f"{src.name} ({'@'.join(pin(src))})"
-        raw = load_split(snapshot_folder(src, budget, folder), source, task.config, task.split)
+        raw = load_split(found.folder, source, task.config, task.split)
     if raw.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     log.info("loaded %s rows from %s", raw.height, source)
