@@ -59,4 +59,5 @@ def published_dataset(context: dg.AssetExecutionContext, gistforge: BuildResourc
         "content_hash": result.content_hash, "previous_tag": result.previous_tag or "",
         "changes": dg.MetadataValue.md(version_diff_table(result.diff)),
         "load_dataset": dg.MetadataValue.md(f"```python\n{result.load_snippet()}\n```"),
+        "load_snippet": dg.MetadataValue.text(result.load_snippet()),  # what `gistforge build` prints
     })

@@ -1,8 +1,10 @@
 """gistforge: build GIST-style embedding training data, and look at the versions it publishes.
 
-`gistforge build` runs the defined Dagster jobs in-process, in the rebuild plan's order, then says where it
-went; `versions`, `show`, `diff`, `plan`, `config` and `gc` are in `gistforge.commands`. The order is `assets.automation.rebuild_plan`, the jobs are the definitions' own; this module only chooses
-the configuration, runs them on one Dagster instance and prints what the typed stage reports say.
+`gistforge build` runs the defined Dagster jobs in-process, in the rebuild plan's order, holding its home's
+build lock, then says where it went; `versions`, `show`, `diff`, `plan`, `config` and `gc` are in
+`gistforge.commands`. The order is `assets.automation.rebuild_plan`, the jobs are the definitions' own; this
+module only chooses the configuration, runs them on one Dagster instance and prints what the runs' asset
+materialisations recorded.
 """
 
 from __future__ import annotations
@@ -130,10 +132,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return _parser().parse_args(argv)
 
 
-def _interrupted(result) -> bool:
-    return any(event.is_step_failure and event.step_failure_data.error is not None
-               and event.step_failure_data.error.cls_name == "DagsterExecutionInterruptedError"
-               for event in result.all_events)
+def _materialized(result) -> dict[str, dict]:
+    """Each asset a run materialised, by name, with its metadata as plain values."""
+    return {event.asset_key.to_user_string(): {k: v.value for k, v in event.materialization.metadata.items()}
+            for event in result.get_asset_materialization_events()}
 
 
 def _failures(result) -> list[str]:
@@ -211,11 +213,8 @@ def _build(args: argparse.Namespace) -> int:
     from gistforge.console import Console
     from gistforge.instance import cli_instance
     from gistforge.interrupts import SignalLatch
-    from gistforge.orphans import recover_orphaned_runs, run_tags
+    from gistforge.orphans import build_lock, recover_orphaned_runs, run_tags
     from gistforge.pools import pools_of, wait_for_pools
-    from pipeline.road.build import last_build
-    from pipeline.road.evaluate import last_finetune
-    from pipeline.road.publish import last_published
 
     deployment = Deployment.from_env(home=args.home)
     included = [t.name for t in cfg.included_tasks]
@@ -233,33 +232,39 @@ def _build(args: argparse.Namespace) -> int:
 
     instance = cli_instance(deployment.home)
     defs = build_definitions(cfg, deployment, loggers={"console": console.dagster_logger()})
+    say = lambda msg: print(f"gistforge: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    made: dict[str, dict] = {}
     with instance, console.installed(library_in_dagster_logs="pipeline" in instance.managed_python_loggers), \
-            SignalLatch() as signals:
-        recover_orphaned_runs(instance)  # a killed earlier build must not hold a pool slot forever
+            SignalLatch() as signals, build_lock(deployment.home, say):
+        recover_orphaned_runs(instance, deployment.home)  # a killed earlier build must not hold a pool slot forever
         for step in rebuild_plan(tasks, finetune=not args.no_finetune, mining_rounds=cfg.mining.rounds):
             job = defs.resolve_job_def(step.job)
-            wait_for_pools(instance, pools_of(job), lambda msg: print(msg, file=sys.stderr, flush=True))
+            wait_for_pools(instance, pools_of(job), say)
             result = job.execute_in_process(instance=instance, partition_key=step.partition, raise_on_error=False,
-                                            tags=run_tags(), run_config={"loggers": {"console": {}}})
-            if _interrupted(result) or signals.received():
+                                            tags=run_tags(deployment.home), run_config={"loggers": {"console": {}}})
+            if signals.received():  # every SIGINT/SIGTERM, also one Dagster's handler took between two steps
                 raise KeyboardInterrupt
             if not result.success:
                 where = f"{step.job}[{step.partition}]" if step.partition else step.job
                 lines = [f"{where} {line}" for line in _failures(result)] or [f"run {where} failed"]
                 return _fail([*lines, f"the full log, tracebacks included: {console.log_file}"])
-
-    ws = deployment.workspace(cfg)
-    published, built = last_published(ws), last_build(ws)
-    if not args.no_finetune:
-        trained, ev = last_finetune(ws, published.tag)
-        print(f"\ngistforge: fine-tuned encoder ({trained.facts.global_step} steps) in {trained.model_dir}: "
-              f"{ev.evaluator} accuracy {ev.base.mean_accuracy} -> {ev.finetuned.mean_accuracy} (base -> fine-tuned, "
-              f"mean over {', '.join(ev.finetuned.per_task)})")
-    print(f"\ngistforge: {published.status} {published.repo_id}@{published.tag} ({built.rows} rows) "
-          f"in {published.location}")
-    print("Read it back with:\n")
-    print(published.load_snippet())
+            made.update(_materialized(result))
+    _print_result(made)
     return 0
+
+
+def _print_result(made: dict[str, dict]) -> None:
+    """Where the build went, from what the `published_dataset` (and `finetuned_encoder`) runs recorded."""
+    if trained := made.get("finetuned_encoder"):
+        ev = trained["evaluation"]
+        print(f"\ngistforge: fine-tuned encoder ({trained['global_step']} steps) in {trained['model_dir']}: "
+              f"{ev['evaluator']} accuracy {ev['base']['mean_accuracy']} -> {ev['finetuned']['mean_accuracy']} "
+              f"(base -> fine-tuned, mean over {', '.join(ev['finetuned']['per_task'])})")
+    published, rows = made["published_dataset"], made["triplet_dataset"]["dagster/row_count"]
+    print(f"\ngistforge: {published['status']} {published['repo_id']}@{published['tag']} ({rows} rows) "
+          f"in {published['location']}")
+    print("Read it back with:\n")
+    print(published["load_snippet"])
 
 
 def _fail(lines: list[str], code: int = 1) -> int:

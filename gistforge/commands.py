@@ -190,23 +190,28 @@ def config(args: argparse.Namespace) -> int:
 
 
 def gc(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
+    from gistforge.orphans import build_lock
     from pipeline import gc as gc_lib
     from pipeline.road.local_hub import LocalHub
 
     cfg, deployment = _setup(args)
     ws = deployment.workspace(cfg)
     hub = None if deployment.publish_target == "hub" else LocalHub(deployment.local_hub or deployment.home / "hub")
-    items = gc_lib.collect(ws, cfg, hub, keep=args.keep)
-    print(_table(["kind", "size", "action", "path", "why"],
-                 [[i.kind, _human(i.bytes), ("remove" if args.delete else "would remove") if i.remove else "keep",
-                   i.path, i.why] for i in items]))
-    removable = sum(i.bytes for i in items if i.remove)
-    if args.delete:
-        freed = gc_lib.remove(items, hub, cfg.dataset_repo_id)
-        print(f"\nremoved {_human(freed)}")
-    else:
-        print(f"\n{_human(removable)} removable of {_human(sum(i.bytes for i in items))}; "
-              "dry run: `gistforge gc --delete` removes it")
+    say = lambda msg: print(f"gistforge: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    with build_lock(deployment.home, say) if args.delete else nullcontext():  # no build changes what it removes
+        items = gc_lib.collect(ws, cfg, hub, keep=args.keep)
+        print(_table(["kind", "size", "action", "path", "why"],
+                     [[i.kind, _human(i.bytes), ("remove" if args.delete else "would remove") if i.remove else "keep",
+                       i.path, i.why] for i in items]))
+        removable = sum(i.bytes for i in items if i.remove)
+        if args.delete:
+            freed = gc_lib.remove(items, hub, cfg.dataset_repo_id)
+            print(f"\nremoved {_human(freed)}")
+        else:
+            print(f"\n{_human(removable)} removable of {_human(sum(i.bytes for i in items))}; "
+                  "dry run: `gistforge gc --delete` removes it")
     return EXIT_OK
 
 

@@ -36,7 +36,7 @@ def wait_for_pools(instance: dg.DagsterInstance, pools: Iterable[str], say: Call
         told = False
         while holders := busy(instance, pool):
             if not told:
-                say(f"gistforge: waiting for pool '{pool}': its slots are held by run(s) "
+                say(f"waiting for pool '{pool}': its slots are held by run(s) "
                     f"{', '.join(h[:8] for h in holders)} (Ctrl-C to stop)")
                 told = True
             time.sleep(poll_s)

@@ -112,3 +112,27 @@ def test_a_build_waiting_for_a_busy_pool_says_so_stops_on_sigterm_and_goes_on_wh
             instance.event_log_storage.free_concurrency_slots_for_run("other-build-run")
         assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
     assert "gistforge: published local/gistforge-medi-mteb-triplets@" in log.read_text()
+
+
+def test_a_second_build_on_a_busy_home_waits_for_it_visibly_and_stops_on_sigterm(tmp_path):
+    """While one build holds the home, another says so (naming the holder) before starting any run."""
+    home, dagster_home = tmp_path / "home", tmp_path / "dagster_home"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from gistforge.orphans import build_lock\n"
+         f"with build_lock({str(home)!r}, print):\n    print('held', flush=True); sys.stdin.read()"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        log = tmp_path / "second.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "gistforge.cli", "build", "--no-finetune"], cwd=ROOT,
+                                    env=_env(home, dagster_home), stdout=out, stderr=subprocess.STDOUT)
+            wait_for_text(log, f"(another gistforge build runs on it) to be free: held by pid {holder.pid}", proc)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 130
+        assert "gistforge: interrupted" in log.read_text()
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            assert not instance.get_runs(), "no run started while it waited"
+    finally:
+        holder.kill()
+        holder.wait()

@@ -1,24 +1,23 @@
-"""Issue 22 #6: a killed build's runs are found by pid *and* process start time, never by a bare pid.
+"""One build per home at a time (`build_lock`), and the runs a killed build left behind, closed by the next.
 
-In a container a build gets the same pid on every start, so the pid recorded by a killed build is alive
-again (often it is this very process): only the start time tells the two processes apart.
+A build that holds its home's lock knows that no other build of that home runs, so every unfinished run
+tagged with the home is an orphan: no process id or start time is compared (in a container a build gets the
+same pid on every start, which fooled that rule once).
 """
 
-import os
-import socket
 import subprocess
+import sys
 import uuid
 
 import dagster as dg
-import psutil
-from dagster._core.storage.dagster_run import DagsterRun
 
-from gistforge.orphans import HOST_TAG, PID_TAG, START_TAG, recover_orphaned_runs, run_tags, running
+from gistforge.orphans import HOME_TAG, build_lock, recover_orphaned_runs, run_tags
+from pipeline.common import locks
 
 
 def _started_run(instance: dg.DagsterInstance, tags: dict[str, str]) -> str:
-    run = DagsterRun(job_name="build_and_publish", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED,
-                     tags=tags)
+    run = dg.DagsterRun(job_name="build_and_publish", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED,
+                        tags=tags)
     instance.add_run(run)
     return run.run_id
 
@@ -27,50 +26,50 @@ def _status(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRunStatus:
     return instance.get_run_by_id(run_id).status
 
 
-def test_run_tags_record_pid_and_start_time():
-    tags = run_tags()
-    assert tags[HOST_TAG] == socket.gethostname() and tags[PID_TAG] == str(os.getpid())
-    assert abs(float(tags[START_TAG]) - psutil.Process().create_time()) < 0.01
-    assert running(tags), "this process, as it tagged itself"
-
-
-def test_a_reused_pid_does_not_hide_an_orphan():
+def test_the_lock_holder_closes_its_homes_unfinished_runs_and_frees_their_slots(tmp_path):
+    home, other = tmp_path / "home", tmp_path / "other"
     with dg.instance_for_test() as instance:
-        me = run_tags()
-        # a killed build in an earlier container start: same host, same pid (ours), an earlier start time
-        reused_self = _started_run(instance, {**me, START_TAG: f"{float(me[START_TAG]) - 3600:.3f}"})
-        # a killed build whose pid now belongs to another live process (here: our parent), started another time
-        parent = psutil.Process().ppid()
-        reused_other = _started_run(instance, {HOST_TAG: me[HOST_TAG], PID_TAG: str(parent),
-                                               START_TAG: f"{psutil.Process(parent).create_time() + 5:.3f}"})
-        # a build that still runs: a live process with its own start time
-        live = subprocess.Popen(["sleep", "60"])
-        try:
-            alive = _started_run(instance, {HOST_TAG: me[HOST_TAG], PID_TAG: str(live.pid),
-                                            START_TAG: f"{psutil.Process(live.pid).create_time():.3f}"})
-            gone = _started_run(instance, {HOST_TAG: me[HOST_TAG], PID_TAG: "999999999", START_TAG: "1.000"})
-            elsewhere = _started_run(instance, {HOST_TAG: "another-host", PID_TAG: "999999999", START_TAG: "1.000"})
-            # this very process (a run it started itself is live, as before)
-            current = _started_run(instance, me)
-
-            closed = set(recover_orphaned_runs(instance))
-
-            assert closed == {reused_self, reused_other, gone}
-            for run_id in closed:
-                assert _status(instance, run_id) == dg.DagsterRunStatus.FAILURE
-            for run_id in (alive, elsewhere, current):
-                assert _status(instance, run_id) == dg.DagsterRunStatus.STARTED
-        finally:
-            live.kill()
-            live.wait()
+        storage = instance.event_log_storage
+        storage.initialize_concurrency_limit_to_default("guide_model")
+        orphan = _started_run(instance, run_tags(home))
+        storage.claim_concurrency_slot("guide_model", orphan, "mined_triplets")
+        elsewhere = _started_run(instance, run_tags(other))  # another home's build: its own lock, its own runs
+        from_ui = _started_run(instance, {})  # the UI's or the daemon's: not the CLI's to close
+        with build_lock(home, print):
+            assert recover_orphaned_runs(instance, home) == [orphan]
+        assert _status(instance, orphan) == dg.DagsterRunStatus.FAILURE
+        assert [_status(instance, r) for r in (elsewhere, from_ui)] == [dg.DagsterRunStatus.STARTED] * 2
+        assert not storage.get_concurrency_info("guide_model").claimed_slots, "the orphan's slot is free again"
+    assert run_tags(home) == {HOME_TAG: str(home.resolve())}
 
 
-def test_a_run_tagged_without_start_time_on_this_pid_is_an_orphan():
-    """Runs tagged by an older gistforge have no start time: a live pid other than ours still counts as live,
-    ours cannot be (this process tags its runs with a start time), so it no longer skips that orphan forever."""
-    with dg.instance_for_test() as instance:
-        host = socket.gethostname()
-        legacy_self = _started_run(instance, {HOST_TAG: host, PID_TAG: str(os.getpid())})
-        legacy_other = _started_run(instance, {HOST_TAG: host, PID_TAG: str(psutil.Process().ppid())})
-        assert recover_orphaned_runs(instance) == [legacy_self]
-        assert _status(instance, legacy_other) == dg.DagsterRunStatus.STARTED
+def test_a_second_build_on_a_home_waits_saying_who_holds_it_then_goes_on(tmp_path):
+    """The waiting build names the holder (pid, host, since when) once, and takes the lock when it is dropped."""
+    home = tmp_path / "home"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from gistforge.orphans import build_lock\n"
+         f"with build_lock({str(home)!r}, print):\n    print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        said = []
+
+        def say(message: str) -> None:
+            said.append(message)
+            holder.stdin.close()  # the holder ends; the kernel drops its lock
+
+        with build_lock(home, say):
+            assert len(said) == 1 and f"held by pid {holder.pid} on " in said[0] and "Ctrl-C to stop" in said[0]
+            assert str(home) in said[0]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_is_free_at_once_when_nobody_holds_it(tmp_path):
+    said = []
+    with locks.exclusive(tmp_path / ".lock", "x", said.append):
+        pass
+    with locks.exclusive(tmp_path / ".lock", "x", said.append):
+        pass
+    assert said == []
