@@ -12,11 +12,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -59,16 +60,16 @@ def dagster_ui(tmp_path_factory):
     proc = subprocess.Popen([dg_cli, "dev", "--use-active-venv", "--host", "127.0.0.1", "--port", str(port)],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    def serving() -> bool:
+        try:
+            urllib.request.urlopen(f"{url}/server_info", timeout=5)
+            return True
+        except OSError:
+            return False
+
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/server_info", timeout=5)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"dg dev did not start: {(home / 'dagster-dev.log').read_text()[-3000:]}")
-                time.sleep(2)
+        until("dg dev serving", serving, timeout_s=180, every_s=2, proc=proc,
+              log=lambda: (home / "dagster-dev.log").read_text()[-3000:])
         yield url, home
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -87,10 +88,11 @@ def _run(url: str, repo: dict, job: str, partition: str | None = None, timeout: 
     launched = _gql(url, LAUNCH, {"p": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
-    deadline = time.time() + timeout
-    while (status := _gql(url, STATUS, {"id": run_id})["runOrError"]["status"]) not in ("SUCCESS", "FAILURE", "CANCELED"):
-        assert time.time() < deadline, f"run {run_id} of {job} still {status}"
-        time.sleep(2)
+    def ended() -> str | None:
+        status = _gql(url, STATUS, {"id": run_id})["runOrError"]["status"]
+        return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+    status = until(f"end of run {run_id} of {job}", ended, timeout_s=timeout, every_s=2)
     assert status == "SUCCESS", f"run {run_id} of {job} ended {status}"
     return run_id
 
