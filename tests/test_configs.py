@@ -161,3 +161,29 @@ def test_the_fine_tune_stage_trains_on_the_published_triplets_config(version):
                             base_model="bundled:all-MiniLM-L6-v2", guide_model="bundled:all-MiniLM-L6-v2",
                             guide_revision=None)
     assert report.facts.global_step == 1 and Path(report.model_dir, "config.json").is_file()
+
+
+def test_the_readme_lists_every_published_config_with_its_files():
+    """The README's config table is held to the registry (`layout.CONFIGS`), name and files."""
+    import re
+
+    from pipeline.road import layout
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([a-z_]+)` \| `([^`]+)` \|", readme, re.MULTILINE)}
+    assert {c.name: c.files.pattern for c in layout.CONFIGS}.items() <= rows.items()
+
+
+def test_a_config_table_that_drifts_from_the_registry_fails_the_build_naming_it():
+    import pyarrow as pa
+
+    from pipeline.road import layout
+    from pipeline.schema import CANDIDATES_ARROW, CORPUS_ARROW, NTUPLE_TASKS_ARROW, ntuple_schema
+
+    tables = {"ntuple": ntuple_schema(2).empty_table(), "ntuple_tasks": NTUPLE_TASKS_ARROW.empty_table(),
+              "candidates": CANDIDATES_ARROW.empty_table(), "corpus": CORPUS_ARROW.empty_table()}
+    assert set(layout.checked_tables(tables, 2)) == set(layout.EXTRA_CONFIGS)
+    with pytest.raises(ValueError, match="config 'ntuple': the build's table has schema"):
+        layout.checked_tables(tables, 3)
+    with pytest.raises(ValueError, match=r"the build made configs .*'extra'.*the registry \(layout.CONFIGS\)"):
+        layout.checked_tables({**tables, "extra": pa.table({"x": [1]})}, 2)

@@ -259,7 +259,7 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
         render_card, repo_id=cfg.dataset_repo_id, schema=SCHEMA, num_rows=triplets.num_rows,
         num_bytes=triplets.nbytes(), sources=[s.model_dump() for s in sources],
         configs=[c.model_dump() for c in configs],
-        extra_schemas={"triplets": TRIPLETS_ARROW, **{name: t.schema for name, t in extra.items()}},
+        extra_schemas=layout.checked_tables(extra, cfg.mining.negatives_per_query),
         exclusions=cfg.exclusions,
         guide={"name": guide.name, "revision": guide.revision} if guide else
         {"name": public_model_name(cfg.guide_model), "revision": cfg.guide_revision or "n/a"},

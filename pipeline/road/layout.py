@@ -27,22 +27,9 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.schema import CANDIDATES_ARROW, CORPUS_ARROW, NTUPLE_TASKS_ARROW, SCHEMA, TRIPLETS_ARROW, ntuple_schema
+
 ROW_GROUP_BYTES = 64 * 1024**2  # in memory, per row group
-# Every published config but the per-task ones, with what the card says of it; the extra ones (all but
-# `default`) in the order the card declares them. The one list the build, `extra_config` and the card read.
-CONFIG_DOCS = {
-    "default": "every row, grouped by task (the files of all per-task configs)",
-    "triplets": "the default's rows in the same order, as `anchor, positive, negative` only: a trainer's inputs",
-    "ntuple": "one row per mined query: `anchor, positive, negative_1..negative_k` (k = mining.negatives_per_query), "
-              "then `scores`: the guide's similarity of the anchor to the positive and to each negative",
-    "ntuple_tasks": "row i: `task_type, task_name` of `ntuple` row i",
-    "candidates": "per mined query: `pos_id` and the guide-ranked other-label `candidate_ids` / "
-                  "`candidate_scores` (ids into `corpus`, same task)",
-    "corpus": "the mined tasks' texts by `id` (per task), with their label",
-}
-TASK_CONFIG_DOC = "one task's triplets (`task_type` = the name)"
-EXTRA_CONFIGS = tuple(name for name in CONFIG_DOCS if name != "default")
-_CDC = "use_content_defined_chunking" in inspect.signature(pq.write_table).parameters
 
 
 @dataclass(frozen=True)
@@ -61,22 +48,73 @@ class ConfigFiles:
         return sorted(Path(folder).glob(self.pattern))
 
 
+@dataclass(frozen=True)
+class PublishedConfig:
+    """A published config besides the per-task ones: its name, files, schema and what the card says of it."""
+
+    name: str
+    doc: str
+    schema: Callable[[int], pa.Schema]  # given k = mining.negatives_per_query (only `ntuple` depends on it)
+
+    @property
+    def files(self) -> ConfigFiles:
+        return ConfigFiles(self.name, "data/*/train-*.parquet" if self.name == "default" else
+                           f"{self.name}/train-*.parquet")
+
+
+# The registry of published configs, in the order the card declares them: the build writes and checks each
+# one's table against its schema, the card takes its files, schema and text, and a test holds the README's
+# table to it. A new config is one entry here, its table in `build`, and its test.
+CONFIGS = (
+    PublishedConfig("default", "every row, grouped by task (the files of all per-task configs)", lambda k: SCHEMA),
+    PublishedConfig("triplets", "the default's rows in the same order, as `anchor, positive, negative` only: a "
+                                "trainer's inputs", lambda k: TRIPLETS_ARROW),
+    PublishedConfig("ntuple", "one row per mined query: `anchor, positive, negative_1..negative_k` (k = "
+                              "mining.negatives_per_query), then `scores`: the guide's similarity of the anchor to the "
+                              "positive and to each negative", ntuple_schema),
+    PublishedConfig("ntuple_tasks", "row i: `task_type, task_name` of `ntuple` row i", lambda k: NTUPLE_TASKS_ARROW),
+    PublishedConfig("candidates", "per mined query: `pos_id` and the guide-ranked other-label `candidate_ids` / "
+                                  "`candidate_scores` (ids into `corpus`, same task)", lambda k: CANDIDATES_ARROW),
+    PublishedConfig("corpus", "the mined tasks' texts by `id` (per task), with their label", lambda k: CORPUS_ARROW),
+)
+TASK_CONFIG_DOC = "one task's triplets (`task_type` = the name)"
+EXTRA_CONFIGS = tuple(c.name for c in CONFIGS if c.name != "default")
+_BY_NAME = {c.name: c for c in CONFIGS}
+_CDC = "use_content_defined_chunking" in inspect.signature(pq.write_table).parameters
+
+
 def task_config(task_type: str) -> ConfigFiles:
     return ConfigFiles(task_type, f"data/{task_type}/train-*.parquet")
 
 
-DEFAULT = ConfigFiles("default", "data/*/train-*.parquet")
+DEFAULT = _BY_NAME["default"].files
+
+
+def published_config(name: str) -> PublishedConfig:
+    if name not in EXTRA_CONFIGS:
+        raise ValueError(f"unknown config {name!r}: the configs besides the per-task ones are {EXTRA_CONFIGS}")
+    return _BY_NAME[name]
 
 
 def extra_config(name: str) -> ConfigFiles:
-    if name not in EXTRA_CONFIGS:
-        raise ValueError(f"unknown config {name!r}: the configs besides the per-task ones are {EXTRA_CONFIGS}")
-    return ConfigFiles(name, f"{name}/train-*.parquet")
+    return published_config(name).files
 
 
 def config_doc(name: str) -> str:
     """What the card says of config `name` (a name not listed is a per-task config)."""
-    return CONFIG_DOCS.get(name, TASK_CONFIG_DOC)
+    return _BY_NAME[name].doc if name in _BY_NAME else TASK_CONFIG_DOC
+
+
+def checked_tables(tables: dict[str, pa.Table], k: int) -> dict[str, pa.Schema]:
+    """The schemas of a build's extra configs (all but `default` and the per-task ones, `triplets` aside: it is
+    written from the default's rows), each table held to its registry entry."""
+    want = [c for c in EXTRA_CONFIGS if c != "triplets"]
+    if sorted(tables) != sorted(want):
+        raise ValueError(f"the build made configs {sorted(tables)}; the registry (layout.CONFIGS) has {sorted(want)}")
+    for name, table in tables.items():
+        if not table.schema.equals(expected := _BY_NAME[name].schema(k)):
+            raise ValueError(f"config {name!r}: the build's table has schema {table.schema}, the registry {expected}")
+    return {name: _BY_NAME[name].schema(k) for name in EXTRA_CONFIGS}
 
 
 def config_files(name: str, kind: str) -> ConfigFiles:
