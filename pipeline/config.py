@@ -14,6 +14,7 @@ from typing import ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline import task_types
 from pipeline.common.retry import RetryBudget
 from pipeline.registry import DEFAULT_EXCLUSIONS, MTEB_TASKS
 
@@ -101,6 +102,11 @@ class TaskSource(_Strict):
     @property
     def is_mteb(self) -> bool:
         return self.name in MTEB_TASKS
+
+    @property
+    def task_type(self) -> str:
+        """`mteb_<slug>` for MTEB tasks and only them; `local_<slug>` for other labelled files (`task_types`)."""
+        return MTEB_TASKS[self.name].task_type if self.is_mteb else task_types.local(self.name)
 
 
 class MiningConfig(_Strict):
@@ -279,12 +285,10 @@ class BuildConfig(_Strict):
 def _task_type_clashes(tasks: list[TaskSource]) -> list[str]:
     """Pairs of tasks that would share a `task_type` (`FooBar`, `foo_bar`, `Foo.Bar` -> `local_foo_bar`) or a
     case-folded name, and be merged into one per-task config or one split file."""
-    from pipeline.schema import task_type_of  # schema imports this module
-
     seen: dict[str, str] = {}
     clashes = []
     for t in tasks:
-        for key, what in ((task_type_of(t).casefold(), f"task_type {task_type_of(t)!r}"),
+        for key, what in ((t.task_type.casefold(), f"task_type {t.task_type!r}"),
                           (f"name:{t.name.casefold()}", "one name up to case")):
             if key in seen and seen[key] != t.name:
                 clashes.append(f"tasks {seen[key]!r} and {t.name!r} share {what}")

@@ -1,13 +1,10 @@
-"""The published row schema and the `task_type` rule: the contract between mining, building and checking."""
+"""The published row schemas: the contract between mining, building, the registry of configs and the checks.
+(The `task_type` rule is `pipeline.task_types`, applied by `TaskSource.task_type`.)"""
 
 from __future__ import annotations
 
 import polars as pl
 import pyarrow as pa
-
-from pipeline import task_types
-from pipeline.config import TaskSource
-from pipeline.registry import MTEB_TASKS
 
 SCHEMA = pa.schema([
     ("query", pa.string()), ("pos", pa.string()), ("neg", pa.string()),
@@ -46,8 +43,3 @@ def ntuple_schema(k: int) -> pa.Schema:
     return pa.schema([("anchor", pa.string()), ("positive", pa.string()),
                       *[(f"negative_{j}", pa.string()) for j in range(1, k + 1)],
                       ("scores", pa.list_(pa.float32()))])
-
-
-def task_type_of(src: TaskSource) -> str:
-    """`mteb_<slug>` for MTEB tasks and only them; `local_<slug>` for other labelled files."""
-    return MTEB_TASKS[src.name].task_type if src.is_mteb else task_types.local(src.name)

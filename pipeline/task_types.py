@@ -1,5 +1,6 @@
 """The `task_type` rule, declared once: `medi` for MEDI rows, `mteb_<slug>` for MTEB tasks and only them,
-`local_<slug>` for a user's labelled files. The registry, the schema, the build and its checks read it here."""
+`local_<slug>` for a user's labelled files. The registry, `TaskSource.task_type` (every mined row) and the
+build's checks read it here."""
 
 from pipeline.common.text import slug
 

@@ -21,7 +21,7 @@ from pipeline.registry import MTEB_TASKS
 from pipeline.road import sources
 from pipeline.road.clean import clean_labelled
 from pipeline.road.sources import LAYOUTS, SourceError, find_split, load_medi, load_task_split
-from pipeline.schema import MEDI_COLUMNS, task_type_of
+from pipeline.schema import MEDI_COLUMNS
 from tests.conftest import BANKING_REV, jsonl, make_hub_repo
 
 MEDI_REV = "b" * 40
@@ -234,11 +234,11 @@ def test_only_mteb_rows_get_a_task_type_starting_mteb(names):
     try:
         cfg = BuildConfig(profile="x", medi=None, tasks=tasks)
     except ValueError:
-        types = [task_type_of(t) for t in tasks]
+        types = [t.task_type for t in tasks]
         folded = [t.name.casefold() for t in tasks]
         assert len(set(types)) < len(types) or len(set(folded)) < len(folded), "refused without a collision"
         return
-    types = [task_type_of(t) for t in cfg.tasks]
+    types = [t.task_type for t in cfg.tasks]
     assert len(set(types)) == len(types)
     assert all(tt.startswith("mteb_") == (t.kind == "hub") for t, tt in zip(cfg.tasks, types))
 

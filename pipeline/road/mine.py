@@ -20,7 +20,7 @@ from pipeline.road.embed import EmbedStats, GuideEncoder
 from pipeline.road.model_ref import ModelRef
 from pipeline.road.label_noise import LabelNoiseReport, mine_auditing
 from pipeline.road.miner import MinedTriplets, MiningStats, mine_triplets
-from pipeline.schema import CANDIDATES_SCHEMA, CORPUS_SCHEMA, PL_SCHEMA, task_type_of
+from pipeline.schema import CANDIDATES_SCHEMA, CORPUS_SCHEMA, PL_SCHEMA
 from pipeline.workspace import StageReport, StageSpec, Workspace
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def corpus_frame(split: pl.DataFrame, src: TaskSource) -> pl.DataFrame:
     """The texts a task's candidate ids point at: `id` is the row of the mined split."""
-    return pl.DataFrame({"task_type": task_type_of(src), "task_name": src.name,
+    return pl.DataFrame({"task_type": src.task_type, "task_name": src.name,
                          "id": pl.int_range(split.height, dtype=pl.Int64, eager=True),
                          "text": split.get_column("text"), "label": split.get_column("label_text")},
                         schema=CORPUS_SCHEMA)
@@ -39,7 +39,7 @@ def candidates_frame(mined: MinedTriplets, src: TaskSource) -> pl.DataFrame:
     c = mined.candidates
     valid = c.ids >= 0
     return pl.DataFrame({
-        "task_type": [task_type_of(src)] * len(c.query), "task_name": [src.name] * len(c.query),
+        "task_type": [src.task_type] * len(c.query), "task_name": [src.name] * len(c.query),
         "query_id": c.query, "pos_id": c.pos, "pos_score": c.pos_score,
         "candidate_ids": [row[ok].tolist() for row, ok in zip(c.ids, valid)],
         "candidate_scores": [row[ok].tolist() for row, ok in zip(c.scores, valid)],
@@ -53,7 +53,7 @@ def triplet_frame(split: pl.DataFrame, mined: MinedTriplets, src: TaskSource) ->
     n = len(mined.query)
     return pl.DataFrame({
         "query": text.gather(mined.query), "pos": text.gather(mined.pos), "neg": text.gather(mined.neg),
-        "task_name": [src.name] * n, "task_type": [task_type_of(src)] * n,
+        "task_name": [src.name] * n, "task_type": [src.task_type] * n,
         "query_instruct": [""] * n, "pos_instruct": [""] * n, "neg_instruct": [""] * n,
         "symmetric": [True] * n,
         "source": ["mteb" if src.is_mteb else "local"] * n,
