@@ -99,7 +99,7 @@ def part_gistforge(data: Path, cache: Path, warm: bool, precision: str = "auto")
     agreement_s = time.time() - t1
     cfg = MiningConfig(negative_strategy="topk_random" if warm else "hard", margin=0.05)
     t2 = time.time()
-    r = mine_triplets(emb, labels, **cfg.miner_kwargs(), seed=42, task="Banking77Classification")
+    r = mine_triplets(emb, labels, cfg, seed=42, task="Banking77Classification")
     mine_s = time.time() - t2
     return _result(t0, precision=guide.precision, encode_s=round(encode_s, 2), agreement_s=round(agreement_s, 2),
                    mine_s=round(mine_s, 2), texts_encoded=stats.encoded,

@@ -110,42 +110,55 @@ class TaskSource(_Strict):
 
 
 class MiningConfig(_Strict):
-    """Knobs of the label-based triplet miner: each field but `rounds` is a keyword of
-    `pipeline.road.miner.mine_triplets`, which documents it (a test keeps the two in step); `rounds` is how
-    often the mining stage runs (`pipeline.road.rounds`)."""
+    """Knobs of the label-based triplet miner (`pipeline.road.miner.mine_triplets` takes them as they are):
+    each field's description is its documentation (`gistforge config --schema`; a test holds the README's table
+    to the fields). `rounds` is the stage's, not the miner's: how often the mining stage runs
+    (`pipeline.road.rounds`)."""
 
     STAGE_FIELDS: ClassVar[frozenset[str]] = frozenset({"rounds"})  # the stage's, not the miner's
 
     positive_top_k: int = Field(100, ge=1, le=2047,  # FAISS on GPU returns at most 2048 neighbours (self + top-k)
-                                description="same-label neighbours the positive is drawn from")
-    positive_temperature: float = Field(0.05, gt=0, description="softmax(sim / T) over those neighbours")
+                                description="the positive is drawn among the query's k nearest same-label texts "
+                                "(GIST: 100); a small k gives positives the guide already finds close, a large one "
+                                "adds harder positives")
+    positive_temperature: float = Field(0.05, gt=0, description="draw probability softmax(sim / T) over those k "
+                                        "(GIST: 0.05); T -> 0 picks the nearest, a large T samples them uniformly")
     negative_strategy: Literal["hard", "topk_random", "uniform"] = Field(
         "hard", description="hard: the most similar guarded other-label text; topk_random: uniform among the "
         "first negative_top_k guarded; uniform: GIST's recipe, a random other-label text, no guard")
-    negative_depth: int = Field(64, ge=1, le=2048, description="other-label candidates retrieved per query")
+    negative_depth: int = Field(64, ge=1, le=2048, description="other-label candidates retrieved per query; deeper "
+                                "costs more search and finds a candidate under the guard more often")
     negative_top_k: int = Field(10, ge=1, description="pool size for `topk_random`")
-    margin_type: Literal["relative", "absolute"] = Field("relative", description="how `margin` is applied")
-    margin: float = Field(0.05, ge=0, description="keep sim(q,n) < sim(q,p)-|sim(q,p)|*m (relative) or < sim(q,p)-m")
+    margin_type: Literal["relative", "absolute"] = Field("relative", description="how `margin` guards a candidate: "
+                                                         "relative is NV-Retriever's TopK-PercPos (arXiv 2407.15831); "
+                                                         "a candidate nearly as close as the positive is more likely an "
+                                                         "unlabelled positive than a true negative")
+    margin: float = Field(0.05, ge=0, description="keep sim(q,n) < sim(q,p)-|sim(q,p)|*m (relative) or < sim(q,p)-m "
+                          "(absolute); 0 keeps anything strictly below the positive")
     negative_max_depth: int | None = Field(None, ge=1, le=2048, description="when fewer than negatives_per_query "
                                            "candidates pass the guard, search again at 2x, 4x ... negative_depth up "
                                            "to this before any random fallback (None: no deeper search)")
-    fallback_tries: int = Field(64, ge=0, description="random other-label draws when no candidate passes")
+    fallback_tries: int = Field(64, ge=0, description="random other-label draws when no candidate passes; a query "
+                                "with none left is dropped as `no_negative` and counted")
     negatives_per_query: int = Field(1, ge=1, description="triplets per query, each with its own negative")
     candidates: int = Field(32, ge=0, le=2048, description="other-label candidates kept per query with their "
                                                            "guide scores (the `candidates` config)")
-    approx_above: int = Field(100_000, ge=1, description="tasks with more texts search negatives with IVF (exact "
-                              "search of 200k texts took 13 min on 2 cores; IVF recall is measured and reported)")
+    approx_above: int = Field(100_000, ge=1, description="tasks with more texts search negatives with IVF on a CPU "
+                              "(exact search of 200k texts took 13 min on 2 cores; IVF recall is measured and "
+                              "reported); a GPU searches exactly at any size")
     ivf_nlist: int | None = Field(None, ge=1, description="IVF lists (default ~sqrt(N))")
-    ivf_nprobe: int = Field(32, ge=1, description="IVF lists probed per query")
+    ivf_nprobe: int = Field(32, ge=1, description="IVF lists probed per query: recall against speed (reported as "
+                            "`recall_at_10`)")
     recall_sample: int = Field(200, ge=0, description="queries per label checked against exact search (IVF only)")
     query_batch: int = Field(4096, ge=1, description="queries per search call (memory only; never the result)")
     label_noise_k: int = Field(10, ge=0, le=100, description="nearest neighbours per text for the label-noise audit "
-                               "(0: no audit); at most positive_top_k and, unless uniform, negative_depth")
+                               "(0: no audit), from the positives' and negatives' searches; at most positive_top_k and, unless uniform, "
+                               "negative_depth (uniform mining searches k other-label neighbours for it alone)")
     rounds: int = Field(1, ge=1, le=3, description="mining rounds: round r > 1 mines again with the encoder "
                         "fine-tuned on round r-1's data as guide (ANCE-style re-mining); the last round is published")
 
-    def miner_kwargs(self) -> dict:
-        """The keywords of `mine_triplets`: every field but the stage's own (`rounds`)."""
+    def miner_settings(self) -> dict:
+        """What the card's mining table records: every field but the stage's own (`rounds`)."""
         return self.model_dump(exclude=set(self.STAGE_FIELDS))
 
 

@@ -32,7 +32,7 @@ def needs_depth(seed=0, dim=16, crowd=80):
 
 def _mine(x, y, **kw):
     cfg = MiningConfig(**kw)
-    return mine_triplets(x, y, **cfg.miner_kwargs(), seed=0, task="t"), cfg
+    return mine_triplets(x, y, cfg, seed=0, task="t"), cfg
 
 
 def test_deeper_search_lowers_the_fallback_share_on_a_fixture_built_to_need_it():
@@ -108,7 +108,7 @@ def test_ntuple_coverage_is_the_ntuple_config_and_every_query_is_accounted_for()
 def test_deeper_search_through_the_ivf_keeps_the_invariants():
     x, y = needs_depth(seed=2)
     cfg = MiningConfig(approx_above=100, ivf_nprobe=4, negative_max_depth=512)
-    r = mine_triplets(x, y, **cfg.miner_kwargs(), seed=0, task="t")
+    r = mine_triplets(x, y, cfg, seed=0, task="t")
     assert r.stats.search == "ivf" and r.stats.negatives.deep_filled > 0
     _check_invariants(r, y, cfg)
     assert r.stats.negatives.fallback_share < 0.05

@@ -11,7 +11,7 @@ from tests.conftest import clustered
 
 
 def _mine(x, y, **kw):
-    return mine_triplets(x, y, **MiningConfig(**kw).miner_kwargs(), seed=0, task="t")
+    return mine_triplets(x, y, MiningConfig(**kw), seed=0, task="t")
 
 
 def _split(y):

@@ -43,7 +43,7 @@ def test_a_round_reads_and_writes_its_own_files(tmp_path):
 
 
 def test_rounds_is_bounded_and_not_a_miner_keyword(tmp_path):
-    assert "rounds" not in rounds_profile(2).mining.miner_kwargs()
+    assert "rounds" not in rounds_profile(2).mining.miner_settings()
     for bad in (0, 4):
         path = tmp_path / f"r{bad}.yaml"
         path.write_text(yaml.safe_dump({"mining": {"rounds": bad}}))

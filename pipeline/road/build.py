@@ -263,7 +263,7 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
         exclusions=cfg.exclusions,
         guide={"name": guide.name, "revision": guide.revision} if guide else
         {"name": public_model_name(cfg.guide_model), "revision": cfg.guide_revision or "n/a"},
-        mining=cfg.mining.miner_kwargs(), seed=cfg.seed, tasks=tasks, accounts=accounts, drop_reasons=DROP_REASONS,
+        mining=cfg.mining.miner_settings(), seed=cfg.seed, tasks=tasks, accounts=accounts, drop_reasons=DROP_REASONS,
         decontamination=cfg.decontamination, reference=reference, outcomes=outcomes,
         rounds=mining_rounds(ws, cfg) if ws.final and cfg.mining.rounds > 1 else None,
     )

@@ -119,7 +119,7 @@ def mine_task(ws: Workspace, src: TaskSource, *, mining: MiningConfig, seed: int
         emb, enc_stats = np.empty((0, 0), dtype=np.float32), EmbedStats(texts=0, unique=0, cached=0, encoded=0)
         info = GuideInfo(name=guide_ref.name, revision=guide_ref.revision, cache_key="")
     codes = split.get_column("label").cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
-    mined, split, noise = mine_auditing(lambda e, c: mine_triplets(e, c, **mining.miner_kwargs(), seed=seed, task=task),
+    mined, split, noise = mine_auditing(lambda e, c: mine_triplets(e, c, mining, seed=seed, task=task),
                                         emb, codes, split, clean, acc)
     frame = triplet_frame(split, mined, src)
     acc.rows_out = mined.stats.queries_with_triplet

@@ -9,6 +9,7 @@ results), never N² (no similarity matrix). The stage that runs it per task is `
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from pipeline.config import MiningConfig
 from pipeline.road.deep_search import NegativeSources, Tally, deepen
 from pipeline.road.label_noise import NeighbourVotes, votes
 from pipeline.road.search import OtherLabelSearch, flat_index, search
@@ -159,31 +161,9 @@ def _fallback(emb: np.ndarray, queries: np.ndarray, limit: np.ndarray, neg: np.n
     return int(found.sum())
 
 
-def mine_triplets(
-    embeddings: np.ndarray,
-    labels: np.ndarray,
-    *,
-    positive_top_k: int = 100,
-    positive_temperature: float = 0.05,
-    negative_strategy: Literal["hard", "topk_random", "uniform"] = "hard",
-    negative_depth: int = 64,
-    negative_top_k: int = 10,
-    negative_max_depth: int | None = None,
-    margin_type: Literal["relative", "absolute"] = "relative",
-    margin: float = 0.05,
-    fallback_tries: int = 64,
-    negatives_per_query: int = 1,
-    candidates: int = 32,
-    approx_above: int = 100_000,
-    ivf_nlist: int | None = None,
-    ivf_nprobe: int = 32,
-    recall_sample: int = 200,
-    query_batch: int = 4096,
-    label_noise_k: int = 10,
-    seed: int = 42,
-    task: str = "",
-) -> MinedTriplets:
-    """Mine up to `negatives_per_query` (query, positive, negative) triplets per row of a labelled set.
+def mine_triplets(embeddings: np.ndarray, labels: np.ndarray, settings: MiningConfig = MiningConfig(), *,
+                  seed: int = 42, task: str = "") -> MinedTriplets:
+    """Mine up to `settings.negatives_per_query` (query, positive, negative) triplets per row of a labelled set.
 
     Unlike `sentence_transformers.util.mine_hard_negatives`, which is label-blind (most of its "hard
     negatives" on a classification set share the query's label), every negative here has another label
@@ -192,39 +172,8 @@ def mine_triplets(
     Args:
         embeddings: (N, d) float32, L2-normalised: inner product is cosine similarity.
         labels: (N,) integer label codes.
-        positive_top_k: the positive is drawn among the query's k nearest same-label texts (GIST: 100). A
-            small k gives positives the guide already finds close; a large one adds harder positives.
-        positive_temperature: draw probability softmax(sim / T) over those k (GIST: 0.05). T → 0 picks
-            the nearest; a large T samples them uniformly.
-        negative_strategy: `hard` takes the most similar other-label candidate that passes the guard;
-            `topk_random` draws uniformly among the first `negative_top_k` that pass (harder than random,
-            fewer false negatives than `hard`); `uniform` is GIST's recipe, a uniformly random other-label
-            text with no guard (easy negatives, no retrieval cost).
-        negative_depth: other-label candidates retrieved per query. Deeper costs more search, and finds a
-            candidate under the guard more often.
-        negative_top_k: the pool size for `topk_random`.
-        negative_max_depth: queries with fewer than `negatives_per_query` guarded candidates are searched again
-            at 2x, 4x ... `negative_depth` up to this depth before any random fallback (None: no deeper
-            search; see `pipeline.road.deep_search`).
-        margin_type: `relative` keeps a candidate n only if sim(q, n) < sim(q, p) - |sim(q, p)| * margin
-            (NV-Retriever's TopK-PercPos, arXiv 2407.15831); `absolute` if sim(q, n) < sim(q, p) - margin.
-            A candidate nearly as close as the positive is more likely an unlabelled positive than a true
-            negative.
-        margin: the guard's margin (0 keeps anything strictly below the positive).
-        fallback_tries: when no retrieved candidate passes the guard, up to this many random other-label
-            texts are tried; a query with none left is dropped as `no_negative` and counted.
-        negatives_per_query: distinct negatives per query, each its own triplet row.
-        candidates: other-label candidates kept per mined query, with their guide scores, for re-mining
-            without the guide (at most `negative_depth`; 0 keeps none).
-        approx_above: tasks with more texts search negatives with an IVF index (CPU only; a GPU searches
-            exactly at any size).
-        ivf_nlist: IVF lists (default ~sqrt(N)).
-        ivf_nprobe: IVF lists probed per query: recall against speed (reported as `recall_at_10`).
-        recall_sample: queries per label re-searched exactly to measure the IVF's recall@10.
-        query_batch: queries per search call (memory only; never changes the result).
-        label_noise_k: neighbours per text for the label-noise audit (`pipeline.road.label_noise`), taken from
-            the positives' and negatives' searches (0: no audit). `uniform` mining searches k other-label
-            neighbours for it alone.
+        settings: the knobs, each documented by its `MiningConfig` field (`gistforge config --schema`); the
+            stage's own (`rounds`) is not the miner's.
         seed: with `task`, seeds every random draw: the result depends on neither run order nor batches.
         task: the task's name, for the seed, messages and progress.
 
@@ -232,29 +181,30 @@ def mine_triplets(
         Row ids of query, positive and negative (sorted by query) with their guide scores, and `MiningStats`
         in which every row that gave no triplet is counted under a reason.
     """
+    opt = settings
     n = len(labels)
     if embeddings.shape[0] != n:
         raise ValueError(f"{task}: {embeddings.shape[0]} embeddings for {n} labels")
     if n == 0:
-        return MinedTriplets.empty(MiningStats(queries=0, search="exact"), candidates)
+        return MinedTriplets.empty(MiningStats(queries=0, search="exact"), opt.candidates)
     rng = task_rng(seed, task)
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
     emb = np.ascontiguousarray(embeddings[order], dtype=np.float32)
     bounds = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1], True])
     others = None
-    if negative_strategy != "uniform" or label_noise_k:
-        others = OtherLabelSearch(emb, approx_above, ivf_nlist, ivf_nprobe, query_batch, seed)
+    if opt.negative_strategy != "uniform" or opt.label_noise_k:
+        others = OtherLabelSearch(emb, opt.approx_above, opt.ivf_nlist, opt.ivf_nprobe, opt.query_batch, seed)
 
-    m = negatives_per_query
+    m = opt.negatives_per_query
     q_out, p_out, n_out, ps_out, ns_out = [], [], [], [], []
-    width = min(candidates, negative_depth) if negative_strategy != "uniform" else 0
+    width = min(opt.candidates, opt.negative_depth) if opt.negative_strategy != "uniform" else 0
     c_query, c_pos, c_pos_score, c_ids, c_scores = [], [], [], [], []
     stats = MiningStats(queries=n, search="ivf" if others is not None and others.approximate else "exact")
     drops: dict[str, int] = {}
     recalls = []
-    tally = Tally(negatives_per_query)
-    noise = NeighbourVotes.empty(n, label_noise_k)
+    tally = Tally(opt.negatives_per_query)
+    noise = NeighbourVotes.empty(n, opt.label_noise_k)
     for a, b in tqdm(list(zip(bounds[:-1].tolist(), bounds[1:].tolist())), desc=f"mine {task}", unit="label",
                      disable=len(bounds) < 50):
         size = b - a
@@ -264,30 +214,32 @@ def mine_triplets(
             tally.missing(reason, size)
             continue
         queries = emb[a:b]
-        pos, pos_score, same_d = _sample_positives(queries, a, positive_top_k, positive_temperature, query_batch, rng)
+        pos, pos_score, same_d = _sample_positives(queries, a, opt.positive_top_k, opt.positive_temperature,
+                                                   opt.query_batch, rng)
 
-        if negative_strategy == "uniform":
+        if opt.negative_strategy == "uniform":
             neg = _other_label(rng, a, b, n, (size, m))
             neg_score = np.einsum("qd,qtd->qt", queries, emb[neg])
             tally.add_uniform(size)
-            if label_noise_k:
-                d, i = others.search(queries, a, b, min(label_noise_k, n - size))
+            if opt.label_noise_k:
+                d, i = others.search(queries, a, b, min(opt.label_noise_k, n - size))
         else:
-            depth = min(negative_depth, n - size)
+            depth = min(opt.negative_depth, n - size)
             d, i = others.search(queries, a, b, depth)
-            limit = margin_limit(pos_score, margin, margin_type)[:, None]
-            neg, neg_score, rejected = _pick_negatives(d, i, limit, negative_strategy, m, negative_top_k, rng)
+            limit = margin_limit(pos_score, opt.margin, opt.margin_type)[:, None]
+            pick = functools.partial(_pick_negatives, strategy=opt.negative_strategy, per_query=m,
+                                     top_k=opt.negative_top_k, rng=rng)
+            neg, neg_score, rejected = pick(d, i, limit)
             stats.margin_rejected += rejected
-            if negative_max_depth:
-                deepen(lambda r, k: others.search(queries[r], a, b, k),
-                       lambda dd, ii, lim: _pick_negatives(dd, ii, lim, negative_strategy, m, negative_top_k, rng),
-                       limit, neg, neg_score, depth, min(negative_max_depth, n - size), tally.sources)
+            if opt.negative_max_depth:
+                deepen(lambda r, k: others.search(queries[r], a, b, k), pick,
+                       limit, neg, neg_score, depth, min(opt.negative_max_depth, n - size), tally.sources)
             retrieved = (neg >= 0).sum(axis=1)
-            if recall_sample:
-                r = others.recall_at(queries, a, b, min(10, depth), recall_sample, rng)
+            if opt.recall_sample:
+                r = others.recall_at(queries, a, b, min(10, depth), opt.recall_sample, rng)
                 if r is not None:
                     recalls.append((r, size))
-            stats.fallback_random += _fallback(emb, queries, limit, neg, neg_score, a, b, fallback_tries, rng)
+            stats.fallback_random += _fallback(emb, queries, limit, neg, neg_score, a, b, opt.fallback_tries, rng)
             tally.add(retrieved, (retrieved == 0) & (neg[:, 0] >= 0))
             kept = (neg >= 0).any(axis=1)
             if width:
@@ -296,9 +248,10 @@ def mine_triplets(
                 c_ids.append(np.pad(i[kept, :width], ((0, 0), (0, pad)), constant_values=-1))
                 c_scores.append(np.pad(d[kept, :width], ((0, 0), (0, pad)), constant_values=np.nan))
 
-        if label_noise_k:
+        if opt.label_noise_k:
             noise.own_share[a:b], noise.other_label[a:b], noise.other_share[a:b] = votes(
-                same_d, d, np.where(i >= 0, sorted_labels[np.maximum(i, 0)], -1), int(sorted_labels[a]), label_noise_k)
+                same_d, d, np.where(i >= 0, sorted_labels[np.maximum(i, 0)], -1), int(sorted_labels[a]),
+                opt.label_noise_k)
         has = neg >= 0
         drops["no_negative"] = drops.get("no_negative", 0) + int((~has.any(axis=1)).sum())
         qi, j = np.nonzero(has)
@@ -308,12 +261,12 @@ def mine_triplets(
 
     stats.drops = {k: v for k, v in drops.items() if v}
     stats.negatives = tally.sources
-    noise = noise.reorder(order) if label_noise_k else None
+    noise = noise.reorder(order) if opt.label_noise_k else None
     if recalls:
         stats.recall_at_10 = round(sum(r * w for r, w in recalls) / sum(w for _, w in recalls), 4)
         if stats.recall_at_10 < LOW_RECALL:
             log.warning("%s: IVF recall@10 is %s (nprobe %s): negatives are less hard than exact search would find; "
-                        "raise mining.ivf_nprobe", task, stats.recall_at_10, ivf_nprobe)
+                        "raise mining.ivf_nprobe", task, stats.recall_at_10, opt.ivf_nprobe)
     if not q_out:
         empty = MinedTriplets.empty(stats, width)
         empty.votes = noise
