@@ -1,5 +1,5 @@
-"""Hub access for sources: one snapshot per source and stage, transient faults retried within a budget, and
-what a source's content is pinned to (the resolved commit, or a local file's identity)."""
+"""Hub access for sources: a source's pinned repo and revision, and its snapshot, downloaded or read from the
+Hub cache, with transient faults retried within a budget (`resolved` asks once per stage)."""
 
 from __future__ import annotations
 
