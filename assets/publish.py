@@ -47,7 +47,7 @@ def published_dataset(context: dg.AssetExecutionContext, gistforge: BuildResourc
                       publisher: PublisherResource) -> dg.MaterializeResult:
     cfg = gistforge.config()
     try:
-        result = publish.publish(gistforge.workspace(), cfg.dataset_repo_id, publisher.publisher(cfg.network))
+        result = gistforge.road().publish(publisher.publisher(cfg.network))
     except publish.PublishError as exc:  # refused credentials, or still failing after the retry budget
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     context.log.info("%s %s@%s in %s", result.status, result.repo_id, result.tag, result.location)

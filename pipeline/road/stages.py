@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.config import BuildConfig
-from pipeline.road import build, decontaminate, evaluate, ingest, mine, rounds, train
+from pipeline.road import build, decontaminate, evaluate, ingest, mine, publish, rounds, train
 from pipeline.road.embed import GuideEncoder
 from pipeline.road.model_ref import ModelRef
 from pipeline.road.precision import resolve_precision
-from pipeline.road.publish import Location
+from pipeline.road.publish import Location, Publisher, PublishResult
 from pipeline.workspace import Workspace
 
 Guide = Callable[[ModelRef], GuideEncoder]
@@ -74,6 +74,10 @@ class Road:
 
     def build(self) -> build.BuildReport:
         return build.build_dataset(self.ws, self.cfg)
+
+    def publish(self, publisher: Publisher) -> PublishResult:
+        """The build, published as a version of the config's dataset repo (or found already published)."""
+        return publish.publish(self.ws, self.cfg.dataset_repo_id, publisher)
 
     def train_round(self, r: int) -> rounds.RoundEncoder:
         """Round `r`'s build, published to its own hub, and the encoder fine-tuned on it (round r+1's guide)."""
