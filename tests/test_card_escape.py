@@ -14,7 +14,7 @@ from pipeline.road.build import DROP_REASONS, assemble, write_build
 from pipeline.road.card import licenses_md, render_card
 from pipeline.road.grouped import TaskRows
 from pipeline.schema import SCHEMA
-from tests.test_build_publish import _frames
+from tests.test_build import _frames
 
 PAYLOAD = "mit | [verify](https://evil.example) <img src=x>\n# Heading"
 _MD = MarkdownIt("commonmark").enable(["table", "strikethrough"])

@@ -18,7 +18,7 @@ from pipeline.road.train import task_columns, task_datasets
 from pipeline.workspace import Workspace
 from pipeline.road.stages import Road
 from tests.conftest import jsonl
-from tests.test_build_publish import _frames
+from tests.test_build import _frames
 
 K = 2  # negatives per query
 NTUPLE_COLUMNS = ["anchor", "positive", *[f"negative_{j}" for j in range(1, K + 1)], "scores"]

@@ -2,7 +2,7 @@
 retried, within one budget; bad input fails at once in one line; SIGTERM stops cleanly and the next build
 resumes; the first command leaves a portable card and library lines in the run logs.
 
-Related behaviour pinned elsewhere: an unchanged rebuild reuses the fine-tune (test_finetune.py), a task left
+Related behaviour pinned elsewhere: an unchanged rebuild reuses the fine-tune (test_train.py), a task left
 with nothing to mine (test_bad_input.py), config mistakes from the CLI (test_registry_config.py), `main` never
 moving back and no machine path in the card (test_publishing.py); peak RSS is a benchmark figure
 (benchmarks/embedded_rss.py), not a timed test.

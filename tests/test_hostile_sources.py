@@ -131,7 +131,7 @@ def test_a_triple_dash_inside_a_source_card_value_does_not_hide_its_configs(tmp_
 def test_the_blocking_card_check_reads_a_repo_id_with_triple_dashes(tmp_path):
     from pipeline.road.build import assemble, write_build
     from pipeline.road.checks import verify_build
-    from tests.test_build_publish import _frames
+    from tests.test_build import _frames
 
     table = assemble(_frames(), seed=1)
     card = (lambda _: f"---\npretty_name: org/my---data\ndataset_info:\n  splits:\n  - name: train\n"

@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 import logging
+import os
 from pathlib import Path
 
 import polars as pl
@@ -14,7 +15,7 @@ from pipeline.road.hub_publisher import HubPublisher
 from pipeline.road.local_hub import LocalHub
 from pipeline.road.publish import PublishError
 from tests.hub_double import GitHubApi
-from tests.test_build_publish import _frames
+from tests.test_build import _frames
 
 TOKEN = "hf_SECRETtoken1234567890"
 
@@ -346,3 +347,25 @@ def test_hub_target_reads_the_token_through_the_resource_and_leaks_it_nowhere(em
     texts = events + [out, err] + [p.read_text(errors="replace") for p in home.rglob("*")
                                    if p.is_file() and p.suffix in (".json", ".md", ".txt", ".log")]
     assert all(TOKEN not in t for t in texts)
+
+
+def test_local_hub_versions_load_back_by_tag(tmp_path, monkeypatch):
+    from datasets import load_dataset
+    from huggingface_hub import snapshot_download
+
+    hub = LocalHub(tmp_path / "hub")
+    builds = {}
+    for seed in (1, 2):
+        table = assemble(_frames(), seed=seed)
+        write_build(table, lambda size: "---\nlicense: other\n---\n# card\n", tmp_path / f"b{seed}", 1 << 20)
+        builds[seed] = (table, hub.publish(tmp_path / f"b{seed}", "org/ds", today=dt.date(2026, 1, seed)))
+    again = hub.publish(tmp_path / "b2", "org/ds", today=dt.date(2026, 2, 1))
+    assert again.status == "unchanged" and again.tag == builds[2][1].tag
+    assert set(hub.tags("org/ds")) == {builds[1][1].tag, builds[2][1].tag}
+    for table, result in builds.values():
+        assert result.status == "published" and result.tag == versioning.make_tag(result.content_hash, dt.date(2026, 1, int(result.tag[9])))
+        path = snapshot_download("org/ds", repo_type="dataset", revision=result.tag, cache_dir=str(tmp_path / "hub"),
+                                 local_files_only=True)
+        ds = load_dataset(path, split="train")
+        assert ds.to_polars().equals(pl.from_arrow(table.to_table()))
+        assert result.tag in open(os.path.join(path, "README.md")).read()

@@ -22,7 +22,7 @@ from pipeline.road.build import assemble, write_build
 from pipeline.road.local_hub import LocalHub
 from pipeline.road.publish import PublishError
 from pipeline.workspace import StageIdentity, StageReport, StaleOutputError, Workspace
-from tests.test_build_publish import _frames
+from tests.test_build import _frames
 
 CARD = "---\nlicense: other\n---\n# card\n"
 

@@ -1,5 +1,6 @@
-import datetime as dt
-import os
+"""The build (`pipeline.road.build`): the `task_type` rule and grouping, byte-identical Hub-style shards, checks
+that read one shard at a time."""
+
 
 import numpy as np
 import polars as pl
@@ -7,10 +8,8 @@ import pyarrow.parquet as pq
 
 from pipeline.config import TaskSource
 from pipeline.road.build import assemble, content_hash, medi_frame, write_build
-from pipeline.road.local_hub import LocalHub
 from pipeline.road.mine import triplet_frame
 from pipeline.road.miner import MinedTriplets, MiningStats
-from pipeline.road.versioning import make_tag
 from pipeline.schema import SCHEMA
 
 
@@ -64,28 +63,6 @@ def test_build_is_byte_identical_and_sharded_like_the_hub(tmp_path):
     meta = pq.read_metadata(files[0])
     assert meta.row_group(0).column(0).has_offset_index, "page index written (the Hub viewer's random access)"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp folders left behind"
-
-
-def test_local_hub_versions_load_back_by_tag(tmp_path, monkeypatch):
-    from datasets import load_dataset
-    from huggingface_hub import snapshot_download
-
-    hub = LocalHub(tmp_path / "hub")
-    builds = {}
-    for seed in (1, 2):
-        table = assemble(_frames(), seed=seed)
-        write_build(table, lambda size: "---\nlicense: other\n---\n# card\n", tmp_path / f"b{seed}", 1 << 20)
-        builds[seed] = (table, hub.publish(tmp_path / f"b{seed}", "org/ds", today=dt.date(2026, 1, seed)))
-    again = hub.publish(tmp_path / "b2", "org/ds", today=dt.date(2026, 2, 1))
-    assert again.status == "unchanged" and again.tag == builds[2][1].tag
-    assert set(hub.tags("org/ds")) == {builds[1][1].tag, builds[2][1].tag}
-    for table, result in builds.values():
-        assert result.status == "published" and result.tag == make_tag(result.content_hash, dt.date(2026, 1, int(result.tag[9])))
-        path = snapshot_download("org/ds", repo_type="dataset", revision=result.tag, cache_dir=str(tmp_path / "hub"),
-                                 local_files_only=True)
-        ds = load_dataset(path, split="train")
-        assert ds.to_polars().equals(pl.from_arrow(table.to_table()))
-        assert result.tag in open(os.path.join(path, "README.md")).read()
 
 
 def test_checks_read_one_shard_at_a_time_and_add_up_over_shards(tmp_path):
