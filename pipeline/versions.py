@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import polars as pl
 from pydantic import BaseModel
 
+from pipeline.road.facts import FACTS, VersionFacts
 from pipeline.road.local_hub import LocalHub
 from pipeline.road.publish import RowDiff
 from pipeline.road.versioning import MANIFEST, ROW_HASHES, Manifest, diff_versions, is_tag
@@ -112,7 +113,8 @@ class TaskCount(BaseModel):
 
 
 class VersionDetail(VersionSummary):
-    """`gistforge show TAG`: what a version holds and what it was made from (read from its card)."""
+    """`gistforge show TAG`: what a version holds and what it was made from (its `.gistforge/facts.json`; for a
+    version published before that file, its card's tables). Rows are keyed by the card's column names."""
 
     per_task: list[TaskCount]
     sources: list[dict[str, str]]
@@ -231,20 +233,45 @@ def _guide(text: str) -> dict[str, str]:
     return {"name": html.unescape(m.group(1)), "revision": html.unescape(m.group(2))} if m else {}
 
 
+def _plain(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _made_from(facts: VersionFacts) -> dict[str, Any]:
+    """The facts as `show` gives them: the card's rows, by its column names, as plain text."""
+    sources = [{"source": s.source, "repo / file": s.repo,
+                "revision": s.revision + (" (a moving ref)" if s.moving_ref and s.revision else ""),
+                "resolved commit": s.commit, "licence": s.license, "licence from": s.license_from,
+                "rows in": str(s.rows_in), "rows out": str(s.rows_out)} for s in facts.sources]
+    drops = [{"stage / source": a.source, "rows in": str(a.rows_in), "rows out": str(a.rows_out),
+              "dropped": str(a.rows_in - a.rows_out),
+              "drops by reason": ", ".join(f"{k}: {v}" for k, v in sorted(a.drops.items())) or "none"}
+             for a in facts.accounts if a.rows_in != a.rows_out]
+    return {"sources": sources, "drops": drops, "guide": dict(facts.guide),
+            "mining": {k: _plain(v) for k, v in facts.mining.items()}}
+
+
+def _made_from_card(text: str) -> dict[str, Any]:
+    """The same, read from a card's tables (versions published before `.gistforge/facts.json`)."""
+    tables = card_sections(text)
+    drops = [row for row in tables.get("Row accounting", []) if row.get("dropped", "0") not in ("0", "")]
+    mining = {row["parameter"]: row["value"] for row in tables.get("Guide model and mining", []) if "parameter" in row}
+    return {"sources": tables.get("Sources and licences", []), "drops": drops, "guide": _guide(text), "mining": mining}
+
+
 def show(store: VersionStore, tag: str) -> VersionDetail:
     """Per task rows, sources with resolved commits and licences, drops by reason, guide and mining settings."""
     head = summary(store, tag)
-    card = store.file(tag, "README.md")
-    text = card.read_text(encoding="utf-8") if card else ""
-    tables = card_sections(text)
+    if facts := store.file(tag, FACTS):
+        made = _made_from(VersionFacts.model_validate_json(facts.read_text(encoding="utf-8")))
+    else:
+        card = store.file(tag, "README.md")
+        made = _made_from_card(card.read_text(encoding="utf-8") if card else "")
     hashes = _row_hashes(store, tag)
     per_task = [TaskCount(task_type=r[0], task_name=r[1], rows=r[2]) for r in
                 hashes.group_by(["task_type", "task_name"]).len().sort(["task_type", "task_name"]).iter_rows()]
-    drops = [row for row in tables.get("Row accounting", []) if row.get("dropped", "0") not in ("0", "")]
-    mining = {row["parameter"]: row["value"] for row in tables.get("Guide model and mining", []) if "parameter" in row}
     manifest = _manifest(store, tag)
-    return VersionDetail(**head.model_dump(), per_task=per_task, sources=tables.get("Sources and licences", []),
-                         drops=drops, guide=_guide(text), mining=mining, files=len(manifest.files),
+    return VersionDetail(**head.model_dump(), per_task=per_task, **made, files=len(manifest.files),
                          bytes=sum(manifest.files.values()))
 
 

@@ -25,8 +25,8 @@ from pipeline.road.grouped import TaskGrouped, TaskRows
 from pipeline.road.card import MiningOutcome, MiningRound, licenses_md, render_card, top_license
 from pipeline.road.checks import CheckOutcome, verify_build
 from pipeline.road.model_ref import public_model_name
+from pipeline.road.facts import FACTS, SourceRows, VersionFacts
 from pipeline.road.ingest import MediReport, SplitReport
-from pipeline.road.sources import Provenance
 from pipeline.road.mine import MineReport
 from pipeline.schema import (CANDIDATES_ARROW, CORPUS_ARROW, NTUPLE_TASKS_ARROW, PL_SCHEMA, SCHEMA, TRIPLET_COLUMNS,
                              TRIPLETS_ARROW, ntuple_schema)
@@ -121,7 +121,8 @@ def write_build(triplets: TaskGrouped | pa.Table, card: Callable[[int], str], de
     atomically; returns the content hash. `triplets` is the task-grouped rows (`default` and one config per
     task_type; a plain table is taken as already in task order); `with_triplets` also writes them as the
     `triplets` config (inputs only, same order, a shard at a time); `extra` the other configs by name (see
-    `layout`)."""
+    `layout`); `texts` other files by path (`LICENSES.md`, and `.gistforge/facts.json`, hidden, so outside the
+    content hash)."""
     if isinstance(triplets, pa.Table):
         triplets = TaskGrouped.presorted(triplets)
     hashes: list[pl.DataFrame] = []
@@ -141,10 +142,10 @@ def write_build(triplets: TaskGrouped | pa.Table, card: Callable[[int], str], de
                                layout.extra_config("triplets").folder, max_shard_bytes)
         for name, extra_table in (extra or {}).items():
             layout.write_shards(extra_table, tmp, layout.extra_config(name).folder, max_shard_bytes)
+        (tmp / ".gistforge").mkdir()
         for name, text in (texts or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
         (tmp / "README.md").write_text(card(sum((tmp / n).stat().st_size for n in names)), encoding="utf-8")
-        (tmp / ".gistforge").mkdir()
         (pl.concat(hashes) if hashes else row_hashes(SCHEMA.empty_table())).write_parquet(
             tmp / ".gistforge" / "row_hashes.parquet")
         digest = content_hash(tmp)
@@ -170,32 +171,6 @@ DROP_REASONS = {**clean.DROPS, **miner.DROPS, **decontaminate.DROPS}
 # 5: `triplets` and `ntuple_tasks` configs, `ntuple` as sentence-transformers names it, escaped card, writer versions;
 # 4: config sizes are content bytes; 3: per-task and extra configs
 SPEC = StageSpec("build", version="5")
-
-
-class SourceRows(BaseModel):
-    """A source as the card's provenance table shows it: where, which commit, which licence, rows in and out."""
-
-    source: str
-    repo: str
-    revision: str
-    commit: str
-    moving_ref: bool
-    license: str
-    license_from: str
-    rows_in: int
-    rows_out: int
-
-    @classmethod
-    def of(cls, name: str, described: Provenance | None, first: RowAccount,
-           last: RowAccount | None = None) -> "SourceRows":
-        rows = {"rows_in": first.rows_in, "rows_out": (last or first).rows_out}
-        if described is None:
-            return cls(source=name, repo="", revision="", commit="", moving_ref=False, license="unknown",
-                       license_from="not recorded", **rows)
-        d = described
-        return cls(source=name, repo=(d.repo_id or d.path or "") + (" (embedded sample)" if d.sample else ""),
-                   revision=d.revision or "", commit=d.commit or "", moving_ref=d.moving_ref,
-                   license=d.license, license_from=d.license_from, **rows)
 
 
 class ConfigRows(BaseModel):
@@ -255,20 +230,23 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
     configs.append(ConfigRows(name="triplets", rows=triplets.num_rows,
                               num_bytes=triplets.column_nbytes(list(TRIPLET_COLUMNS)), kind="triplets"))
     configs += [ConfigRows(name=name, rows=t.num_rows, num_bytes=t.nbytes, kind=name) for name, t in extra.items()]
+    guide_facts = {"name": guide.name, "revision": guide.revision} if guide else \
+        {"name": public_model_name(cfg.guide_model), "revision": cfg.guide_revision or "n/a"}
+    facts = VersionFacts(sources=sources, accounts=accounts, guide=guide_facts,
+                         mining={**cfg.mining.miner_settings(), "seed": cfg.seed})
     card = functools.partial(
         render_card, repo_id=cfg.dataset_repo_id, schema=SCHEMA, num_rows=triplets.num_rows,
         num_bytes=triplets.nbytes(), sources=[s.model_dump() for s in sources],
         configs=[c.model_dump() for c in configs],
         extra_schemas=layout.checked_tables(extra, cfg.mining.negatives_per_query),
         exclusions=cfg.exclusions,
-        guide={"name": guide.name, "revision": guide.revision} if guide else
-        {"name": public_model_name(cfg.guide_model), "revision": cfg.guide_revision or "n/a"},
-        mining=cfg.mining.miner_settings(), seed=cfg.seed, tasks=tasks, accounts=accounts, drop_reasons=DROP_REASONS,
+        guide=guide_facts, mining=cfg.mining.miner_settings(), seed=cfg.seed, tasks=tasks, accounts=accounts, drop_reasons=DROP_REASONS,
         decontamination=cfg.decontamination, reference=reference, outcomes=outcomes,
         rounds=mining_rounds(ws, cfg) if ws.final and cfg.mining.rounds > 1 else None,
     )
     provenance = [s.model_dump() for s in sources]
     texts = {"LICENSES.md": licenses_md(provenance)} if "license_link" in top_license(provenance) else {}
+    texts[FACTS] = facts.model_dump_json(indent=2)
     digest = write_build(triplets, lambda size: card(download_size=size), ws.build_dir(), cfg.max_shard_bytes,
                          extra, texts, with_triplets=True)
     rows = triplets.num_rows
