@@ -135,3 +135,23 @@ def test_the_readme_lists_the_layouts_in_the_order_they_are_tried():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     listed = readme.split("<!-- layouts -->")[1].split("<!-- /layouts -->")[0].strip().splitlines()
     assert listed == [f"{i}. {layout.description}" for i, layout in enumerate(LAYOUTS, 1)]
+
+
+@pytest.mark.parametrize("data_files", ["files/t.jsonl", "[files/t.jsonl]", "{train: files/t.jsonl, test: files/s.jsonl}",
+                                        "[{split: train, path: [files/t.jsonl]}]"])
+def test_a_cards_data_files_are_read_in_every_form_datasets_reads(tmp_path, data_files):
+    """A bare pattern, a list (both: the train split), a split mapping and a list of split entries."""
+    card = f"---\nconfigs:\n- config_name: en\n  data_files: {data_files}\n---\n"
+    snap = make_hub_repo(tmp_path, TASK.hub_id, TASK.revision, {"README.md": card, "files/t.jsonl": jsonl(TRAIN),
+                                                                "files/s.jsonl": jsonl(TEST)})
+    found = find_split(snap, "en", "train", "T")
+    assert found.layout == LAYOUTS[0].description and [p.name for p in found.files] == ["t.jsonl"]
+
+
+def test_a_malformed_data_files_entry_is_a_source_error_naming_the_card_and_config(tmp_path):
+    card = ("---\nconfigs:\n- config_name: en\n  data_files:\n  - split: train\n    path: a.jsonl\n"
+            "  - split: train\n    path: b.jsonl\n---\n")
+    snap = make_hub_repo(tmp_path, TASK.hub_id, TASK.revision, {"README.md": card, "a.jsonl": jsonl(TRAIN)})
+    with pytest.raises(SourceError, match=r"^T: README\.md line 4: config 'en': Some splits are duplicated in "
+                                          r"data_files.*fix the card's data_files$"):
+        find_split(snap, "en", "train", "T")

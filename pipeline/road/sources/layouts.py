@@ -98,26 +98,27 @@ def _card_configs(folder: Path, source: str) -> list[dict]:
     return [c for c in configs if isinstance(c, dict)] if isinstance(configs, list) else []
 
 
-def _card_patterns(entry: dict, split: str) -> list[str]:
-    """The path patterns a card config gives for `split` (a bare pattern or list means the train split)."""
+def _card_patterns(entry: dict, split: str, folder: Path, source: str) -> list[str]:
+    """The path patterns a card config gives for `split`, read as `datasets` reads `data_files`
+    (`sanitize_patterns`: a bare pattern or list is the train split); a malformed entry is a `SourceError`."""
+    from datasets.data_files import sanitize_patterns
+
     files = entry.get("data_files")
-    if isinstance(files, (str, list)) and not (isinstance(files, list) and files and isinstance(files[0], dict)):
-        return ([files] if isinstance(files, str) else list(files)) if split == "train" else []
-    if isinstance(files, dict):
-        files = [{"split": k, "path": v} for k, v in files.items()]
-    patterns: list[str] = []
-    for item in files or []:
-        if isinstance(item, dict) and item.get("split") == split:
-            path = item.get("path")
-            patterns += list(path) if isinstance(path, list) else [path] if path is not None else []
-    return patterns
+    if files is None:
+        return []
+    try:
+        return list(sanitize_patterns(files).get(split, []))
+    except (ValueError, TypeError) as exc:
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SourceError(f"{source}: {_card_line(folder, 'data_files')}: config "
+                          f"{entry.get('config_name', 'default')!r}: {why}; fix the card's data_files") from None
 
 
 def _from_card(folder: Path, config: str | None, split: str, source: str) -> list[Path]:
     wanted = config or "default"
     for entry in _card_configs(folder, source):
         if entry.get("config_name", "default") == wanted:
-            files = _data_files((p for pattern in _card_patterns(entry, split)
+            files = _data_files((p for pattern in _card_patterns(entry, split, folder, source)
                                  for p in _card_glob(folder, pattern, source)), folder, source)
             if files:
                 return files
