@@ -13,7 +13,8 @@ from typing import Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.config import BuildConfig, load_config
+from pipeline.config import BuildConfig
+from pipeline.profiles import load_config
 from pipeline.workspace import Workspace
 
 # Celery settings shared by the executor (`assets.definitions.executor_for`) and the workers (deploy/celery.yaml).

@@ -46,7 +46,7 @@ def main() -> None:
 
     from gistforge.cli import build
     from localcluster import LocalCluster
-    from pipeline.config import load_config
+    from pipeline.profiles import load_config
     from pipeline.road.publish import last_published
     from pipeline.workspace import Workspace
 

@@ -39,7 +39,7 @@ def main() -> int:
     os.environ.update(env)
     from datasets import load_dataset
     from huggingface_hub import snapshot_download
-    from pipeline.config import load_config
+    from pipeline.profiles import load_config
     from pipeline.road.build import last_build
     from pipeline.road.ingest import SplitReport
     from pipeline.road.publish import last_published

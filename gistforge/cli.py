@@ -51,7 +51,7 @@ def _version() -> str:
 
 def _config_options(p: argparse.ArgumentParser) -> None:
     """--profile or --config (never both), and --home: how every subcommand finds its build."""
-    from pipeline.config import PROFILES
+    from pipeline.profiles import PROFILES
 
     which = p.add_mutually_exclusive_group()
     which.add_argument("--profile", choices=sorted(PROFILES),
@@ -174,7 +174,7 @@ def _preflight(deployment) -> list[str]:
 def resolve_config(args: argparse.Namespace):
     """The configuration a command acts on: --config or --profile (argparse refuses both), else
     GISTFORGE_CONFIG or GISTFORGE_PROFILE (both set is refused too), else the embedded profile."""
-    from pipeline.config import ConfigError, load_config
+    from pipeline.profiles import ConfigError, load_config
 
     if args.config or args.profile:
         return load_config(args.config, args.profile)
@@ -200,7 +200,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from pipeline.config import ConfigError
+    from pipeline.profiles import ConfigError
 
     try:
         cfg = resolve_config(args)

@@ -221,7 +221,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run a look-and-plan subcommand; a bad config or tag is one line on stderr and exit 2."""
-    from pipeline.config import ConfigError
+    from pipeline.profiles import ConfigError
     from pipeline.versions import VersionError
 
     try:

@@ -7,7 +7,8 @@ import pytest
 from assets import build_definitions
 from assets.settings import Deployment
 from gistforge.cli import build
-from pipeline.config import BuildConfig, embedded_profile
+from pipeline.config import BuildConfig
+from pipeline.profiles import embedded_profile
 from pipeline.road import build as build_stage, decontaminate, evaluate, ingest, mine, publish, train
 from pipeline.road.ingest import MediReport, SplitReport
 from pipeline.road.local_hub import LocalHub
@@ -159,7 +160,7 @@ def test_no_configuration_is_read_at_import_time(tmp_path):
     import sys
 
     code = ("import assets, assets.definitions, gistforge.cli\n"
-            "from pipeline.config import ConfigError\n"
+            "from pipeline.profiles import ConfigError\n"
             "try:\n    assets.defs()\nexcept ConfigError as e:\n    print('loader read:', e)\n")
     env = {"PATH": "", "GISTFORGE_CONFIG": str(tmp_path / "absent.yaml"), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,

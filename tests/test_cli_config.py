@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from gistforge.cli import run
-from pipeline.config import BuildConfig, embedded_profile, load_config
+from pipeline.config import BuildConfig
+from pipeline.profiles import embedded_profile, load_config
 
 
 def _gistforge(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ import yaml
 
 from gistforge.cli import run
 from pipeline.common import atomic
-from pipeline.config import embedded_profile
+from pipeline.profiles import embedded_profile
 from pipeline.road.build import last_build
 from pipeline.workspace import Workspace
 
@@ -168,7 +168,7 @@ def test_an_unchanged_publish_keeps_the_data_version_so_the_finetune_is_not_stal
     from assets.definitions import build_definitions
     from assets.settings import Deployment
     from gistforge.instance import cli_instance
-    from pipeline.config import load_config
+    from pipeline.profiles import load_config
 
     home, config = two_builds["home"], two_builds["config"]
     assert run(["build", "--home", str(home), "--config", str(config)]) == 0

@@ -80,7 +80,7 @@ def test_executor_choice_resolves_for_every_job(env, executor, tmp_path):
     from assets.automation import rebuild_plan
     from assets.definitions import build_definitions, guide_steps, k8s_executor_config
     from assets.settings import Deployment
-    from pipeline.config import load_config
+    from pipeline.profiles import load_config
 
     if executor in ("celery", "k8s"):
         pytest.importorskip("dagster_celery" if executor == "celery" else "dagster_k8s",
@@ -202,7 +202,7 @@ def cluster(tmp_path_factory):
 def in_process_tag(tmp_path_factory):
     """The tag of the same build run in-process by `gistforge build --no-finetune`."""
     from gistforge.cli import build
-    from pipeline.config import load_config
+    from pipeline.profiles import load_config
     from pipeline.road.publish import last_published
     from pipeline.workspace import Workspace
 

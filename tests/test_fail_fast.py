@@ -27,7 +27,8 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, Offl
 
 from pipeline.common.progress import Progress
 from pipeline.common.retry import RetryBudget, is_transient
-from pipeline.config import NetworkConfig, embedded_profile
+from pipeline.config import NetworkConfig
+from pipeline.profiles import embedded_profile
 from pipeline.road.sources import SourceError, hub_snapshot
 from tests.conftest import wait_for_text
 

@@ -16,7 +16,8 @@ import yaml
 from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 
 from pipeline.common.text import canonical_label, front_matter
-from pipeline.config import _SAFE_NAME, BuildConfig, ConfigError, MediSource, TaskSource, is_commit, load_config
+from pipeline.config import _SAFE_NAME, BuildConfig, MediSource, TaskSource, is_commit
+from pipeline.profiles import ConfigError, load_config
 from pipeline.registry import MTEB_TASKS
 from pipeline.road import sources
 from pipeline.road.clean import clean_labelled

@@ -4,7 +4,8 @@ import pytest
 import polars as pl
 import yaml
 
-from pipeline.config import CleanConfig, DecontaminationConfig, MiningConfig, embedded_profile
+from pipeline.config import CleanConfig, DecontaminationConfig, MiningConfig
+from pipeline.profiles import embedded_profile
 from pipeline.road.build import DROP_REASONS
 from pipeline.road.card import MiningOutcome, render_card
 from pipeline.road.deep_search import NegativeSources

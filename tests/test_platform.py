@@ -15,7 +15,7 @@ from assets import automation, build_definitions
 from assets.resources import BuildResource
 from assets.settings import Deployment
 from pipeline.common import atomic
-from pipeline.config import embedded_profile
+from pipeline.profiles import embedded_profile
 from pipeline.registry import get_task
 
 

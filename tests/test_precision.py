@@ -41,7 +41,7 @@ def test_an_unknown_precision_is_refused_naming_the_setting():
 
 
 def test_the_config_accepts_the_four_settings_and_defaults_to_auto():
-    from pipeline.config import embedded_profile
+    from pipeline.profiles import embedded_profile
 
     cfg = embedded_profile()
     assert cfg.guide_precision == "auto"
@@ -129,7 +129,7 @@ def test_the_mining_check_warns_below_the_threshold_and_never_blocks(tmp_path):
     assert agreement_metadata(None, "float32") == {"guide_precision": "float32"}
     from assets.definitions import build_definitions  # the check is declared non-blocking on the mining asset
     from assets.settings import Deployment
-    from pipeline.config import embedded_profile
+    from pipeline.profiles import embedded_profile
 
     defs = build_definitions(embedded_profile(), Deployment(home=tmp_path))
     specs = [s for a in defs.assets for s in getattr(a, "check_specs", []) if s.name == AGREEMENT_CHECK]
@@ -228,7 +228,7 @@ def test_gc_lists_openvino_graphs_and_removes_only_this_guides_stale_ones(tmp_pa
     pytest.importorskip("openvino")
     import json
 
-    from pipeline.config import embedded_profile
+    from pipeline.profiles import embedded_profile
     from pipeline.gc import collect
     from pipeline.road import openvino_guide
     from pipeline.road.model_ref import resolve_model

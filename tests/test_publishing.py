@@ -319,7 +319,7 @@ def test_hub_target_reads_the_token_through_the_resource_and_leaks_it_nowhere(em
 
     from assets import build_definitions
     from assets.settings import Deployment
-    from pipeline.config import embedded_profile
+    from pipeline.profiles import embedded_profile
 
     home = tmp_path / "home"
     shutil.copytree(embedded_build, home, ignore=shutil.ignore_patterns("models"))

@@ -3,7 +3,8 @@ import re
 import pytest
 import yaml
 
-from pipeline.config import BuildConfig, TaskSource, embedded_profile, full_profile, load_config
+from pipeline.config import BuildConfig, TaskSource
+from pipeline.profiles import embedded_profile, full_profile, load_config
 from pipeline.registry import DEFAULT_EXCLUSIONS, MTEB_TASKS, get_task
 
 

@@ -13,7 +13,8 @@ import yaml
 from assets import automation, build_definitions
 from assets.definitions import guide_steps
 from assets.settings import Deployment
-from pipeline.config import BuildConfig, ConfigError, embedded_profile, load_config
+from pipeline.config import BuildConfig
+from pipeline.profiles import ConfigError, embedded_profile, load_config
 from pipeline.road import build, mine, publish, rounds, train
 from pipeline.road.mine import MineReport
 from pipeline.road.model_ref import folder_digest

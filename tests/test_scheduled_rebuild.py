@@ -26,7 +26,8 @@ from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatus, InstigatorType, TickStatus
 
 from pipeline.common import atomic
-from pipeline.config import SAMPLE_DIR, embedded_profile
+from pipeline.config import SAMPLE_DIR
+from pipeline.profiles import embedded_profile
 from pipeline.road.local_hub import LocalHub
 from tests.waiting import until
 

@@ -148,7 +148,7 @@ def test_a_home_copied_with_its_times_is_reused_not_refused(tmp_path):
 def test_gc_keeps_a_days_newest_version_not_its_greatest_hash(tmp_path):
     """Two versions of one day: `gc --keep 1` sorted tags as strings, so the older one was kept whenever its
     hash sorted above the newer one's. It now takes `gistforge versions`' order (publishing order)."""
-    from pipeline.config import embedded_profile
+    from pipeline.profiles import embedded_profile
     from pipeline.gc import collect
 
     ws, published = Workspace(tmp_path, "p"), []

@@ -8,7 +8,8 @@ import datasets
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from pipeline.config import TrainConfig, embedded_profile
+from pipeline.config import TrainConfig
+from pipeline.profiles import embedded_profile
 from pipeline.road import evaluate, train
 from pipeline.road.evaluate import EvalReport, Scores, TaskScore, model_card_section
 from pipeline.road.local_hub import LocalHub
