@@ -100,10 +100,10 @@ def reference_keys(ws: Workspace, cfg: DecontaminationConfig) -> np.ndarray | No
     return pl.read_parquet(ws.test_texts(), columns=["key"]).get_column("key").unique().to_numpy()
 
 
-def reference_fingerprint(ws: Workspace, cfg: DecontaminationConfig) -> str | None:
-    """What a stage that decontaminates depends on: the reference's fingerprint when it is used."""
-    used = cfg.exact or cfg.near_duplicate_threshold is not None
-    return ws.fingerprint_of(ws.test_texts()) if used else None
+def reference_fingerprint(ws: Workspace, used: bool) -> str | None | bool:
+    """What a stage depends on of the reference: its fingerprint when the stage `used` it (exact leaks, near
+    duplicates), else False; the one spelling every decontaminating stage's identity uses."""
+    return used and ws.fingerprint_of(ws.test_texts())
 
 
 def reference_texts(ws: Workspace, task: str | None = None) -> list[str]:

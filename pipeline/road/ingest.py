@@ -55,7 +55,7 @@ def ingest_medi(ws: Workspace, medi: MediSource | None, decontamination: Deconta
     ident = MEDI_SPEC.identify(
         {"medi": medi, "decontamination": decontamination, "guide": guide if threshold is not None else None},
         {"source": found and found.identity,
-         "reference": reference_fingerprint(ws, decontamination)})
+         "reference": reference_fingerprint(ws, decontamination.exact or threshold is not None)})
     if (done := ws.reuse(ws.medi_rows(), ident, MediReport)) is not None:
         return done
     if medi is None:
@@ -86,7 +86,7 @@ def ingest_task(ws: Workspace, src: TaskSource, decontamination: Decontamination
     found = resolve(src, network.budget())  # once: the fingerprint, rows and card name one commit
     ident = TASK_SPEC.identify({"source": src, "decontamination.exact": decontamination.exact},
                                {"source": found.identity,
-                                "reference": decontamination.exact and ws.fingerprint_of(ws.test_texts())})
+                                "reference": reference_fingerprint(ws, decontamination.exact)})
     if (done := ws.reuse(ws.split(src.name), ident, SplitReport)) is not None:
         return done
     keys = reference_keys(ws, decontamination)

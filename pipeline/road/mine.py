@@ -15,7 +15,7 @@ from pipeline.common.accounting import RowAccount
 from pipeline.common.plots import similarity_histogram
 from pipeline.config import CleanConfig, DecontaminationConfig, MiningConfig, TaskSource
 from pipeline.road.agreement import Agreement
-from pipeline.road.decontaminate import near_duplicates, reference_texts
+from pipeline.road.decontaminate import near_duplicates, reference_fingerprint, reference_texts
 from pipeline.road.embed import EmbedStats, GuideEncoder
 from pipeline.road.model_ref import ModelRef
 from pipeline.road.label_noise import LabelNoiseReport, mine_auditing
@@ -97,7 +97,7 @@ def mine_task(ws: Workspace, src: TaskSource, *, mining: MiningConfig, seed: int
     ident = SPEC.identify({"mining": mining, "clean": clean, "seed": seed, "near_duplicate_threshold": threshold,
                            "guide": guide_ref.identity(precision)},
                           {"split": ws.fingerprint_of(ws.split(task)),
-                           "reference": threshold is not None and ws.fingerprint_of(ws.test_texts())})
+                           "reference": reference_fingerprint(ws, threshold is not None)})
     if (done := ws.reuse(ws.triplets(task), ident, MineReport)) is not None:
         return done
     split = pl.read_parquet(ws.split(task))
