@@ -15,7 +15,6 @@ from pipeline.road.hub_publisher import HubPublisher
 from pipeline.road.local_hub import LocalHub
 from pipeline.road.publish import Publisher
 from pipeline.road.stages import Road
-from pipeline.workspace import Workspace
 
 
 @functools.lru_cache(maxsize=8)
@@ -40,11 +39,6 @@ class BuildResource(dg.ConfigurableResource):
         """The road's stages with this configuration, on its workspace; `device`: the guide's (the guide resource's)."""
         return Road.at_home(self.config(), Path(self.home), device)
 
-    def workspace(self, round: int | None = None) -> Workspace:
-        """The profile's workspace as mining round `round` sees it (default: the last, whose build is published)."""
-        rounds = self.config().mining.rounds
-        return Workspace(Path(self.home), self.config().profile).at_round(round or rounds, rounds)
-
 
 _GUIDES: dict[tuple, GuideEncoder] = {}
 
@@ -59,7 +53,7 @@ class GuideModelResource(dg.ConfigurableResource):
         """`road`'s guide factory, each guide (the configured one, or a mining round's) loaded once per process."""
         def load(ref: ModelRef) -> GuideEncoder:
             cfg = road.cfg
-            key = (ref, cfg.encode_batch_size, road.ws.embeddings, self.device, cfg.guide_precision)
+            key = (ref, cfg.encode_batch_size, road.ws.embeddings, road.device, cfg.guide_precision)
             if key not in _GUIDES:
                 _GUIDES[key] = road.guide_encoder(ref)
             return _GUIDES[key]

@@ -1,9 +1,10 @@
 """One build per home at a time, and the runs a killed build left behind, closed so the next is not blocked.
 
 `gistforge build` holds its home's lock (`build_lock`: an OS lock, dropped by the kernel when the holder dies)
-for as long as it runs, and tags each of its runs with the home. A second build on the same home waits, saying
-which build holds it. So a build that holds the lock knows that any unfinished run tagged with its home was left
-by a build that was killed: no process ids to compare.
+for as long as it runs, and tags each of its runs with the home's id (`home_id`: a random id kept in the home,
+so two machines' homes at the same path, recording in one shared Dagster instance, are never taken for one). A
+second build on the same home waits, saying which build holds it. So a build that holds the lock knows that any
+unfinished run tagged with its home was left by a build that was killed: no process ids to compare.
 
 Why this is needed (Dagster's limitation): a process killed mid-step never reports its run's end, so the run stays
 STARTED and keeps its `guide_model` / `hub_publish` pool slot. Dagster frees slots only of runs that finished,
@@ -14,6 +15,8 @@ workers; `gistforge build` runs its jobs in-process, with neither.
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,7 +27,8 @@ from pipeline.common import locks
 
 log = logging.getLogger(__name__)
 
-HOME_TAG = "gistforge/home"
+HOME_TAG = "gistforge/home"  # the home's id
+HOME_PATH_TAG = "gistforge/home_path"  # where it was, for people reading the run in the UI
 
 # from the public enum, so new states count as unfinished unless they are an end (MANAGED: run elsewhere)
 _ENDS = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED,
@@ -32,9 +36,25 @@ _ENDS = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRun
 UNFINISHED = [s for s in dg.DagsterRunStatus if s not in _ENDS]
 
 
+def home_id(home: Path) -> str:
+    """The home's id, made once (`<home>/.home-id`, linked into place so that racing builds agree on one)."""
+    path = Path(home) / ".home-id"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".home-id.{os.getpid()}.{uuid.uuid4().hex}")
+        tmp.write_text(uuid.uuid4().hex + "\n")
+        try:
+            os.link(tmp, path)  # fails if another build made it first: then its id is the home's
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
+
+
 def run_tags(home: Path) -> dict[str, str]:
-    """The tag that says which home's build ran a run."""
-    return {HOME_TAG: str(Path(home).resolve())}
+    """The tags that say which home's build ran a run."""
+    return {HOME_TAG: home_id(home), HOME_PATH_TAG: str(Path(home).resolve())}
 
 
 @contextmanager
@@ -51,7 +71,7 @@ def recover_orphaned_runs(instance: dg.DagsterInstance, home: Path) -> list[str]
     Runs of other homes, and of the UI or the daemon (not tagged), are left alone. Returns the run ids closed.
     """
     closed: list[str] = []
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED, tags=run_tags(home))):
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED, tags={HOME_TAG: home_id(home)})):
         instance.report_run_failed(run, message="gistforge: the build that ran this run was killed (its home's "
                                                 "build lock is free again); marked failed so its pool slots are freed")
         closed.append(run.run_id)

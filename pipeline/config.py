@@ -140,7 +140,8 @@ class MiningConfig(_Strict):
                                 "with none left is dropped as `no_negative` and counted")
     negatives_per_query: int = Field(1, ge=1, description="triplets per query, each with its own negative")
     candidates: int = Field(32, ge=0, le=2048, description="other-label candidates kept per query with their "
-                                                           "guide scores (the `candidates` config)")
+                                                           "guide scores, for re-mining without the guide (the "
+                                                           "`candidates` config; at most negative_depth, 0 keeps none)")
     approx_above: int = Field(100_000, ge=1, description="tasks with more texts search negatives with IVF on a CPU "
                               "(exact search of 200k texts took 13 min on 2 cores; IVF recall is measured and "
                               "reported); a GPU searches exactly at any size")

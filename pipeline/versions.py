@@ -206,7 +206,8 @@ def newest_first(store: VersionStore) -> list[str]:
 # --------------------------------------------------------------------------------------- the card's tables
 
 def _unescape(cell: str) -> str:
-    return html.unescape(cell.strip().strip("`")).strip("`")
+    """A card cell as plain text: its code spans' content (`main` (a moving ref) -> main (a moving ref))."""
+    return html.unescape(re.sub(r"`([^`]*)`", r"\1", cell.strip()))
 
 
 def card_sections(text: str) -> dict[str, list[dict[str, str]]]:

@@ -148,10 +148,11 @@ def test_a_cards_data_files_are_read_in_every_form_datasets_reads(tmp_path, data
     assert found.layout == LAYOUTS[0].description and [p.name for p in found.files] == ["t.jsonl"]
 
 
-def test_a_malformed_data_files_entry_is_a_source_error_naming_the_card_and_config(tmp_path):
-    card = ("---\nconfigs:\n- config_name: en\n  data_files:\n  - split: train\n    path: a.jsonl\n"
-            "  - split: train\n    path: b.jsonl\n---\n")
+def test_a_malformed_data_files_entry_is_a_source_error_naming_the_card_line_and_config(tmp_path):
+    """The line named is the bad config's own `data_files` (line 6), not an earlier config's (line 4)."""
+    card = ("---\nconfigs:\n- config_name: de\n  data_files: de.jsonl\n- config_name: en\n  data_files:\n"
+            "  - split: train\n    path: a.jsonl\n  - split: train\n    path: b.jsonl\n---\n")
     snap = make_hub_repo(tmp_path, TASK.hub_id, TASK.revision, {"README.md": card, "a.jsonl": jsonl(TRAIN)})
-    with pytest.raises(SourceError, match=r"^T: README\.md line 4: config 'en': Some splits are duplicated in "
+    with pytest.raises(SourceError, match=r"^T: README\.md line 6: config 'en': Some splits are duplicated in "
                                           r"data_files.*fix the card's data_files$"):
         find_split(snap, "en", "train", "T")

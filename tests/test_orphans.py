@@ -2,16 +2,17 @@
 
 A build that holds its home's lock knows that no other build of that home runs, so every unfinished run
 tagged with the home is an orphan: no process id or start time is compared (in a container a build gets the
-same pid on every start, which fooled that rule once).
+same pid on every start, which fooled that rule once). The home is known by an id it keeps, not its path.
 """
 
+import shutil
 import subprocess
 import sys
 import uuid
 
 import dagster as dg
 
-from gistforge.orphans import HOME_TAG, build_lock, recover_orphaned_runs, run_tags
+from gistforge.orphans import HOME_TAG, build_lock, home_id, recover_orphaned_runs, run_tags
 from pipeline.common import locks
 
 
@@ -40,7 +41,20 @@ def test_the_lock_holder_closes_its_homes_unfinished_runs_and_frees_their_slots(
         assert _status(instance, orphan) == dg.DagsterRunStatus.FAILURE
         assert [_status(instance, r) for r in (elsewhere, from_ui)] == [dg.DagsterRunStatus.STARTED] * 2
         assert not storage.get_concurrency_info("guide_model").claimed_slots, "the orphan's slot is free again"
-    assert run_tags(home) == {HOME_TAG: str(home.resolve())}
+    assert run_tags(home)[HOME_TAG] == (home / ".home-id").read_text().strip()
+
+
+def test_another_machines_home_at_the_same_path_is_another_home(tmp_path):
+    """Two containers, each with its own disk but the same home path, recording in one Dagster instance (the
+    Postgres deployment): neither closes the other's live runs, since each home has its own id."""
+    home = tmp_path / "home"
+    with dg.instance_for_test() as instance:
+        theirs = _started_run(instance, run_tags(home))  # the other machine's home, at this path
+        shutil.rmtree(home)  # this machine's disk: the same path, a home of its own
+        with build_lock(home, print):
+            assert recover_orphaned_runs(instance, home) == []
+        assert _status(instance, theirs) == dg.DagsterRunStatus.STARTED
+        assert home_id(home) == home_id(home), "a home keeps its id"
 
 
 def test_a_second_build_on_a_home_waits_saying_who_holds_it_then_goes_on(tmp_path):

@@ -24,3 +24,19 @@ def test_show_reads_the_facts_file_and_a_version_without_one_shows_the_same_from
         assert getattr(from_facts, part) == getattr(from_card, part), part
     assert from_facts.mining["negatives_per_query"] == "2" and from_facts.guide["name"] == "bundled:all-MiniLM-L6-v2"
     assert from_facts.drops and all(d["dropped"] != "0" for d in from_facts.drops)
+
+
+def test_a_moving_ref_reads_the_same_from_the_facts_and_from_an_older_versions_card():
+    from pipeline.road.card import sources_table
+    from pipeline.road.facts import SourceRows, VersionFacts
+    from pipeline.versions import _made_from, card_sections
+
+    rows = [SourceRows(source="MEDI", repo="avsolatorio/medi-data", revision="main", commit="a" * 40, moving_ref=True,
+                       license="mit", license_from="the source's dataset card", rows_in=3, rows_out=2),
+            SourceRows(source="T", repo="t|x.csv", revision="", commit="", moving_ref=False, license="cc-by-4.0",
+                       license_from="the build config", rows_in=1, rows_out=1)]
+    card = "# card\n\n## Sources and licences\n" + sources_table([r.model_dump() for r in rows]) + "\n"
+    from_card = card_sections(card)["Sources and licences"]
+    facts = VersionFacts(sources=rows, accounts=[], guide={}, mining={})
+    assert from_card == _made_from(facts)["sources"]
+    assert from_card[0]["revision"] == "main (a moving ref)" and from_card[1]["repo / file"] == "t|x.csv"

@@ -59,10 +59,12 @@ def _data_files(paths, folder: Path, source: str) -> list[Path]:
     return [_inside(p, folder, source, f"data file {p.relative_to(folder).as_posix()!r}") for p in found]
 
 
-def _card_line(folder: Path, pattern: object) -> str:
-    """`README.md line N`: where the card names `pattern`, for an error the user can act on."""
+def _card_line(folder: Path, pattern: object, after: str | None = None) -> str:
+    """`README.md line N`: where the card names `pattern` (at or after the first line naming `after`, e.g. the
+    config's `config_name`), for an error the user can act on."""
     lines = (folder / "README.md").read_text(encoding="utf-8", errors="replace").splitlines()
-    n = next((i for i, line in enumerate(lines, 1) if str(pattern) in line), None)
+    start = next((i for i, line in enumerate(lines) if after in line), 0) if after else 0
+    n = next((i for i, line in enumerate(lines[start:], start + 1) if str(pattern) in line), None)
     return f"README.md line {n}" if n else "README.md"
 
 
@@ -110,8 +112,9 @@ def _card_patterns(entry: dict, split: str, folder: Path, source: str) -> list[s
         return list(sanitize_patterns(files).get(split, []))
     except (ValueError, TypeError) as exc:
         why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SourceError(f"{source}: {_card_line(folder, 'data_files')}: config "
-                          f"{entry.get('config_name', 'default')!r}: {why}; fix the card's data_files") from None
+        name = entry.get("config_name", "default")
+        where = _card_line(folder, "data_files", f"config_name: {name}" if "config_name" in entry else None)
+        raise SourceError(f"{source}: {where}: config {name!r}: {why}; fix the card's data_files") from None
 
 
 def _from_card(folder: Path, config: str | None, split: str, source: str) -> list[Path]:

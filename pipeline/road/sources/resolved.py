@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.common.retry import RetryBudget
 from pipeline.config import MediSource, TaskSource
-from pipeline.road.sources.hub import is_local, pin, snapshot
+from pipeline.road.sources.hub import SourceError, is_local, pin, snapshot
 from pipeline.road.sources.provenance import Provenance, describe
 
 
@@ -27,16 +27,19 @@ class ResolvedSource:
     @property
     def label(self) -> str:
         """The source as error messages and logs name it: `Banking77Classification (mteb/banking77@0fd1…)`."""
-        name = self.source.name if isinstance(self.source, TaskSource) else "MEDI"
-        if self.folder is None:
-            return f"local task {name} ({self.source.path})" if name != "MEDI" else f"MEDI json ({self.source.path})"
-        return f"{name} ({'@'.join(pin(self.source))})"
+        return _label(self.source, self.folder is None)
 
 
 def resolve(src: TaskSource | MediSource, budget: RetryBudget | None = None) -> ResolvedSource:
     """Resolve a source now: download (or find in the Hub cache) its snapshot and read what it is pinned to."""
     folder = None if is_local(src) else snapshot(src, budget)
     return ResolvedSource(src, folder, _identity(src, folder), describe(src, folder))
+
+
+def _label(src: TaskSource | MediSource, local: bool) -> str:
+    if isinstance(src, MediSource):
+        return f"MEDI json ({src.path})" if local else f"MEDI ({'@'.join(pin(src))})"
+    return f"local task {src.name} ({src.path})" if local else f"{src.name} ({'@'.join(pin(src))})"
 
 
 def resolved(src: TaskSource | MediSource | ResolvedSource, budget: RetryBudget | None = None) -> ResolvedSource:
@@ -47,13 +50,17 @@ def resolved(src: TaskSource | MediSource | ResolvedSource, budget: RetryBudget 
 def _identity(src: TaskSource | MediSource, folder: Path | None) -> dict[str, Any]:
     if folder is not None:  # a branch name moves; the commit does not
         return {"hub": pin(src)[0], "commit": folder.name}
+    label = _label(src, True)
     if isinstance(src, TaskSource):
-        return {"file": _file_identity(src.path), "test": _file_identity(src.test_path)}
-    return {"file": _file_identity(src.path)}
+        return {"file": _file_identity(src.path, label), "test": _file_identity(src.test_path, f"{label} test")}
+    return {"file": _file_identity(src.path, label)}
 
 
-def _file_identity(path: Path | None) -> dict[str, Any]:
+def _file_identity(path: Path | None, source: str) -> dict[str, Any]:
     if path is None:
         return {}
-    st = Path(path).stat()
+    try:
+        st = Path(path).stat()
+    except FileNotFoundError:
+        raise SourceError(f"{source}: file not found: {path}") from None
     return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
