@@ -4,7 +4,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from assets.metadata import account_metadata, reuse_metadata
+from assets.metadata import account_metadata, read_from_metadata, reuse_metadata
 from assets.resources import BuildResource, GuideModelResource
 from pipeline.road import decontaminate, ingest
 from pipeline.road.sources import SourceError
@@ -51,7 +51,7 @@ def medi_triplets_asset(guide_op_tags: dict[str, str] | None = None) -> dg.Asset
             report = road.medi(guide.loader(road))
         context.log.info("MEDI: %s", report.account)
         return dg.MaterializeResult(metadata={**reuse_metadata(report), **account_metadata(report.account),
-                                              "medi_tasks": report.tasks})
+                                              "medi_tasks": report.tasks, **read_from_metadata(report)})
 
     return medi_triplets
 
@@ -67,6 +67,7 @@ def train_split_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         context.log.info("%s: %s", context.partition_key, report.account)
         source = dg.MetadataValue.json(report.source.model_dump(exclude_none=True))
         return dg.MaterializeResult(metadata={**reuse_metadata(report), **account_metadata(report.account),
-                                              "labels": report.labels, "source": source})
+                                              "labels": report.labels, "source": source,
+                                              **read_from_metadata(report)})
 
     return mteb_train_split

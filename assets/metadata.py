@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from pipeline.common.accounting import RowAccount
 from pipeline.common.markdown import markdown_table
 from pipeline.road.grouped import TaskRows
+from pipeline.road.ingest import MediReport, SplitReport
 from pipeline.road.local_hub import LocalHub
 from pipeline.road.publish import RowDiff
 from pipeline.road.versioning import diff_table
@@ -28,6 +29,12 @@ def account_metadata(account: RowAccount) -> dict:
 def reuse_metadata(report: StageReport) -> dict:
     """Whether the stage found its output up to date (same inputs and settings) and reused it."""
     return {"reused": report.reused, "fingerprint": report.fingerprint}
+
+
+def read_from_metadata(report: MediReport | SplitReport) -> dict:
+    """Which snapshot layout and files an ingest read (a local file: its name), to check what was read."""
+    layout = report.layout or ("a local file" if report.files else "nothing read")
+    return {"layout": layout, "files": dg.MetadataValue.json(report.files)}
 
 
 def schema_metadata() -> dict:

@@ -129,6 +129,7 @@ def test_a_stage_resolves_a_hub_source_once_so_a_moving_ref_names_one_commit(tmp
     report = ingest_task(ws, src, DecontaminationConfig(), {})
     assert len(calls) == 2
     assert report.source.commit == "d" * 40 and report.source.moving_ref is True
+    assert report.layout.startswith("root-level") and report.files == ["train.jsonl"], "what was read, named"
     assert report.account.rows_in == len(banking_like_rows)
     ingest_task(ws, src, DecontaminationConfig(), {})  # reused: the identity is the one lookup
     assert len(calls) == 3
@@ -147,3 +148,17 @@ def test_a_resolved_source_holds_one_identity_for_the_fingerprint_and_a_path_fre
     assert found.provenance.path == "intents.jsonl" and str(tmp_path) not in found.provenance.model_dump_json()
     assert (found.provenance.license, found.provenance.license_from) == ("cc-by-4.0", "the build config")
     assert load_task_split(found)["text"].to_list() == ["hi"]
+    assert found.read_from() == (None, ["intents.jsonl"])
+
+
+def test_a_hub_source_s_split_is_located_once_and_named_relative_to_its_snapshot(tmp_path, banking_like_rows):
+    from pipeline.road.sources import resolve
+
+    cache = tmp_path / "hub"
+    make_hub_repo(cache, "mteb/banking77", "0fd18e25b25c072e09e0d92ab615fda904d66300",
+                  {"data/train-00000-of-00001.jsonl": jsonl(banking_like_rows)})
+    found = resolve(TaskSource(name="Banking77Classification", cache_dir=cache))
+    assert found.split_files(*found.train_split) is found.split_files(*found.train_split), "looked up once"
+    layout, files = found.read_from()
+    assert layout.startswith("root-level") and files == ["data/train-00000-of-00001.jsonl"]
+    assert len(load_task_split(found)) == len(banking_like_rows)

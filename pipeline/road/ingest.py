@@ -30,12 +30,16 @@ class MediReport(StageReport):
     account: RowAccount
     tasks: int
     source: Provenance | None = None  # for the card; None when the profile has no MEDI
+    layout: str | None = None  # which snapshot layout the rows were read from (None: a local file, or no MEDI)
+    files: list[str] = []  # the files read, relative to the snapshot (a local file: its name)
 
 
 class SplitReport(StageReport):
     account: RowAccount
     labels: int
     source: Provenance
+    layout: str | None = None  # which snapshot layout the split was read from (None: a local file)
+    files: list[str] = []  # the files read, relative to the snapshot (a local file: its name)
 
 
 Embed = Callable[[list[str]], np.ndarray]
@@ -72,8 +76,9 @@ def ingest_medi(ws: Workspace, medi: MediSource | None, decontamination: Deconta
         df = df.filter(~flagged)
     acc.check()
     ws.write_parquet(df, ws.medi_rows())
-    report = MediReport(account=acc, tasks=df.get_column("task_name").n_unique(),
-                        source=found and found.provenance, fingerprint=ident.fingerprint)
+    layout, files = found.read_from() if found else (None, [])
+    report = MediReport(account=acc, tasks=df.get_column("task_name").n_unique(), source=found and found.provenance,
+                        layout=layout, files=files, fingerprint=ident.fingerprint)
     ws.save_report(report, ws.medi_rows(), ident)
     return report
 
@@ -93,7 +98,8 @@ def ingest_task(ws: Workspace, src: TaskSource, decontamination: Decontamination
     df, acc = clean_labelled(load_task_split(found), f"{src.name} (ingest)", keys)
     faults.point("ingest")
     ws.write_parquet(df, ws.split(src.name))
-    report = SplitReport(account=acc, labels=df.get_column("label").n_unique(),
-                         source=found.provenance, fingerprint=ident.fingerprint)
+    layout, files = found.read_from()
+    report = SplitReport(account=acc, labels=df.get_column("label").n_unique(), source=found.provenance,
+                         layout=layout, files=files, fingerprint=ident.fingerprint)
     ws.save_report(report, ws.split(src.name), ident)
     return report

@@ -177,3 +177,16 @@ def find_split(folder: Path, config: str | None, split: str, source: str | None 
         if files:
             return SplitFiles(layout.description, tuple(files))
     return None
+
+
+def locate_split(folder: Path, config: str | None, split: str, source: str) -> SplitFiles:
+    """`find_split`, or a `SourceError` that lists the layouts tried and the files the snapshot holds."""
+    found = find_split(folder, config, split, source)
+    if found is None:
+        held = sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*")
+                      if p.is_file() and not p.name.startswith("."))
+        shown = ", ".join(held[:40]) + (f" (+{len(held) - 40} more)" if len(held) > 40 else "")
+        tried = "; ".join(layout.description for layout in layouts_for(config))
+        raise SourceError(f"{source}: no data file for split {split!r} (config {config!r}) in the snapshot; "
+                          f"layouts tried: {tried}; the snapshot holds: {shown or 'no files'}")
+    return found

@@ -14,9 +14,8 @@ import polars as pl
 from pipeline.common.retry import RetryBudget
 from pipeline.common.text import canonical_label
 from pipeline.config import TaskSource
-from pipeline.registry import get_task
 from pipeline.road.sources.hub import SourceError
-from pipeline.road.sources.layouts import _READERS, _ext, find_split, layouts_for
+from pipeline.road.sources.layouts import _READERS, SplitFiles, _ext, locate_split
 from pipeline.road.sources.resolved import ResolvedSource, resolved
 
 log = logging.getLogger(__name__)
@@ -24,23 +23,18 @@ log = logging.getLogger(__name__)
 MISSING_LABEL_MARKERS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
 
 
-def load_split(folder: Path, source: str, config: str | None, split: str) -> pl.DataFrame:
+def load_split(folder: Path, source: str, config: str | None, split: str,
+               found: SplitFiles | None = None) -> pl.DataFrame:
     """Read one split of a snapshot; an error lists the layouts tried and the files the snapshot holds."""
-    return pl.from_arrow(split_dataset(folder, source, config, split).data.table)
+    return pl.from_arrow(split_dataset(folder, source, config, split, found).data.table)
 
 
-def split_dataset(folder: Path, source: str, config: str | None, split: str):
-    """One split of a snapshot as a `datasets.Dataset` (what `load_split` and the MTEB evaluation read)."""
+def split_dataset(folder: Path, source: str, config: str | None, split: str, found: SplitFiles | None = None):
+    """One split of a snapshot as a `datasets.Dataset` (what `load_split` and the MTEB evaluation read);
+    `found`: its files, when the caller located them already (`ResolvedSource.split_files`)."""
     import datasets
 
-    found = find_split(folder, config, split, source)
-    if found is None:
-        held = sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*")
-                      if p.is_file() and not p.name.startswith("."))
-        shown = ", ".join(held[:40]) + (f" (+{len(held) - 40} more)" if len(held) > 40 else "")
-        tried = "; ".join(layout.description for layout in layouts_for(config))
-        raise SourceError(f"{source}: no data file for split {split!r} (config {config!r}) in the snapshot; "
-                          f"layouts tried: {tried}; the snapshot holds: {shown or 'no files'}")
+    found = found or locate_split(folder, config, split, source)
     readers = {_READERS[_ext(p)] for p in found.files}
     if len(readers) > 1:
         raise SourceError(f"{source}: split {split!r} mixes file types: {[p.name for p in found.files]}")
@@ -156,8 +150,7 @@ def load_task_split(source: TaskSource | ResolvedSource, budget: RetryBudget | N
     if found.folder is None:
         raw = read_local(Path(src.path), source)
     else:
-        task = get_task(src.name)
-        raw = load_split(found.folder, source, task.config, task.split)
+        raw = load_split(found.folder, source, *found.train_split, found.split_files(*found.train_split))
     if raw.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     log.info("loaded %s rows from %s", raw.height, source)

@@ -7,13 +7,15 @@ once per stage, not once per use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.common.retry import RetryBudget
 from pipeline.config import MediSource, TaskSource
+from pipeline.registry import get_task
 from pipeline.road.sources.hub import SourceError, is_local, pin, snapshot
+from pipeline.road.sources.layouts import SplitFiles, locate_split
 from pipeline.road.sources.provenance import Provenance, describe
 
 
@@ -23,6 +25,29 @@ class ResolvedSource:
     folder: Path | None  # the snapshot folder; None for a user's local file
     identity: dict[str, Any]  # what fingerprints hash: the resolved commit, or a local file's path, size and mtime
     provenance: Provenance  # what the card and the asset metadata show (never a machine path)
+    _splits: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def split_files(self, config: str | None, split: str, source: str | None = None) -> SplitFiles:
+        """Where a split's files sit in the snapshot and which layout found them, looked up once: the reader
+        reads these files and the stage's report names them."""
+        if (config, split) not in self._splits:
+            self._splits[config, split] = locate_split(self.folder, config, split, source or self.label)
+        return self._splits[config, split]
+
+    @property
+    def train_split(self) -> tuple[str | None, str]:
+        """The config and split a stage reads from the snapshot: MEDI's `train`, or the registry's for a task."""
+        if isinstance(self.source, MediSource):
+            return None, "train"
+        task = get_task(self.source.name)
+        return task.config, task.split
+
+    def read_from(self) -> tuple[str | None, list[str]]:
+        """The layout and files (relative to the snapshot; a local file: its name) the train split is read from."""
+        if self.folder is None:
+            return None, [Path(self.source.path).name]
+        found = self.split_files(*self.train_split)
+        return found.layout, [p.relative_to(self.folder).as_posix() for p in found.files]
 
     @property
     def label(self) -> str:
