@@ -61,8 +61,7 @@ def load_test_split(source: TaskSource | ResolvedSource, budget: RetryBudget | N
         return labelled_frame(read_local(Path(src.test_path), f"local task {src.name} test"), src, src.name)
     task = get_task(src.name)
     label = f"{found.label} test"
-    return labelled_frame(load_split(found.folder, label, task.config, task.test_split,
-                                     found.split_files(task.config, task.test_split, label)), src, label)
+    return labelled_frame(load_split(found, task.config, task.test_split, label), src, label)
 
 
 def collect_test_texts(ws: Workspace, tasks: Sequence[TaskSource],

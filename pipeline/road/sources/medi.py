@@ -85,7 +85,7 @@ def load_medi(source: MediSource | ResolvedSource, budget: RetryBudget | None = 
     if found.folder is None:
         df = _medi_json(Path(found.source.path), source)
     else:
-        df = load_split(found.folder, source, *found.train_split, found.split_files(*found.train_split))
+        df = load_split(found, *found.train_split)
     if df.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     _require(df, {c: c for c in MEDI_COLUMNS}, source)

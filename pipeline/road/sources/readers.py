@@ -15,7 +15,7 @@ from pipeline.common.retry import RetryBudget
 from pipeline.common.text import canonical_label
 from pipeline.config import TaskSource
 from pipeline.road.sources.hub import SourceError
-from pipeline.road.sources.layouts import _READERS, SplitFiles, _ext, locate_split
+from pipeline.road.sources.layouts import _READERS, SplitFiles, _ext
 from pipeline.road.sources.resolved import ResolvedSource, resolved
 
 log = logging.getLogger(__name__)
@@ -23,18 +23,19 @@ log = logging.getLogger(__name__)
 MISSING_LABEL_MARKERS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
 
 
-def load_split(folder: Path, source: str, config: str | None, split: str,
-               found: SplitFiles | None = None) -> pl.DataFrame:
-    """Read one split of a snapshot; an error lists the layouts tried and the files the snapshot holds."""
-    return pl.from_arrow(split_dataset(folder, source, config, split, found).data.table)
+def load_split(resolved_source: ResolvedSource, config: str | None, split: str,
+               source: str | None = None) -> pl.DataFrame:
+    """Read one split of a resolved snapshot, from the files `ResolvedSource.split_files` located (an error lists
+    the layouts tried and the files the snapshot holds); `source` names it in messages (default: its label)."""
+    source = source or resolved_source.label
+    found = resolved_source.split_files(config, split, source)
+    return pl.from_arrow(split_dataset(source, split, found).data.table)
 
 
-def split_dataset(folder: Path, source: str, config: str | None, split: str, found: SplitFiles | None = None):
-    """One split of a snapshot as a `datasets.Dataset` (what `load_split` and the MTEB evaluation read);
-    `found`: its files, when the caller located them already (`ResolvedSource.split_files`)."""
+def split_dataset(source: str, split: str, found: SplitFiles):
+    """One split's files, as located in a snapshot (`found`), read by `datasets`' packaged reader as a `Dataset`."""
     import datasets
 
-    found = found or locate_split(folder, config, split, source)
     readers = {_READERS[_ext(p)] for p in found.files}
     if len(readers) > 1:
         raise SourceError(f"{source}: split {split!r} mixes file types: {[p.name for p in found.files]}")
@@ -150,7 +151,7 @@ def load_task_split(source: TaskSource | ResolvedSource, budget: RetryBudget | N
     if found.folder is None:
         raw = read_local(Path(src.path), source)
     else:
-        raw = load_split(found.folder, source, *found.train_split, found.split_files(*found.train_split))
+        raw = load_split(found, *found.train_split)
     if raw.height == 0:
         raise SourceError(f"{source}: the source is empty (0 rows)")
     log.info("loaded %s rows from %s", raw.height, source)
