@@ -232,8 +232,8 @@ def _build(args: argparse.Namespace) -> int:
 
     instance = cli_instance(deployment.home)
     defs = build_definitions(cfg, deployment, loggers={"console": console.dagster_logger()})
-    say = lambda msg: print(f"gistforge: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     made: dict[str, dict] = {}
+    tags = run_tags(deployment.home)
     with instance, console.installed(library_in_dagster_logs="pipeline" in instance.managed_python_loggers), \
             SignalLatch() as signals, build_lock(deployment.home, say):
         recover_orphaned_runs(instance, deployment.home)  # a killed earlier build must not hold a pool slot forever
@@ -241,7 +241,7 @@ def _build(args: argparse.Namespace) -> int:
             job = defs.resolve_job_def(step.job)
             wait_for_pools(instance, pools_of(job), say)
             result = job.execute_in_process(instance=instance, partition_key=step.partition, raise_on_error=False,
-                                            tags=run_tags(deployment.home), run_config={"loggers": {"console": {}}})
+                                            tags=tags, run_config={"loggers": {"console": {}}})
             if signals.received():  # every SIGINT/SIGTERM, also one Dagster's handler took between two steps
                 raise KeyboardInterrupt
             if not result.success:
@@ -267,9 +267,14 @@ def _print_result(made: dict[str, dict]) -> None:
     print(published["load_snippet"])
 
 
+def say(message: str) -> None:
+    """One line for the person at the terminal, on stderr: `gistforge: <message>`."""
+    print(f"gistforge: {message}", file=sys.stderr, flush=True)
+
+
 def _fail(lines: list[str], code: int = 1) -> int:
     for line in lines:
-        print(f"gistforge: {line}", file=sys.stderr)
+        say(line)
     return code
 
 

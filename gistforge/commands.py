@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any, Callable
+
+from gistforge.cli import resolve_config, say
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -36,7 +37,6 @@ def _human(n: int) -> str:
 def _setup(args: argparse.Namespace):
     """(config, deployment) for the command's --config/--profile/--home/--target."""
     from assets.settings import Deployment
-    from gistforge.cli import resolve_config
 
     cfg = resolve_config(args)
     deployment = Deployment.from_env(home=args.home)
@@ -142,7 +142,7 @@ def plan(args: argparse.Namespace) -> int:
     included = [t.name for t in cfg.included_tasks]
     unknown = sorted(set(args.tasks or []) - set(included))
     if unknown:
-        print(f"gistforge: unknown or excluded task partition(s) {unknown}; included: {included}", file=sys.stderr)
+        say(f"unknown or excluded task partition(s) {unknown}; included: {included}")
         return EXIT_USAGE
     store = _store(cfg, deployment)
 
@@ -180,9 +180,8 @@ def config(args: argparse.Namespace) -> int:
         print(json.dumps(BuildConfig.model_json_schema(), indent=2))
         return EXIT_OK
     if args.action != "show":
-        print("gistforge: say `gistforge config show` or `gistforge config --schema`", file=sys.stderr)
+        say("say `gistforge config show` or `gistforge config --schema`")
         return EXIT_USAGE
-    from gistforge.cli import resolve_config
 
     cfg = resolve_config(args)
     print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
@@ -199,7 +198,6 @@ def gc(args: argparse.Namespace) -> int:
     cfg, deployment = _setup(args)
     ws = deployment.workspace(cfg)
     hub = None if deployment.publish_target == "hub" else LocalHub(deployment.local_hub or deployment.home / "hub")
-    say = lambda msg: print(f"gistforge: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     with build_lock(deployment.home, say) if args.delete else nullcontext():  # no build changes what it removes
         items = gc_lib.collect(ws, cfg, hub, keep=args.keep)
         print(_table(["kind", "size", "action", "path", "why"],
@@ -227,6 +225,7 @@ def dispatch(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, VersionError) as exc:
+    
         for line in str(exc).strip().splitlines():
-            print(f"gistforge: {line}", file=sys.stderr)
+            say(line)
         return EXIT_USAGE
