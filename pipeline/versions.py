@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import polars as pl
 from pydantic import BaseModel
 
+from pipeline.road.card import ACCOUNTING_COLUMNS, SOURCE_COLUMNS, accounting_row, source_row
 from pipeline.road.facts import FACTS, VersionFacts
 from pipeline.road.local_hub import LocalHub
 from pipeline.road.publish import RowDiff
@@ -240,14 +241,9 @@ def _plain(value: object) -> str:
 
 def _made_from(facts: VersionFacts) -> dict[str, Any]:
     """The facts as `show` gives them: the card's rows, by its column names, as plain text."""
-    sources = [{"source": s.source, "repo / file": s.repo,
-                "revision": s.revision + (" (a moving ref)" if s.moving_ref and s.revision else ""),
-                "resolved commit": s.commit, "licence": s.license, "licence from": s.license_from,
-                "rows in": str(s.rows_in), "rows out": str(s.rows_out)} for s in facts.sources]
-    drops = [{"stage / source": a.source, "rows in": str(a.rows_in), "rows out": str(a.rows_out),
-              "dropped": str(a.rows_in - a.rows_out),
-              "drops by reason": ", ".join(f"{k}: {v}" for k, v in sorted(a.drops.items())) or "none"}
-             for a in facts.accounts if a.rows_in != a.rows_out]
+    sources = [dict(zip(SOURCE_COLUMNS, map(str, source_row(s.model_dump(), span=str)))) for s in facts.sources]
+    drops = [dict(zip(ACCOUNTING_COLUMNS, map(str, accounting_row(a)))) for a in facts.accounts
+             if a.rows_in != a.rows_out]
     return {"sources": sources, "drops": drops, "guide": dict(facts.guide),
             "mining": {k: _plain(v) for k, v in facts.mining.items()}}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pyarrow as pa
 import yaml
 from pydantic import BaseModel
@@ -80,13 +82,28 @@ def licenses_md(sources: list[dict]) -> str:
                       sources_table(sources), ""])
 
 
+# The card's provenance and row-accounting tables, as the card writes them and `gistforge show` gives them back.
+SOURCE_COLUMNS = ["source", "repo / file", "revision", "resolved commit", "licence", "licence from", "rows in",
+                  "rows out"]
+ACCOUNTING_COLUMNS = ["stage / source", "rows in", "rows out", "dropped", "drops by reason"]
+
+
+def source_row(s: dict, span: Callable[[str], str] = code) -> list:
+    """One source's row (`SourceRows` as a dict); `span` sets a revision or commit: a code span in the card, plain
+    text for `gistforge show`."""
+    revision = Markdown(span(s["revision"]) + (" (a moving ref)" if s["moving_ref"] else "")) if s["revision"] else ""
+    return [s["source"], s["repo"], revision, span(s["commit"]) if s["commit"] else "", s["license"], s["license_from"],
+            s["rows_in"], s["rows_out"]]
+
+
+def accounting_row(a: RowAccount) -> list:
+    return [a.source, a.rows_in, a.rows_out, a.rows_in - a.rows_out,
+            ", ".join(f"{k}: {v}" for k, v in sorted(a.drops.items())) or "none"]
+
+
 def sources_table(sources: list[dict]) -> str:
     """Every string here comes from outside (a source card's licence, a repo or file name): escaped."""
-    return markdown_table(
-        ["source", "repo / file", "revision", "resolved commit", "licence", "licence from", "rows in", "rows out"],
-        [[s["source"], s["repo"], Markdown(code(s["revision"]) + (" (a moving ref)" if s["moving_ref"] else ""))
-          if s["revision"] else "", code(s["commit"]) if s["commit"] else "", s["license"], s["license_from"],
-          s["rows_in"], s["rows_out"]] for s in sources])
+    return markdown_table(SOURCE_COLUMNS, [source_row(s) for s in sources])
 
 
 def writer_versions() -> dict[str, str]:
@@ -119,10 +136,6 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
     meta = yaml.safe_dump(card_yaml(schema, num_rows, num_bytes, download_size, repo_id, sources, configs,
                                     extra_schemas), sort_keys=False)
     moving = [s["source"] for s in sources if s["moving_ref"]]
-    acc_rows = []
-    for a in accounts:
-        drops = ", ".join(f"{k}: {v}" for k, v in sorted(a.drops.items())) or "none"
-        acc_rows.append([a.source, a.rows_in, a.rows_out, a.rows_in - a.rows_out, drops])
     parts = [
         f"---\n{meta}---\n",
         f"# {escape(repo_id)}\n",
@@ -168,7 +181,7 @@ def render_card(*, repo_id: str, schema: pa.Schema, num_rows: int, num_bytes: in
         _decontamination(decontamination, reference, accounts),
         "## Row accounting\n",
         "For every source, rows in = rows out + rows dropped.\n",
-        markdown_table(["stage / source", "rows in", "rows out", "dropped", "drops by reason"], acc_rows),
+        markdown_table(ACCOUNTING_COLUMNS, [accounting_row(a) for a in accounts]),
         "\n" + markdown_table(["drop reason", "meaning"], [[k, v] for k, v in drop_reasons.items()]),
         "\n## Written by\n",
         markdown_table(["library", "version"], sorted(writers.items())),
