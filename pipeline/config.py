@@ -151,8 +151,9 @@ class MiningConfig(_Strict):
     recall_sample: int = Field(200, ge=0, description="queries per label checked against exact search (IVF only)")
     query_batch: int = Field(4096, ge=1, description="queries per search call (memory only; never the result)")
     label_noise_k: int = Field(10, ge=0, le=100, description="nearest neighbours per text for the label-noise audit "
-                               "(0: no audit), from the positives' and negatives' searches; at most positive_top_k and, unless uniform, "
-                               "negative_depth (uniform mining searches k other-label neighbours for it alone)")
+                               "(0: no audit), from the positives' and negatives' searches; at most positive_top_k "
+                               "and, unless uniform, negative_depth (uniform mining searches k other-label neighbours "
+                               "for it alone)")
     rounds: int = Field(1, ge=1, le=3, description="mining rounds: round r > 1 mines again with the encoder "
                         "fine-tuned on round r-1's data as guide (ANCE-style re-mining); the last round is published")
 

@@ -137,7 +137,8 @@ def test_the_readme_lists_the_layouts_in_the_order_they_are_tried():
     assert listed == [f"{i}. {layout.description}" for i, layout in enumerate(LAYOUTS, 1)]
 
 
-@pytest.mark.parametrize("data_files", ["files/t.jsonl", "[files/t.jsonl]", "{train: files/t.jsonl, test: files/s.jsonl}",
+@pytest.mark.parametrize("data_files", ["files/t.jsonl", "[files/t.jsonl]",
+                                        "{train: files/t.jsonl, test: files/s.jsonl}",
                                         "[{split: train, path: [files/t.jsonl]}]"])
 def test_a_cards_data_files_are_read_in_every_form_datasets_reads(tmp_path, data_files):
     """A bare pattern, a list (both: the train split), a split mapping and a list of split entries."""

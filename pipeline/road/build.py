@@ -240,7 +240,8 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
         configs=[c.model_dump() for c in configs],
         extra_schemas=layout.checked_tables(extra, cfg.mining.negatives_per_query),
         exclusions=cfg.exclusions,
-        guide=guide_facts, mining=cfg.mining.miner_settings(), seed=cfg.seed, tasks=tasks, accounts=accounts, drop_reasons=DROP_REASONS,
+        guide=guide_facts, mining=cfg.mining.miner_settings(), seed=cfg.seed, tasks=tasks, accounts=accounts,
+        drop_reasons=DROP_REASONS,
         decontamination=cfg.decontamination, reference=reference, outcomes=outcomes,
         rounds=mining_rounds(ws, cfg) if ws.final and cfg.mining.rounds > 1 else None,
     )
