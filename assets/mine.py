@@ -8,7 +8,7 @@ from assets.metadata import (account_metadata, ivf_recall_check, ivf_recall_spec
 from assets.resources import BuildResource, GuideModelResource
 from pipeline.common.plots import png_markdown
 from pipeline.road import mine, rounds
-from pipeline.road.miner import MiningStats
+from pipeline.road.mined import MiningStats
 from pipeline.road.agreement import AGREEMENT_WARN, Agreement
 from pipeline.road.deep_search import FALLBACK_WARN_SHARE
 

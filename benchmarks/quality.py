@@ -105,13 +105,13 @@ def training_rows(ws, src, fmt: str, k: int, max_train: int | None, seed: int):
     import datasets
     import polars as pl
 
-    from pipeline.road.build import ntuple_tables
+    from pipeline.road.layout import MinedTables, derived_tables
 
     frame = pl.read_parquet(ws.triplets(src.name))
     if fmt == "triplets":
         df = frame.select(anchor="query", positive="pos", negative="neg")
     else:
-        nt = pl.from_arrow(ntuple_tables([frame], k)[0]).drop("scores")
+        nt = pl.from_arrow(derived_tables(MinedTables([frame], k=k))["ntuple"]).drop("scores")
         df = nt
     if max_train and df.height > max_train:
         df = df.sample(max_train, seed=seed)

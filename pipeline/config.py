@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline import task_types
 from pipeline.common.retry import RetryBudget
+from pipeline.common.settings import Settings as _Strict
 from pipeline.registry import DEFAULT_EXCLUSIONS, MTEB_TASKS
+from pipeline.road.label_noise import CleanConfig  # a section's knobs live with the code that reads them
+from pipeline.road.miner import MiningConfig
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
@@ -34,10 +37,6 @@ def _repo_id(v: str, field: str) -> str:
     if len(parts) != 2 or not all(_SAFE_NAME.fullmatch(p) and ".." not in p for p in parts):
         raise ValueError(f"{field} {v!r} must look like 'org/name' (letters, digits, '-', '_', '.')")
     return v
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class MediSource(_Strict):
@@ -107,68 +106,8 @@ class TaskSource(_Strict):
         return MTEB_TASKS[self.name].task_type if self.is_mteb else task_types.local(self.name)
 
 
-class MiningConfig(_Strict):
-    """Knobs of the label-based triplet miner (`pipeline.road.miner.mine_triplets` takes them as they are):
-    each field's description is its documentation (`gistforge config --schema`; a test holds the README's table
-    to the fields). `rounds` is the stage's, not the miner's: how often the mining stage runs
-    (`pipeline.road.rounds`)."""
-
-    STAGE_FIELDS: ClassVar[frozenset[str]] = frozenset({"rounds"})  # the stage's, not the miner's
-
-    positive_top_k: int = Field(100, ge=1, le=2047,  # FAISS on GPU returns at most 2048 neighbours (self + top-k)
-                                description="the positive is drawn among the query's k nearest same-label texts "
-                                "(GIST: 100); a small k gives positives the guide already finds close, a large one "
-                                "adds harder positives")
-    positive_temperature: float = Field(0.05, gt=0, description="draw probability softmax(sim / T) over those k "
-                                        "(GIST: 0.05); T -> 0 picks the nearest, a large T samples them uniformly")
-    negative_strategy: Literal["hard", "topk_random", "uniform"] = Field(
-        "hard", description="hard: the most similar guarded other-label text; topk_random: uniform among the "
-        "first negative_top_k guarded; uniform: GIST's recipe, a random other-label text, no guard")
-    negative_depth: int = Field(64, ge=1, le=2048, description="other-label candidates retrieved per query; deeper "
-                                "costs more search and finds a candidate under the guard more often")
-    negative_top_k: int = Field(10, ge=1, description="pool size for `topk_random`")
-    margin_type: Literal["relative", "absolute"] = Field("relative", description="how `margin` guards a candidate: "
-                                                         "relative is NV-Retriever's TopK-PercPos (arXiv 2407.15831); "
-                                                         "a candidate nearly as close as the positive is more likely an "
-                                                         "unlabelled positive than a true negative")
-    margin: float = Field(0.05, ge=0, description="keep sim(q,n) < sim(q,p)-|sim(q,p)|*m (relative) or < sim(q,p)-m "
-                          "(absolute); 0 keeps anything strictly below the positive")
-    negative_max_depth: int | None = Field(None, ge=1, le=2048, description="when fewer than negatives_per_query "
-                                           "candidates pass the guard, search again at 2x, 4x ... negative_depth up "
-                                           "to this before any random fallback (None: no deeper search)")
-    fallback_tries: int = Field(64, ge=0, description="random other-label draws when no candidate passes; a query "
-                                "with none left is dropped as `no_negative` and counted")
-    negatives_per_query: int = Field(1, ge=1, description="triplets per query, each with its own negative")
-    candidates: int = Field(32, ge=0, le=2048, description="other-label candidates kept per query with their "
-                                                           "guide scores, for re-mining without the guide (the "
-                                                           "`candidates` config; at most negative_depth, 0 keeps none)")
-    approx_above: int = Field(100_000, ge=1, description="tasks with more texts search negatives with IVF on a CPU "
-                              "(exact search of 200k texts took 13 min on 2 cores; IVF recall is measured and "
-                              "reported); a GPU searches exactly at any size")
-    ivf_nlist: int | None = Field(None, ge=1, description="IVF lists (default ~sqrt(N))")
-    ivf_nprobe: int = Field(32, ge=1, description="IVF lists probed per query: recall against speed (reported as "
-                            "`recall_at_10`)")
-    recall_sample: int = Field(200, ge=0, description="queries per label checked against exact search (IVF only)")
-    query_batch: int = Field(4096, ge=1, description="queries per search call (memory only; never the result)")
-    label_noise_k: int = Field(10, ge=0, le=100, description="nearest neighbours per text for the label-noise audit "
-                               "(0: no audit), from the positives' and negatives' searches; at most positive_top_k "
-                               "and, unless uniform, negative_depth (uniform mining searches k other-label neighbours "
-                               "for it alone)")
-    rounds: int = Field(1, ge=1, le=3, description="mining rounds: round r > 1 mines again with the encoder "
-                        "fine-tuned on round r-1's data as guide (ANCE-style re-mining); the last round is published")
-
-    def miner_settings(self) -> dict:
-        """What the card's mining table records: every field but the stage's own (`rounds`)."""
-        return self.model_dump(exclude=set(self.STAGE_FIELDS))
 
 
-class CleanConfig(_Strict):
-    """Cleaning beyond the rules every build applies (`pipeline.road.clean`)."""
-
-    drop_label_noise: bool = Field(False, description="drop texts the label-noise audit flags, as `label_noise`, "
-                                   "before mining")
-    label_noise_share: float = Field(0.8, gt=0.5, le=1, description="a text is flagged when at least this share of "
-                                     "its mining.label_noise_k nearest neighbours carry one other label")
 
 
 class DecontaminationConfig(_Strict):

@@ -32,14 +32,3 @@ CANDIDATES_SCHEMA = pl.Schema(pl.from_arrow(CANDIDATES_ARROW.empty_table()).sche
 # as an input, in order (its collator takes a column named `label`/`labels`/`score`/`scores` as the label).
 TRIPLET_COLUMNS = {"query": "anchor", "pos": "positive", "neg": "negative"}  # default-config column -> `triplets`
 TRIPLETS_ARROW = pa.schema([(name, pa.string()) for name in TRIPLET_COLUMNS.values()])
-# Row i of `ntuple_tasks` is the task of row i of `ntuple` (the n-tuples carry no text that is not an input).
-NTUPLE_TASKS_ARROW = pa.schema([("task_type", pa.string()), ("task_name", pa.string())])
-
-
-def ntuple_schema(k: int) -> pa.Schema:
-    """The `ntuple` config: one row per mined query, as sentence-transformers' `mine_hard_negatives` writes its
-    n-tuples: `anchor, positive, negative_1..negative_k`, then `scores`, the guide's similarities of the query
-    to the positive and to each negative (the trainer's collator takes `scores` as the label, not as an input)."""
-    return pa.schema([("anchor", pa.string()), ("positive", pa.string()),
-                      *[(f"negative_{j}", pa.string()) for j in range(1, k + 1)],
-                      ("scores", pa.list_(pa.float32()))])

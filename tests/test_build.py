@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from pipeline.config import TaskSource
 from pipeline.road.build import assemble, content_hash, medi_frame, write_build
 from pipeline.road.mine import triplet_frame
-from pipeline.road.miner import MinedTriplets, MiningStats
+from pipeline.road.mined import MinedTriplets, MiningStats
 from pipeline.schema import SCHEMA
 
 

@@ -9,7 +9,7 @@ from pipeline.config import DecontaminationConfig, TaskSource
 from pipeline.plan import PlanningWorkspace, _Planned, why_redo
 from pipeline.road.grouped import TaskRows
 from pipeline.road.ingest import ingest_task
-from pipeline.road.miner import MiningStats, SimilaritySummary
+from pipeline.road.mined import MiningStats, SimilaritySummary
 from pipeline.workspace import Workspace
 
 NO_REFERENCE = DecontaminationConfig(exact=False)

@@ -12,7 +12,8 @@ from datasets import load_dataset
 from huggingface_hub import DatasetCard, snapshot_download
 
 from pipeline.config import BuildConfig, TaskSource, TrainConfig
-from pipeline.road.build import assemble, build_dataset, ntuple_tables, write_build
+from pipeline.road.build import assemble, build_dataset, write_build
+from pipeline.road.layout import MinedTables, derived_tables
 from pipeline.road.local_hub import LocalHub
 from pipeline.road.train import task_columns, task_datasets
 from pipeline.workspace import Workspace
@@ -56,7 +57,7 @@ def version(tmp_path_factory):
     result = LocalHub(tmp / "hub").publish(ws.build_dir(), cfg.dataset_repo_id)
     path = Path(snapshot_download(cfg.dataset_repo_id, repo_type="dataset", revision=result.tag,
                                   cache_dir=str(tmp / "hub"), local_files_only=True))
-    return SimpleNamespace(path=path, ws=ws, location=LocalHub(tmp / "hub").location, tag=result.tag)
+    return SimpleNamespace(path=path, ws=ws, cfg=cfg, location=LocalHub(tmp / "hub").location, tag=result.tag)
 
 
 def _load(path: Path, config: str, **kw):
@@ -113,10 +114,9 @@ def test_the_triplets_and_ntuple_configs_are_byte_identical_for_the_same_inputs(
     mined = [f for f in frames if f["source"][0] != "medi"]
     hashes = []
     for name in ("a", "b"):
-        ntuple, ntuple_tasks = ntuple_tables([f.clone() for f in mined], 1)
+        extra = derived_tables(MinedTables([f.clone() for f in mined], k=1))
         hashes.append(write_build(assemble([f.clone() for f in frames], seed=1), lambda size: "card",
-                                  tmp_path / name, 4096, {"ntuple": ntuple, "ntuple_tasks": ntuple_tasks},
-                                  with_triplets=True))
+                                  tmp_path / name, 4096, extra, with_triplets=True))
     assert hashes[0] == hashes[1]
     files = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*.parquet"))
     assert [f for f in files if f.startswith("triplets/")][1:], "several triplets shards"
@@ -174,16 +174,44 @@ def test_the_readme_lists_every_published_config_with_its_files():
     assert {c.name: c.files.pattern for c in layout.CONFIGS}.items() <= rows.items()
 
 
-def test_a_config_table_that_drifts_from_the_registry_fails_the_build_naming_it():
+def test_a_config_table_that_drifts_from_its_registry_schema_fails_the_build_naming_it():
+    import dataclasses
+
+    from pipeline.road import layout
+
+    made = derived_tables(MinedTables([], k=2))
+    assert list(made) == ["ntuple", "ntuple_tasks", "candidates", "corpus"]  # registry order, each its schema
+    assert all(table.schema.equals(layout.published_config(name).schema(2)) for name, table in made.items())
+    drifted = dataclasses.replace(layout.published_config("ntuple"), schema=lambda k: layout.ntuple_schema(k + 1))
+    with pytest.raises(ValueError, match="config 'ntuple': the build's table has schema"):
+        drifted.made(MinedTables([], k=2))
+
+
+def test_a_config_made_from_the_mined_rows_is_one_registry_entry(version, monkeypatch):
+    """A new derived config is one `layout.CONFIGS` entry (name, card text, schema, how its table is made): the
+    build makes, checks and writes it, the card declares its files and text, `load_dataset` reads it by name."""
     import pyarrow as pa
 
     from pipeline.road import layout
-    from pipeline.schema import CANDIDATES_ARROW, CORPUS_ARROW, NTUPLE_TASKS_ARROW, ntuple_schema
 
-    tables = {"ntuple": ntuple_schema(2).empty_table(), "ntuple_tasks": NTUPLE_TASKS_ARROW.empty_table(),
-              "candidates": CANDIDATES_ARROW.empty_table(), "corpus": CORPUS_ARROW.empty_table()}
-    assert set(layout.checked_tables(tables, 2)) == set(layout.EXTRA_CONFIGS)
-    with pytest.raises(ValueError, match="config 'ntuple': the build's table has schema"):
-        layout.checked_tables(tables, 3)
-    with pytest.raises(ValueError, match=r"the build made configs .*'extra'.*the registry \(layout.CONFIGS\)"):
-        layout.checked_tables({**tables, "extra": pa.table({"x": [1]})}, 2)
+    pairs = pa.schema([("anchor", pa.string()), ("positive", pa.string())])
+    entry = layout.PublishedConfig(
+        "pairs", "each mined (anchor, positive) pair once", lambda k: pairs,
+        lambda m: pl.concat(m.triplets).unique(["query", "pos"], maintain_order=True)
+        .select(anchor="query", positive="pos").to_arrow().cast(pairs))
+    folder = version.ws.build_dir()
+    mined = pl.concat([pl.read_parquet(version.ws.triplets(t.name)) for t in version.cfg.included_tasks])
+    monkeypatch.setattr(layout, "CONFIGS", (*layout.CONFIGS, entry))
+    try:
+        build_dataset(version.ws, version.cfg)
+        card = DatasetCard.load(folder / "README.md")
+        assert {"config_name": "pairs", "data_files": [{"split": "train", "path": "pairs/train-*.parquet"}]} \
+            in card.data.to_dict()["configs"]
+        assert "each mined (anchor, positive) pair once" in card.text
+        ds = _load(folder, "pairs")
+        assert ds.column_names == ["anchor", "positive"]
+        assert ds.num_rows == mined.unique(["query", "pos"]).height > 0
+    finally:
+        monkeypatch.undo()
+        build_dataset(version.ws, version.cfg)  # the fixture's build as it was, for the tests after this one
+    assert not (folder / "pairs").exists()

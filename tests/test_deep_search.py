@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import MiningConfig, TaskSource
-from pipeline.road.build import ntuple_tables
+from pipeline.road.layout import MinedTables, derived_tables
 from pipeline.road.deep_search import deepen, NegativeSources
 from pipeline.road.mine import triplet_frame
 from pipeline.road.miner import mine_triplets
@@ -95,7 +95,7 @@ def test_ntuple_coverage_is_the_ntuple_config_and_every_query_is_accounted_for()
     for k in (1, 4):
         mined, _ = _mine(x, y, negatives_per_query=k)
         neg = mined.stats.negatives
-        table, _ = ntuple_tables([triplet_frame(split, mined, src)], k)
+        table = derived_tables(MinedTables([triplet_frame(split, mined, src)], k=k))["ntuple"]
         assert neg.ntuple_k == k and neg.ntuple_queries == table.num_rows
         assert neg.ntuple_queries + sum(neg.ntuple_missing.values()) == mined.stats.queries, neg
         assert neg.ntuple_missing.get("single_member_label") == 1

@@ -5,6 +5,6 @@ its output depends on in a `StageSpec`, and returns a typed report. `stages`, la
 build configuration's settings (`Road`): the one wiring the assets, `gistforge plan`, tests and benchmarks share.
 """
 
-ROAD = ("sources", "clean", "decontaminate", "ingest", "model_ref", "agreement", "openvino_guide", "precision", "embedding_cache", "embed", "search", "deep_search", "label_noise", "miner", "mine", "grouped", "layout", "facts", "card", "checks", "build",
+ROAD = ("sources", "clean", "decontaminate", "ingest", "model_ref", "agreement", "openvino_guide", "precision", "embedding_cache", "embed", "search", "deep_search", "label_noise", "mined", "miner", "mine", "grouped", "layout", "facts", "card", "checks", "build",
         "publish", "versioning", "local_hub", "hub_publisher", "train", "rounds", "evaluate",
         "stages")

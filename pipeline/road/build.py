@@ -28,8 +28,7 @@ from pipeline.road.model_ref import public_model_name
 from pipeline.road.facts import FACTS, SourceRows, VersionFacts
 from pipeline.road.ingest import MediReport, SplitReport
 from pipeline.road.mine import MineReport
-from pipeline.schema import (CANDIDATES_ARROW, CORPUS_ARROW, NTUPLE_TASKS_ARROW, PL_SCHEMA, SCHEMA, TRIPLET_COLUMNS,
-                             TRIPLETS_ARROW, ntuple_schema)
+from pipeline.schema import PL_SCHEMA, SCHEMA, TRIPLET_COLUMNS, TRIPLETS_ARROW
 from pipeline.workspace import StageSpec, Workspace, holding_lock
 
 
@@ -52,37 +51,9 @@ def assemble(frames: list[pl.DataFrame], seed: int) -> TaskGrouped:
     return TaskGrouped.of(frames, seed)
 
 
-def ntuple_tables(mined: list[pl.DataFrame], k: int) -> tuple[pa.Table, pa.Table]:
-    """The `ntuple` config and its `ntuple_tasks` companion, row for row: one row per mined query that has `k`
-    negatives, `anchor, positive, negative_1..negative_k` in the guide's rank order and `scores` (guide
-    similarity to the positive, then to each negative), from the triplet rows, which list each query's
-    negatives in that order; task by task, and each row's `task_type, task_name` in `ntuple_tasks`."""
-    schema = ntuple_schema(k)
-    frames = [f for f in mined if f.height]
-    if not frames:
-        return schema.empty_table(), NTUPLE_TASKS_ARROW.empty_table()
-    rows = (pl.concat(frames).group_by(["task_type", "task_name", "query", "pos"], maintain_order=True)
-            .agg(pl.col("pos_score").first(), pl.col("neg"), pl.col("neg_score"))
-            .filter(pl.col("neg").list.len() == k))
-    rows = rows.with_columns(
-        *[pl.col("neg").list.get(j).alias(f"negative_{j + 1}") for j in range(k)],
-        scores=pl.concat_list(pl.col("pos_score"), pl.col("neg_score")),
-    ).rename({"query": "anchor", "pos": "positive"}).sort("task_type", "task_name", maintain_order=True)
-    return (rows.select(schema.names).to_arrow().cast(schema),
-            rows.select(NTUPLE_TASKS_ARROW.names).to_arrow().cast(NTUPLE_TASKS_ARROW))
-
-
 def triplet_inputs(triplets: TaskGrouped, start: int, stop: int) -> pa.Table:
     """Rows [start, stop) of the `triplets` config: the default's rows as `anchor, positive, negative` only."""
     return triplets.rows(start, stop, list(TRIPLET_COLUMNS)).rename_columns(TRIPLETS_ARROW.names).cast(TRIPLETS_ARROW)
-
-
-def stacked(frames: list[pl.DataFrame], schema: pa.Schema, order: list[str]) -> pa.Table:
-    """Per-task tables as one, sorted by `order` (task first), in the given schema."""
-    frames = [f for f in frames if f.height]
-    if not frames:
-        return schema.empty_table()
-    return pl.concat(frames).sort(order).to_arrow().cast(schema)
 
 
 def content_hash(folder: Path) -> str:
@@ -213,12 +184,10 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
         guide = mined.guide
         outcomes.append(MiningOutcome(task=src.name, negatives=mined.mining.negatives, label_noise=mined.label_noise,
                                       agreement=mined.agreement))
-    ntuple, ntuple_tasks = ntuple_tables(mined_frames, cfg.mining.negatives_per_query)
-    extra = {"ntuple": ntuple, "ntuple_tasks": ntuple_tasks,
-             "candidates": stacked(candidates, CANDIDATES_ARROW, ["task_type", "task_name", "query_id"]),
-             "corpus": stacked(corpora, CORPUS_ARROW, ["task_type", "task_name", "id"])}
+    mined_tables = layout.MinedTables(mined_frames, candidates, corpora, cfg.mining.negatives_per_query)
+    extra = layout.derived_tables(mined_tables)
     frames += mined_frames
-    del mined_frames, candidates, corpora, ntuple, ntuple_tasks
+    del mined_tables, mined_frames, candidates, corpora
     triplets = assemble(frames, cfg.seed)
     if triplets.num_rows == 0:
         raise EmptyBuildError(f"profile {cfg.profile!r}: no rows to publish (no MEDI rows and no mined triplets; "
@@ -238,7 +207,7 @@ def build_dataset(ws: Workspace, cfg: BuildConfig) -> BuildReport:
         render_card, repo_id=cfg.dataset_repo_id, schema=SCHEMA, num_rows=triplets.num_rows,
         num_bytes=triplets.nbytes(), sources=[s.model_dump() for s in sources],
         configs=[c.model_dump() for c in configs],
-        extra_schemas=layout.checked_tables(extra, cfg.mining.negatives_per_query),
+        extra_schemas=layout.extra_schemas(cfg.mining.negatives_per_query),
         exclusions=cfg.exclusions,
         guide=guide_facts, mining=cfg.mining.miner_settings(), seed=cfg.seed, tasks=tasks, accounts=accounts,
         drop_reasons=DROP_REASONS,

@@ -22,12 +22,22 @@ from typing import Any, Callable
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pipeline.common.accounting import RowAccount
-from pipeline.config import CleanConfig
+from pipeline.common.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class CleanConfig(Settings):
+    """Cleaning beyond the rules every build applies (`pipeline.road.clean`)."""
+
+    drop_label_noise: bool = Field(False, description="drop texts the label-noise audit flags, as `label_noise`, "
+                                   "before mining")
+    label_noise_share: float = Field(0.8, gt=0.5, le=1, description="a text is flagged when at least this share of "
+                                     "its mining.label_noise_k nearest neighbours carry one other label")
+
 
 EXAMPLES = 5  # flagged texts shown per task in the metadata and the card
 EXAMPLE_CHARS = 120

@@ -1,4 +1,5 @@
-"""Where each config of a version lives in the repo, and how its parquet is written.
+"""The published configs of a version (the registry `CONFIGS`: name, card text, schema, how each derived
+table is made), where each lives in the repo, and how its parquet is written.
 
 A version is one Hub dataset repo with several configs and no file stored twice:
 - `default`: every triplet, task-grouped: `data/*/train-*` (read in path order, which is task order);
@@ -18,16 +19,18 @@ for the same input.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.schema import CANDIDATES_ARROW, CORPUS_ARROW, NTUPLE_TASKS_ARROW, SCHEMA, TRIPLETS_ARROW, ntuple_schema
+from pipeline.schema import CANDIDATES_ARROW, CORPUS_ARROW, SCHEMA, TRIPLETS_ARROW
 
 ROW_GROUP_BYTES = 64 * 1024**2  # in memory, per row group
 
@@ -48,38 +51,101 @@ class ConfigFiles:
         return sorted(Path(folder).glob(self.pattern))
 
 
+# Row i of `ntuple_tasks` is the task of row i of `ntuple` (the n-tuples carry no text that is not an input).
+NTUPLE_TASKS_ARROW = pa.schema([("task_type", pa.string()), ("task_name", pa.string())])
+
+
+def ntuple_schema(k: int) -> pa.Schema:
+    """The `ntuple` config: one row per mined query, as sentence-transformers' `mine_hard_negatives` writes its
+    n-tuples: `anchor, positive, negative_1..negative_k`, then `scores`, the guide's similarities of the query
+    to the positive and to each negative (the trainer's collator takes `scores` as the label, not as an input)."""
+    return pa.schema([("anchor", pa.string()), ("positive", pa.string()),
+                      *[(f"negative_{j}", pa.string()) for j in range(1, k + 1)],
+                      ("scores", pa.list_(pa.float32()))])
+
+
+@dataclass
+class MinedTables:
+    """The mined tasks' frames as the build read them, in task order: what the derived configs are made of."""
+
+    triplets: list[pl.DataFrame]
+    candidates: list[pl.DataFrame] = field(default_factory=list)
+    corpus: list[pl.DataFrame] = field(default_factory=list)
+    k: int = 1  # mining.negatives_per_query
+
+    @functools.cached_property
+    def ntuples(self) -> pl.DataFrame | None:
+        """One row per mined query that has `k` negatives, in the guide's rank order (the triplet rows list each
+        query's negatives in that order), task by task; None when nothing was mined."""
+        frames = [f for f in self.triplets if f.height]
+        if not frames:
+            return None
+        rows = (pl.concat(frames).group_by(["task_type", "task_name", "query", "pos"], maintain_order=True)
+                .agg(pl.col("pos_score").first(), pl.col("neg"), pl.col("neg_score"))
+                .filter(pl.col("neg").list.len() == self.k))
+        return rows.with_columns(
+            *[pl.col("neg").list.get(j).alias(f"negative_{j + 1}") for j in range(self.k)],
+            scores=pl.concat_list(pl.col("pos_score"), pl.col("neg_score")),
+        ).rename({"query": "anchor", "pos": "positive"}).sort("task_type", "task_name", maintain_order=True)
+
+
+def _ntuple_columns(schema: pa.Schema, mined: MinedTables) -> pa.Table:
+    rows = mined.ntuples
+    return schema.empty_table() if rows is None else rows.select(schema.names).to_arrow().cast(schema)
+
+
+def stacked(frames: list[pl.DataFrame], schema: pa.Schema, order: list[str]) -> pa.Table:
+    """Per-task tables as one, sorted by `order` (task first), in the given schema."""
+    frames = [f for f in frames if f.height]
+    if not frames:
+        return schema.empty_table()
+    return pl.concat(frames).sort(order).to_arrow().cast(schema)
+
+
 @dataclass(frozen=True)
 class PublishedConfig:
-    """A published config besides the per-task ones: its name, files, schema and what the card says of it."""
+    """A published config besides the per-task ones: its name, what the card says of it, its schema and how its
+    table is made from the mined tasks (None: written from the default's rows, as `default` and `triplets` are)."""
 
     name: str
     doc: str
     schema: Callable[[int], pa.Schema]  # given k = mining.negatives_per_query (only `ntuple` depends on it)
+    table: Callable[[MinedTables], pa.Table] | None = None
 
     @property
     def files(self) -> ConfigFiles:
         return ConfigFiles(self.name, "data/*/train-*.parquet" if self.name == "default" else
                            f"{self.name}/train-*.parquet")
 
+    def made(self, mined: MinedTables) -> pa.Table:
+        """The config's table, held to its schema: a builder that drifts from it fails the build, naming it."""
+        table = self.table(mined)
+        if not table.schema.equals(expected := self.schema(mined.k)):
+            raise ValueError(f"config {self.name!r}: the build's table has schema {table.schema}, the registry "
+                             f"{expected}")
+        return table
 
-# The registry of published configs, in the order the card declares them: the build writes and checks each
-# one's table against its schema, the card takes its files, schema and text, and a test holds the README's
-# table to it. A new config is one entry here, its table in `build`, and its test.
+
+# The registry of published configs, in the order the card declares them: the build makes each derived one's
+# table here and writes it, the card takes their files, schemas and text, and a test holds the README's table to
+# it. A config made from what mining already wrote is one entry here (and its test).
 CONFIGS = (
     PublishedConfig("default", "every row, grouped by task (the files of all per-task configs)", lambda k: SCHEMA),
     PublishedConfig("triplets", "the default's rows in the same order, as `anchor, positive, negative` only: a "
                                 "trainer's inputs", lambda k: TRIPLETS_ARROW),
     PublishedConfig("ntuple", "one row per mined query: `anchor, positive, negative_1..negative_k` (k = "
                               "mining.negatives_per_query), then `scores`: the guide's similarity of the anchor to the "
-                              "positive and to each negative", ntuple_schema),
-    PublishedConfig("ntuple_tasks", "row i: `task_type, task_name` of `ntuple` row i", lambda k: NTUPLE_TASKS_ARROW),
+                              "positive and to each negative", ntuple_schema,
+                    lambda m: _ntuple_columns(ntuple_schema(m.k), m)),
+    PublishedConfig("ntuple_tasks", "row i: `task_type, task_name` of `ntuple` row i", lambda k: NTUPLE_TASKS_ARROW,
+                    lambda m: _ntuple_columns(NTUPLE_TASKS_ARROW, m)),
     PublishedConfig("candidates", "per mined query: `pos_id` and the guide-ranked other-label `candidate_ids` / "
-                                  "`candidate_scores` (ids into `corpus`, same task)", lambda k: CANDIDATES_ARROW),
-    PublishedConfig("corpus", "the mined tasks' texts by `id` (per task), with their label", lambda k: CORPUS_ARROW),
+                                  "`candidate_scores` (ids into `corpus`, same task)", lambda k: CANDIDATES_ARROW,
+                    lambda m: stacked(m.candidates, CANDIDATES_ARROW, ["task_type", "task_name", "query_id"])),
+    PublishedConfig("corpus", "the mined tasks' texts by `id` (per task), with their label", lambda k: CORPUS_ARROW,
+                    lambda m: stacked(m.corpus, CORPUS_ARROW, ["task_type", "task_name", "id"])),
 )
 TASK_CONFIG_DOC = "one task's triplets (`task_type` = the name)"
-EXTRA_CONFIGS = tuple(c.name for c in CONFIGS if c.name != "default")
-_BY_NAME = {c.name: c for c in CONFIGS}
 _CDC = "use_content_defined_chunking" in inspect.signature(pq.write_table).parameters
 
 
@@ -87,13 +153,19 @@ def task_config(task_type: str) -> ConfigFiles:
     return ConfigFiles(task_type, f"data/{task_type}/train-*.parquet")
 
 
-DEFAULT = _BY_NAME["default"].files
+DEFAULT = CONFIGS[0].files
+
+
+def extra_configs() -> tuple[str, ...]:
+    """The configs besides `default` and the per-task ones, in registry order (read when asked, not at import)."""
+    return tuple(c.name for c in CONFIGS if c.name != "default")
 
 
 def published_config(name: str) -> PublishedConfig:
-    if name not in EXTRA_CONFIGS:
-        raise ValueError(f"unknown config {name!r}: the configs besides the per-task ones are {EXTRA_CONFIGS}")
-    return _BY_NAME[name]
+    found = next((c for c in CONFIGS if c.name == name and name != "default"), None)
+    if found is None:
+        raise ValueError(f"unknown config {name!r}: the configs besides the per-task ones are {extra_configs()}")
+    return found
 
 
 def extra_config(name: str) -> ConfigFiles:
@@ -102,19 +174,17 @@ def extra_config(name: str) -> ConfigFiles:
 
 def config_doc(name: str) -> str:
     """What the card says of config `name` (a name not listed is a per-task config)."""
-    return _BY_NAME[name].doc if name in _BY_NAME else TASK_CONFIG_DOC
+    return next((c.doc for c in CONFIGS if c.name == name), TASK_CONFIG_DOC)
 
 
-def checked_tables(tables: dict[str, pa.Table], k: int) -> dict[str, pa.Schema]:
-    """The schemas of a build's extra configs (all but `default` and the per-task ones, `triplets` aside: it is
-    written from the default's rows), each table held to its registry entry."""
-    want = [c for c in EXTRA_CONFIGS if c != "triplets"]
-    if sorted(tables) != sorted(want):
-        raise ValueError(f"the build made configs {sorted(tables)}; the registry (layout.CONFIGS) has {sorted(want)}")
-    for name, table in tables.items():
-        if not table.schema.equals(expected := _BY_NAME[name].schema(k)):
-            raise ValueError(f"config {name!r}: the build's table has schema {table.schema}, the registry {expected}")
-    return {name: _BY_NAME[name].schema(k) for name in EXTRA_CONFIGS}
+def derived_tables(mined: MinedTables) -> dict[str, pa.Table]:
+    """Every config made from the mined tasks, by name, in registry order, each held to its schema."""
+    return {c.name: c.made(mined) for c in CONFIGS if c.table is not None}
+
+
+def extra_schemas(k: int) -> dict[str, pa.Schema]:
+    """The schemas of the configs besides `default` and the per-task ones, as the card lists them."""
+    return {c.name: c.schema(k) for c in CONFIGS if c.name != "default"}
 
 
 def config_files(name: str, kind: str) -> ConfigFiles:

@@ -13,13 +13,14 @@ from pydantic import BaseModel
 from pipeline.common import faults
 from pipeline.common.accounting import RowAccount
 from pipeline.common.plots import similarity_histogram
-from pipeline.config import CleanConfig, DecontaminationConfig, MiningConfig, TaskSource
+from pipeline.config import DecontaminationConfig, TaskSource
 from pipeline.road.agreement import Agreement
 from pipeline.road.decontaminate import near_duplicates, reference_fingerprint, reference_texts
 from pipeline.road.embed import EmbedStats, GuideEncoder
 from pipeline.road.model_ref import ModelRef
-from pipeline.road.label_noise import LabelNoiseReport, mine_auditing
-from pipeline.road.miner import MinedTriplets, MiningStats, mine_triplets
+from pipeline.road.label_noise import CleanConfig, LabelNoiseReport, mine_auditing
+from pipeline.road.mined import MinedTriplets, MiningStats
+from pipeline.road.miner import MiningConfig, mine_triplets
 from pipeline.schema import CANDIDATES_SCHEMA, CORPUS_SCHEMA, PL_SCHEMA
 from pipeline.workspace import StageReport, StageSpec, Workspace
 

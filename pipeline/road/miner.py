@@ -12,16 +12,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import Field
 from tqdm.auto import tqdm
 
-from pipeline.config import MiningConfig
-from pipeline.road.deep_search import NegativeSources, Tally, deepen
+from pipeline.common.settings import Settings
+from pipeline.road.deep_search import Tally, deepen
 from pipeline.road.label_noise import NeighbourVotes, votes
+from pipeline.road.mined import Candidates, MinedTriplets, MiningStats, summarise
 from pipeline.road.search import OtherLabelSearch, flat_index, search
 
 log = logging.getLogger(__name__)
@@ -31,65 +31,59 @@ LOW_RECALL = 0.9  # below this, the approximate search is said to be missing too
 DROPS = {"no_negative": "no other-label text passed the margin guard"}
 
 
-class SimilaritySummary(BaseModel):
-    mean: float
-    p05: float
-    p50: float
-    p95: float
+class MiningConfig(Settings):
+    """Knobs of the label-based triplet miner (`mine_triplets` takes them as they are):
+    each field's description is its documentation (`gistforge config --schema`; a test holds the README's table
+    to the fields). `rounds` is the stage's, not the miner's: how often the mining stage runs
+    (`pipeline.road.rounds`)."""
 
+    STAGE_FIELDS: ClassVar[frozenset[str]] = frozenset({"rounds"})  # the stage's, not the miner's
 
-class MiningStats(BaseModel):
-    """What the miner did with one task's rows; `drops` are the rows that gave no triplet, by reason."""
+    positive_top_k: int = Field(100, ge=1, le=2047,  # FAISS on GPU returns at most 2048 neighbours (self + top-k)
+                                description="the positive is drawn among the query's k nearest same-label texts "
+                                "(GIST: 100); a small k gives positives the guide already finds close, a large one "
+                                "adds harder positives")
+    positive_temperature: float = Field(0.05, gt=0, description="draw probability softmax(sim / T) over those k "
+                                        "(GIST: 0.05); T -> 0 picks the nearest, a large T samples them uniformly")
+    negative_strategy: Literal["hard", "topk_random", "uniform"] = Field(
+        "hard", description="hard: the most similar guarded other-label text; topk_random: uniform among the "
+        "first negative_top_k guarded; uniform: GIST's recipe, a random other-label text, no guard")
+    negative_depth: int = Field(64, ge=1, le=2048, description="other-label candidates retrieved per query; deeper "
+                                "costs more search and finds a candidate under the guard more often")
+    negative_top_k: int = Field(10, ge=1, description="pool size for `topk_random`")
+    margin_type: Literal["relative", "absolute"] = Field("relative", description="how `margin` guards a candidate: "
+                                                         "relative is NV-Retriever's TopK-PercPos (arXiv 2407.15831); "
+                                                         "a candidate nearly as close as the positive is more likely an "
+                                                         "unlabelled positive than a true negative")
+    margin: float = Field(0.05, ge=0, description="keep sim(q,n) < sim(q,p)-|sim(q,p)|*m (relative) or < sim(q,p)-m "
+                          "(absolute); 0 keeps anything strictly below the positive")
+    negative_max_depth: int | None = Field(None, ge=1, le=2048, description="when fewer than negatives_per_query "
+                                           "candidates pass the guard, search again at 2x, 4x ... negative_depth up "
+                                           "to this before any random fallback (None: no deeper search)")
+    fallback_tries: int = Field(64, ge=0, description="random other-label draws when no candidate passes; a query "
+                                "with none left is dropped as `no_negative` and counted")
+    negatives_per_query: int = Field(1, ge=1, description="triplets per query, each with its own negative")
+    candidates: int = Field(32, ge=0, le=2048, description="other-label candidates kept per query with their "
+                                                           "guide scores, for re-mining without the guide (the "
+                                                           "`candidates` config; at most negative_depth, 0 keeps none)")
+    approx_above: int = Field(100_000, ge=1, description="tasks with more texts search negatives with IVF on a CPU "
+                              "(exact search of 200k texts took 13 min on 2 cores; IVF recall is measured and "
+                              "reported); a GPU searches exactly at any size")
+    ivf_nlist: int | None = Field(None, ge=1, description="IVF lists (default ~sqrt(N))")
+    ivf_nprobe: int = Field(32, ge=1, description="IVF lists probed per query: recall against speed (reported as "
+                            "`recall_at_10`)")
+    recall_sample: int = Field(200, ge=0, description="queries per label checked against exact search (IVF only)")
+    query_batch: int = Field(4096, ge=1, description="queries per search call (memory only; never the result)")
+    label_noise_k: int = Field(10, ge=0, le=100, description="nearest neighbours per text for the label-noise audit "
+                               "(0: no audit), from the positives' and negatives' searches; at most positive_top_k "
+                               "and, unless uniform, negative_depth (uniform mining searches k other-label neighbours "
+                               "for it alone)")
+    rounds: int = Field(1, ge=1, le=3, description="mining rounds: round r > 1 mines again with the encoder "
+                        "fine-tuned on round r-1's data as guide (ANCE-style re-mining); the last round is published")
 
-    queries: int
-    search: Literal["exact", "ivf"]
-    margin_rejected: int = 0
-    fallback_random: int = 0
-    drops: dict[str, int] = {}
-    triplets: int = 0
-    queries_with_triplet: int = 0
-    recall_at_10: float | None = None
-    pos_sim: SimilaritySummary | None = None
-    neg_sim: SimilaritySummary | None = None
-    negatives: NegativeSources = NegativeSources()  # retrieved vs fallback, deeper search, `ntuple` coverage
-
-
-@dataclass
-class Candidates:
-    """Per mined query (input row ids, sorted): its positive and its top other-label candidates as the guide
-    ranked them (best first; -1 / NaN pad a short row), passing the guard or not, so that a trainer can
-    apply another margin or sampling rule without the guide. Empty for `uniform` mining (no retrieval)."""
-
-    query: np.ndarray
-    pos: np.ndarray
-    pos_score: np.ndarray
-    ids: np.ndarray  # (queries, N)
-    scores: np.ndarray  # (queries, N)
-
-    @classmethod
-    def empty(cls, n: int = 0) -> "Candidates":
-        ids, scores = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        return cls(ids, ids, scores, np.empty((0, n), dtype=np.int64), np.empty((0, n), dtype=np.float32))
-
-
-@dataclass
-class MinedTriplets:
-    """Indices into the input arrays plus guide scores, and what happened on the way."""
-
-    query: np.ndarray
-    pos: np.ndarray
-    neg: np.ndarray
-    pos_score: np.ndarray
-    neg_score: np.ndarray
-    stats: MiningStats
-    candidates: Candidates = field(default_factory=Candidates.empty)
-    votes: NeighbourVotes | None = None  # the label-noise audit's neighbour votes, per input row
-
-    @classmethod
-    def empty(cls, stats: MiningStats, candidates: int = 0) -> "MinedTriplets":
-        ids, scores = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        return cls(ids, ids, ids, scores, scores, stats, Candidates.empty(candidates))
-
+    def miner_settings(self) -> dict:
+        """What the card's mining table records: every field but the stage's own (`rounds`)."""
+        return self.model_dump(exclude=set(self.STAGE_FIELDS))
 
 def task_rng(seed: int, task: str) -> np.random.Generator:
     """A generator that depends only on the seed and the task, not on run order."""
@@ -294,12 +288,3 @@ def _candidates(order: np.ndarray, query: list, pos: list, pos_score: list, ids:
     back = np.argsort(q, kind="stable")
     return Candidates(q[back], order[np.concatenate(pos)][back], np.concatenate(pos_score)[back].astype(np.float32),
                       cand[back], np.concatenate(scores)[back].astype(np.float32))
-
-
-def summarise(scores: np.ndarray) -> SimilaritySummary | None:
-    """Mean and 5/50/95th percentiles of guide similarity."""
-    if not len(scores):
-        return None
-    qs = np.quantile(scores, [0.05, 0.5, 0.95])
-    return SimilaritySummary(mean=round(float(scores.mean()), 4), p05=round(float(qs[0]), 4),
-                             p50=round(float(qs[1]), 4), p95=round(float(qs[2]), 4))
