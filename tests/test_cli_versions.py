@@ -158,17 +158,22 @@ def test_diff_counts_rows_per_task_and_names_the_changed_setting(two_builds, cap
     assert all(r["added"] == r["removed"] == 0 for r in same["rows"]) and same["settings"] == {}
 
 
-def test_an_unchanged_publish_keeps_the_data_version_so_the_finetune_is_not_stale(two_builds, capsys):
-    """A third build with build 2's config changes nothing: published_dataset is materialised again with the
-    same DataVersion (its content hash), so Dagster does not mark finetuned_encoder stale."""
-    import dagster as dg
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-    from dagster._core.loader import LoadingContextForTest
+STALE = """query($k: AssetKeyInput!) { assetNodeOrError(assetKey: $k) {
+  ... on AssetNode { staleStatus staleCauses { reason } } } }"""
 
-    from assets.definitions import build_definitions
-    from assets.settings import Deployment
-    from gistforge.instance import cli_instance
-    from pipeline.profiles import load_config
+
+def test_an_unchanged_publish_keeps_the_data_version_so_the_finetune_is_not_stale(two_builds, capsys, tmp_path):
+    """A third build with build 2's config changes nothing: published_dataset is materialised again with the
+    same DataVersion (its content hash), so Dagster does not mark finetuned_encoder stale: asked as the UI asks,
+    through the web server's GraphQL API over the build's own instance."""
+    import os
+    import sys
+    from pathlib import Path
+
+    import dagster as dg
+
+    from gistforge.instance import cli_instance, instance_dir
+    from tests.dagster_web import free_port, gql, serving
 
     home, config = two_builds["home"], two_builds["config"]
     assert run(["build", "--home", str(home), "--config", str(config)]) == 0
@@ -179,9 +184,15 @@ def test_an_unchanged_publish_keeps_the_data_version_so_the_finetune_is_not_stal
         assert len(events) == 2
         versions = [e.asset_materialization.tags["dagster/data_version"] for e in events]
         assert versions[0] == versions[1] == last_build(Workspace(home, "embedded")).content_hash
-        defs = build_definitions(load_config(config), Deployment(home=home))
-        resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
-        assert resolver.get_status(dg.AssetKey("finetuned_encoder")) == StaleStatus.FRESH
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DAGSTER_HOME": str(instance_dir(home)), "GISTFORGE_HOME": str(home),
+           "GISTFORGE_CONFIG": str(config), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    port = free_port()
+    web = [str(Path(sys.executable).parent / "dagster-webserver"), "-m", "assets.definitions", "-d", str(root),
+           "-h", "127.0.0.1", "-p", str(port)]
+    with serving(web, root, env, tmp_path / "webserver.log", port) as url:
+        node = gql(url, STALE, {"k": {"path": ["finetuned_encoder"]}})["assetNodeOrError"]
+    assert node["staleStatus"] == "FRESH", node["staleCauses"]
 
 
 def test_the_hub_target_reads_versions_as_the_local_one_does(two_builds, tmp_path, capsys):

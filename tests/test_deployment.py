@@ -75,7 +75,7 @@ def test_embedding_cache_stays_correct_with_two_concurrent_writers(tmp_path):
     ({"GISTFORGE_EXECUTOR": "k8s", "GISTFORGE_GUIDE_DEVICE": "cpu"}, "k8s"),
 ])
 def test_executor_choice_resolves_for_every_job(env, executor, tmp_path):
-    from dagster._core.execution.api import create_execution_plan
+    import dagster as dg
 
     from assets.automation import rebuild_plan
     from assets.definitions import build_definitions, guide_steps, k8s_executor_config
@@ -91,9 +91,8 @@ def test_executor_choice_resolves_for_every_job(env, executor, tmp_path):
     for step in rebuild_plan([t.name for t in cfg.included_tasks]):
         job = defs.resolve_job_def(step.job)
         assert job.executor_def.name == executor
-        plan = create_execution_plan(job, run_config={}, tags={"dagster/partition": step.partition}
-                                     if step.partition else {})
-        assert plan.step_keys_to_execute
+        resolved = dg.validate_run_config(job, {})  # Dagster resolves the executor's own config schema
+        assert "execution" in resolved and job.graph.node_dict
     if executor == "k8s":
         per_step = k8s_executor_config(deployment, guide_steps(cfg))["per_step_k8s_config"]
         assert set(per_step) == (set() if deployment.guide_device == "cpu" else {"mined_triplets", "finetuned_encoder"})
@@ -133,22 +132,15 @@ def test_guide_steps_go_to_the_guide_queue_only_when_one_is_set(tmp_path):
         assert not any(q for q, _ in steps(cfg, {}).values())
 
 
-def test_deploy_files_are_valid_and_agree(tmp_path, monkeypatch):
-    """deploy/dagster.yaml passes Dagster's instance schema; the worker settings are the executor's; the Helm values
+def test_deploy_files_agree():
+    """deploy/dagster.yaml queues runs; the worker settings are the executor's; the Helm values
     run the same code location with the k8s executor, GISTFORGE_HOME on the shared volume, the queued coordinator."""
     import yaml
-    from dagster._core.instance.config import dagster_instance_config
 
     from assets.settings import CELERY_SETTINGS
 
-    (tmp_path / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text())
-    for key, value in {"DAGSTER_PG_HOST": "h", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_USER": "u",
-                       "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": "d"}.items():
-        monkeypatch.setenv(key, value)
-    config, _ = dagster_instance_config(str(tmp_path))
-    assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
-    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
-
+    instance = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
+    assert instance["run_coordinator"]["class"] == "QueuedRunCoordinator"  # Dagster opens it in the next test
     celery = yaml.safe_load((REPO / "deploy" / "celery.yaml").read_text())["execution"]["config"]
     assert celery["config_source"] == CELERY_SETTINGS
 
@@ -164,6 +156,39 @@ def test_deploy_files_are_valid_and_agree(tmp_path, monkeypatch):
     assert any(env["GISTFORGE_HOME"].startswith(m + "/") for m in mounts)
     assert values["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
     assert values["postgresql"]["enabled"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["deploy/dagster.yaml", "docs/deploy.md"])
+def test_the_postgres_instance_settings_open_a_real_instance(source, tmp_path, monkeypatch):
+    """deploy/dagster.yaml and the storage block docs/deploy.md shows are read by Dagster itself against a
+    PostgreSQL server started on loopback (skipped where Debian's postgresql is not installed)."""
+    import re
+
+    import dagster as dg
+
+    pytest.importorskip("dagster_postgres", reason="the deploy extra is not installed: pip install -e '.[deploy]'")
+    from localcluster import Postgres, Unavailable, pg_bin
+
+    try:
+        pg_bin("initdb")
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    text = (REPO / source).read_text()
+    if source.endswith(".md"):
+        text = re.search(r"```yaml\n(storage:.*?)```", text, re.S).group(1)
+    (tmp_path / "dagster.yaml").write_text(text)
+    server = Postgres().start()
+    try:
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
+        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            assert instance.get_runs() == []  # the schema was created and answers
+            if source == "deploy/dagster.yaml":
+                assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+    finally:
+        server.cleanup()
 
 
 # ------------------------------------------------------------------------------------------- the cluster

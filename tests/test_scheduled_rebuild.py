@@ -22,6 +22,9 @@ import dagster as dg
 import polars as pl
 import pytest
 import yaml
+# The only private Dagster imports in the project, test-only: the public `DagsterInstance` methods used here
+# (`get_backfills`, `all_instigator_state`, `get_ticks`, `update_instigator_state`) return and take these
+# record types, which Dagster does not export (1.13); the UI's own switch writes the same state.
 from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatus, InstigatorType, TickStatus
 
@@ -35,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REPO = "local/gistforge-medi-mteb-triplets"
 TASKS = ["Banking77Classification", "ChatterbotTopics"]
 # Dagster's backfill daemon sleeps a fixed 30 s between iterations (`DEFAULT_DAEMON_INTERVAL_SECONDS`, not an
-# instance setting) and a rebuild needs four; the test's daemon is the stock one with that pause at 2 s.
+# instance setting: `dagster._daemon.backfill`, 1.13) and a rebuild needs four; the test's daemon is the stock one
+# with that pause at 2 s (at 30 s the four rebuilds would add ~8 minutes to CI).
 DAEMON = ("import sys; import dagster._daemon.controller as c; c.DEFAULT_DAEMON_INTERVAL_SECONDS = 2; "
           "from dagster._daemon.cli import cli; sys.argv[0] = 'dagster-daemon'; cli(obj={})")
 RUN_COORDINATOR = """

@@ -5,18 +5,14 @@ brittle across Dagster releases), then verifies the results in the UI pages and 
 Skips when Chromium or Playwright is missing; `.ci/run` installs both, so it runs in CI.
 """
 
-import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.dagster_web import free_port, gql, serving
 from tests.waiting import until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -32,64 +28,29 @@ STATUS = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }
 REPOS = """{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _gql(url: str, query: str, variables: dict | None = None) -> dict:
-    req = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        body = json.loads(resp.read())
-    assert "errors" not in body, body
-    return body["data"]
-
-
 @pytest.fixture(scope="module")
 def dagster_ui(tmp_path_factory):
     home = tmp_path_factory.mktemp("dagster_home")
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "GISTFORGE_HOME": str(home / "gistforge"),
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("GISTFORGE_CONFIG", None)
-    log = open(home / "dagster-dev.log", "w")
     dg_cli = str(Path(sys.executable).parent / "dg")  # Dagster's current CLI, as the README's UI section says
-    proc = subprocess.Popen([dg_cli, "dev", "--use-active-venv", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    def serving() -> bool:
-        try:
-            urllib.request.urlopen(f"{url}/server_info", timeout=5)
-            return True
-        except OSError:
-            return False
-
-    try:
-        until("dg dev serving", serving, timeout_s=180, every_s=2, proc=proc,
-              log=lambda: (home / "dagster-dev.log").read_text()[-3000:])
+    with serving([dg_cli, "dev", "--use-active-venv", "--host", "127.0.0.1", "--port", str(port)], ROOT, env,
+                 home / "dagster-dev.log", port) as url:
         yield url, home
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def _run(url: str, repo: dict, job: str, partition: str | None = None, timeout: float = 300) -> str:
     params = {"selector": {"repositoryName": repo["name"], "repositoryLocationName": repo["location"]["name"],
                            "jobName": job},
               "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}] if partition else []}}
-    launched = _gql(url, LAUNCH, {"p": params})["launchRun"]
+    launched = gql(url, LAUNCH, {"p": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
     def ended() -> str | None:
-        status = _gql(url, STATUS, {"id": run_id})["runOrError"]["status"]
+        status = gql(url, STATUS, {"id": run_id})["runOrError"]["status"]
         return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
 
     status = until(f"end of run {run_id} of {job}", ended, timeout_s=timeout, every_s=2)
@@ -108,7 +69,7 @@ def test_materialise_the_embedded_default_from_the_ui(dagster_ui, tmp_path):
     url, home = dagster_ui
     shots = Path(os.environ.get("UI_SCREENSHOT_DIR", tmp_path))  # not GISTFORGE_*: conftest clears those
     shots.mkdir(parents=True, exist_ok=True)
-    repo = _gql(url, REPOS)["repositoriesOrError"]["nodes"][0]
+    repo = gql(url, REPOS)["repositoriesOrError"]["nodes"][0]
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
