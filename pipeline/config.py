@@ -16,7 +16,7 @@ from pipeline import task_types
 from pipeline.common.retry import RetryBudget
 from pipeline.common.settings import Settings as _Strict
 from pipeline.registry import DEFAULT_EXCLUSIONS, MTEB_TASKS
-from pipeline.road.label_noise import CleanConfig  # a section's knobs live with the code that reads them
+from pipeline.road.label_noise import CleanConfig  # these two sections are declared with the code that reads them
 from pipeline.road.miner import MiningConfig
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
@@ -104,10 +104,6 @@ class TaskSource(_Strict):
     def task_type(self) -> str:
         """`mteb_<slug>` for MTEB tasks and only them; `local_<slug>` for other labelled files (`task_types`)."""
         return MTEB_TASKS[self.name].task_type if self.is_mteb else task_types.local(self.name)
-
-
-
-
 
 
 class DecontaminationConfig(_Strict):
