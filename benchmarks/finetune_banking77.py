@@ -41,7 +41,8 @@ def main() -> None:
     import polars as pl
     from sentence_transformers import SentenceTransformer
 
-    from pipeline.config import BUNDLED_MODEL, BuildConfig, MiningConfig, TaskSource, TrainConfig
+    from pipeline.config import BuildConfig, MiningConfig, TaskSource, TrainConfig
+    from pipeline.road.model_ref import BUNDLED_MODEL
     from pipeline.road import train
     from pipeline.road.model_ref import resolve_model
     from pipeline.road.evaluate import mteb_scores, mteb_tasks

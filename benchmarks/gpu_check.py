@@ -60,7 +60,7 @@ def bert_sized(out: Path, tiny: bool, seed: int = 0) -> Path:
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from pipeline.config import BUNDLED_MODEL
+    from pipeline.road.model_ref import BUNDLED_MODEL
     from pipeline.road.model_ref import resolve_model
 
     shape = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64) if tiny else \
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    from pipeline.config import BUNDLED_MODEL
+    from pipeline.road.model_ref import BUNDLED_MODEL
     from pipeline.road.embed import cuda_device_count
     from pipeline.road.precision import resolve_precision
 

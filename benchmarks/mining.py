@@ -56,7 +56,7 @@ def _load(data: Path):
 
 
 def _model():
-    from pipeline.config import BUNDLED_MODEL
+    from pipeline.road.model_ref import BUNDLED_MODEL
     from pipeline.road.embed import load_encoder
     from pipeline.road.model_ref import resolve_model
 
@@ -81,7 +81,8 @@ def part_gistforge(data: Path, cache: Path, warm: bool, precision: str = "auto")
     """What a mining step does (model loading aside): encode through the cache, measure agreement, mine.
 
     `precision` `bf16-torch`: bf16 under torch.autocast even where OpenVINO is installed (the comparison)."""
-    from pipeline.config import BUNDLED_MODEL, MiningConfig
+    from pipeline.config import MiningConfig
+    from pipeline.road.model_ref import BUNDLED_MODEL
     from pipeline.road import openvino_guide
     from pipeline.road.embed import GuideEncoder
     from pipeline.road.miner import mine_triplets

@@ -163,7 +163,8 @@ def main() -> None:
 
     from importlib.metadata import version
 
-    from pipeline.config import BUNDLED_MODEL, BuildConfig, CleanConfig, MiningConfig
+    from pipeline.config import BuildConfig, CleanConfig, MiningConfig
+    from pipeline.road.model_ref import BUNDLED_MODEL
     from pipeline.road.model_ref import resolve_model
     from pipeline.road.evaluate import mteb_scores, mteb_tasks
     from pipeline.road.mine import MineReport

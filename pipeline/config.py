@@ -1,4 +1,6 @@
-"""Typed build configuration, in one place (the built-in profiles and YAML loading are `pipeline.profiles`).
+"""Typed build configuration: `BuildConfig` and the sections that describe sources (the built-in profiles and
+YAML loading are `pipeline.profiles`). The mining, cleaning, training and network sections are declared with
+the code that reads them and composed here.
 
 A configuration is plain data, loaded once by whoever starts a build (the CLI, or the Dagster code location's
 loader in `assets`) and handed on explicitly: nothing here reads the environment.
@@ -13,30 +15,22 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from pipeline import task_types
-from pipeline.common.retry import RetryBudget
+from pipeline.common.retry import NetworkConfig  # these sections are declared with the code that reads them
+from pipeline.common.settings import SAFE_NAME as _SAFE_NAME
 from pipeline.common.settings import Settings as _Strict
+from pipeline.common.settings import checked_repo_id as _repo_id
 from pipeline.registry import DEFAULT_EXCLUSIONS, MTEB_TASKS
-from pipeline.road.label_noise import CleanConfig  # these two sections are declared with the code that reads them
+from pipeline.road.label_noise import CleanConfig
 from pipeline.road.miner import MiningConfig
+from pipeline.road.train import TrainConfig
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
-BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
-# Used with `fullmatch` only: `$` also matches before a trailing newline, so `match` let `Foo\n` through.
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 SAMPLE_MEDI_COMMIT = "0" * 40  # the shipped sample's (and ../shared/data's) MEDI snapshot
 
 
 def is_commit(revision: str) -> bool:
     return bool(_COMMIT.fullmatch(revision))
-
-
-def _repo_id(v: str, field: str) -> str:
-    """Repo ids become folder names in the local hub: only 'org/name' of safe characters, no '..'."""
-    parts = v.split("/")
-    if len(parts) != 2 or not all(_SAFE_NAME.fullmatch(p) and ".." not in p for p in parts):
-        raise ValueError(f"{field} {v!r} must look like 'org/name' (letters, digits, '-', '_', '.')")
-    return v
 
 
 class MediSource(_Strict):
@@ -112,47 +106,6 @@ class DecontaminationConfig(_Strict):
     exact: bool = True
     near_duplicate_threshold: float | None = Field(
         None, gt=0, le=1, description="also drop task texts whose guide similarity to a test text is >= this")
-
-
-class NetworkConfig(_Strict):
-    """How long a Hub download or publish may keep retrying transient faults (connection errors, timeouts,
-    429, 5xx), in total. Anything else (offline mode, refused credentials, a missing repo) fails at once."""
-
-    retry_budget_s: float = Field(120.0, ge=0, le=3600, description="total seconds of retrying per ingest/publish")
-    first_retry_delay_s: float = Field(2.0, gt=0, le=60, description="first backoff; doubles per retry")
-
-    def budget(self) -> RetryBudget:
-        return RetryBudget(self.retry_budget_s, self.first_retry_delay_s)
-
-
-class TrainConfig(_Strict):
-    """Fine-tuning, with GIST's hyperparameters as defaults (lr 5e-6, warmup 0.1, batch 32, temperature 0.01)."""
-
-    learning_rate: float = Field(5e-6, gt=0, description="peak learning rate (GIST: 5e-6)")
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps spent warming the rate up")
-    batch_size: int = Field(32, ge=2, description="triplets per batch: each query's in-batch negatives")
-    temperature: float = Field(0.01, gt=0, description="GISTEmbedLoss's softmax temperature (GIST: 0.01)")
-    epochs: float = Field(1.0, gt=0, description="passes over the training rows")
-    max_steps: int = Field(-1, description="-1: train for `epochs`")
-    loss: Literal["gist", "cached_gist"] = Field("gist", description="GISTEmbedLoss, or its cached (GradCache) "
-                                                 "form for batches larger than memory allows")
-    mini_batch_size: int = Field(32, ge=1, description="CachedGISTEmbedLoss only")
-    use_instructions: bool = Field(False, description="prefix MEDI rows' instructions to their texts")
-    save_steps: int = Field(500, ge=1, description="checkpoint every this many steps (a killed run resumes there)")
-    save_total_limit: int = Field(2, ge=1, description="checkpoints kept")
-    seed: int = Field(42, description="the trainer's seed")
-    max_rows_per_task: int | None = Field(None, ge=1, description="cap each task's training rows (None: all)")
-    max_seq_length: int | None = Field(None, ge=8, description="truncate training texts to this many tokens "
-                                       "(None: the model's own limit); activation memory grows with it")
-    eval_test_rows: int | None = Field(None, ge=10, description="test rows per task for the MTEB evaluation "
-                                       "(None: the whole pinned test split, comparable with published results)")
-    eval_experiments: int = Field(10, ge=1, description="MTEB classification experiments (MTEB's default: 10)")
-    push_model_repo: str | None = Field(None, description="publish the model as 'org/name' through the publisher")
-
-    @field_validator("push_model_repo")
-    @classmethod
-    def _repo(cls, v: str | None) -> str | None:
-        return None if v is None else _repo_id(v, "push_model_repo")
 
 
 class BuildConfig(_Strict):

@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from pipeline.config import (BUNDLED_MODEL, SAMPLE_DIR, SAMPLE_MEDI_COMMIT, BuildConfig, MediSource, TaskSource,
-                             TrainConfig)
+from pipeline.config import SAMPLE_DIR, SAMPLE_MEDI_COMMIT, BuildConfig, MediSource, TaskSource, TrainConfig
 from pipeline.registry import MTEB_TASKS
+from pipeline.road.model_ref import BUNDLED_MODEL
 
 
 def embedded_profile() -> BuildConfig:

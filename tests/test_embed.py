@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import BUNDLED_MODEL
+from pipeline.road.model_ref import BUNDLED_MODEL
 from pipeline.road.embed import embed_texts, load_encoder, token_lengths
 from pipeline.road.model_ref import resolve_model
 from pipeline.road.embedding_cache import EmbeddingCache, cache_key

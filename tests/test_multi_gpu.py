@@ -48,7 +48,7 @@ class _Fake:
 @pytest.mark.slow
 def test_pool_path_matches_one_process(tmp_path):
     """The pool code path (here two CPU processes stand in for two GPUs) gives the vectors of one process."""
-    from pipeline.config import BUNDLED_MODEL
+    from pipeline.road.model_ref import BUNDLED_MODEL
     from pipeline.road.embed import load_encoder
     from pipeline.road.model_ref import resolve_model
 

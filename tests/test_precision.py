@@ -61,7 +61,7 @@ def test_vectors_in_the_cache_never_mix_precisions(tmp_path, monkeypatch):
     vectors, and each folder's vectors are exactly what its own precision encodes. (Both share one loaded
     MiniLM, to load it once: fp32 and bf16-under-autocast both keep fp32 weights.)"""
     import pipeline.road.embed as embed
-    from pipeline.config import BUNDLED_MODEL
+    from pipeline.road.model_ref import BUNDLED_MODEL
     from pipeline.road.embed import GuideEncoder
     from pipeline.road.embedding_cache import EmbeddingCache, text_hashes
 
@@ -150,7 +150,7 @@ def test_openvino_backbone_follows_fp32_when_installed():
     """Where `openvino` is installed, its bf16 backbone gives what sentence-transformers gives at fp32, within
     bf16's agreement; the torch model is left as it was (it is the fp32 reference)."""
     pytest.importorskip("openvino")
-    from pipeline.config import BUNDLED_MODEL
+    from pipeline.road.model_ref import BUNDLED_MODEL
     from pipeline.road.embed import embed_texts, load_encoder
     from pipeline.road.model_ref import resolve_model
     from pipeline.road.openvino_guide import OpenVINOEncoder
@@ -193,7 +193,7 @@ def test_openvino_converts_a_guide_once_and_later_processes_read_the_kept_graph(
     the graph instead of converting, and gives the same vectors bit for bit; an unreadable graph is
     converted again rather than failing the step."""
     pytest.importorskip("openvino")
-    from pipeline.config import BUNDLED_MODEL
+    from pipeline.road.model_ref import BUNDLED_MODEL
     from pipeline.road import openvino_guide
     from pipeline.road.embed import embed_texts, load_encoder
     from pipeline.road.model_ref import resolve_model

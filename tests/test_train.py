@@ -89,7 +89,8 @@ def test_mteb_figures_are_mteb_s_own_on_a_task_whose_transform_subsamples(tmp_pa
     import mteb
     from sentence_transformers import SentenceTransformer
 
-    from pipeline.config import BUNDLED_MODEL, TaskSource
+    from pipeline.config import TaskSource
+    from pipeline.road.model_ref import BUNDLED_MODEL
     from pipeline.road.model_ref import resolve_model
     from pipeline.road.evaluate import device, mteb_scores, mteb_tasks
     from tests.conftest import jsonl, make_hub_repo

